@@ -1,0 +1,2 @@
+//! Placeholder until the fan-out bench lands.
+fn main() {}

@@ -1,0 +1,162 @@
+//! Secrets: random tokens, their stored digests, invite-token derivation and password hashing.
+//!
+//! * Admin session tokens are 32 random bytes from the OS, handed out once (cookie or
+//!   `admin token`), and stored only as SHA-256 digests.
+//! * Invite tokens (which double as the invitee's session token) must be shown to admins again
+//!   and again inside `invite_url`, yet must not sit in the database in the clear. So they are
+//!   derived: `HMAC-SHA256(server key, user id ‖ per-user random nonce)`. The 32-byte server key
+//!   lives in a file beside the database (`<db>.key`, mode 0600), the nonce and the token's digest
+//!   in the database. A stolen database alone opens no session; a new nonce kills the old link.
+//! * Comparisons of secrets run in constant time.
+//! * Passwords are hashed with Argon2id (memory-hard); that takes tens of milliseconds, so the
+//!   reactor hands it to the worker thread in `worker.rs`.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+
+pub type Digest32 = [u8; 32];
+
+/// 32 bytes from the OS random source.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], getrandom::Error> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b)?;
+    Ok(b)
+}
+
+/// A fresh random token, hex-encoded (64 characters).
+pub fn new_token() -> Result<String, getrandom::Error> {
+    Ok(hex(&random_bytes::<32>()?))
+}
+
+/// The digest under which a token is stored and looked up.
+pub fn digest(token: &str) -> Digest32 {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Constant-time equality: the time taken does not depend on where the inputs differ.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// HMAC-SHA256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Digest32 {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    for p in parts {
+        inner.update(p);
+    }
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// The invite token of user `id` with invite nonce `nonce`, under server key `key`.
+pub fn invite_token(key: &[u8; 32], id: i64, nonce: &[u8]) -> String {
+    hex(&hmac_sha256(key, &[b"catalytic invite v1", &id.to_be_bytes(), nonce]))
+}
+
+/// Argon2id hash in PHC string form. Slow on purpose: call it off the reactor thread.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt_bytes = random_bytes::<16>().map_err(|e| e.to_string())?;
+    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| e.to_string())?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `password` matches the stored PHC string. Slow on purpose: off the reactor thread.
+pub fn verify_password(password: &str, stored: &str) -> bool {
+    match PasswordHash::new(stored) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A PHC string for a password nobody knows, so a login for an unknown account costs the same
+/// time as one for a known account (no account enumeration by timing).
+pub const DUMMY_PASSWORD_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0iQm3vtS0kL7Vq6Q9cJ5mRZb1k3W1e6p0y6b8T0d1d4";
+
+/// Admin passwords: long enough to matter, short enough to hash.
+pub fn check_password_rules(password: &str) -> Result<(), &'static str> {
+    match password.chars().count() {
+        0..=7 => Err("password must be at least 8 characters"),
+        8..=1024 => Ok(()),
+        _ => Err("password must be at most 1024 characters"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc4231_case_2() {
+        let mac = hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
+        assert_eq!(
+            hex(&mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn tokens_are_random_and_hex() {
+        let a = new_token().unwrap();
+        let b = new_token().unwrap();
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn invite_token_depends_on_key_id_and_nonce() {
+        let k1 = [1u8; 32];
+        let k2 = [2u8; 32];
+        let t = invite_token(&k1, 7, b"nonce");
+        assert_eq!(t, invite_token(&k1, 7, b"nonce"));
+        assert_ne!(t, invite_token(&k2, 7, b"nonce"));
+        assert_ne!(t, invite_token(&k1, 8, b"nonce"));
+        assert_ne!(t, invite_token(&k1, 7, b"other"));
+    }
+
+    #[test]
+    fn constant_time_eq() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn password_round_trip() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong horse", &h));
+        assert!(!verify_password("correct horse", "not a phc string"));
+        assert!(!verify_password("anything", DUMMY_PASSWORD_HASH));
+    }
+}

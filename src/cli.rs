@@ -1,0 +1,53 @@
+//! `catalytic admin create` and `catalytic admin token`: admin accounts from the shell.
+//! They open the same SQLite file as the server (WAL allows both at once).
+
+use crate::api::valid_email;
+use crate::app::wall_ms;
+use crate::auth;
+use crate::db::{Db, DbError};
+use std::io::BufRead;
+use std::path::Path;
+use std::time::Duration;
+
+/// Create an admin; the password comes from `CATALYTIC_ADMIN_PASSWORD` or one line on stdin.
+pub fn admin_create(email: &str, db_path: &Path) -> Result<(), String> {
+    if !valid_email(email) {
+        return Err(format!("`{email}` is not an email address"));
+    }
+    let password = match std::env::var("CATALYTIC_ADMIN_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| format!("reading the password from stdin: {e}"))?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    auth::check_password_rules(&password)?;
+    let db = Db::open(db_path).map_err(|e| e.to_string())?;
+    let hash = auth::hash_password(&password)?;
+    match db.create_admin(email, &hash, wall_ms()) {
+        Ok(_) => {
+            eprintln!("admin {email} created in {}", db_path.display());
+            Ok(())
+        }
+        Err(DbError::Conflict) => Err(format!("an admin with email {email} already exists")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A fresh admin session token for `email`, valid for `ttl`.
+pub fn admin_token(email: &str, db_path: &Path, ttl: Duration) -> Result<String, String> {
+    let db = Db::open(db_path).map_err(|e| e.to_string())?;
+    let (id, _) = db
+        .find_admin(email)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no admin with email {email}; create one with `catalytic admin create`"))?;
+    let token = auth::new_token().map_err(|e| format!("OS randomness: {e}"))?;
+    let now = wall_ms();
+    db.create_admin_session(id, &auth::digest(&token), now + ttl.as_millis() as i64, now)
+        .map_err(|e| e.to_string())?;
+    Ok(token)
+}

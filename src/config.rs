@@ -1,0 +1,399 @@
+//! Command line and environment: what the operator can set, parsed into plain values.
+//!
+//! Every `--flag` also has an environment variable `CATALYTIC_<FLAG_IN_CAPS>` (dashes become
+//! underscores). A flag on the command line wins over its variable. Parsing is pure so it can be
+//! unit-tested; `main.rs` turns a `ConfigError` into a message and a non-zero exit.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of `catalytic serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub db: PathBuf,
+    /// Origin the pages and invite links are reached at; `None` = `http://<bound address>`.
+    pub public_url: Option<String>,
+    pub session_length: Duration,
+    pub heartbeat: Duration,
+    pub invite_ttl: Duration,
+    pub agent_key: Option<String>,
+    pub log_level: log::LevelFilter,
+    pub echo_path: Option<String>,
+    /// `None` = the open-file limit minus a reserve, decided at start.
+    pub max_connections: Option<usize>,
+    /// 0 = no per-IP limit.
+    pub max_connections_per_ip: usize,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub max_outbox_bytes: usize,
+    pub login_failures_per_minute: u32,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Serve(ServeConfig),
+    AdminCreate { email: String, db: PathBuf },
+    AdminToken { email: String, db: PathBuf, ttl: Duration },
+    Help,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub const USAGE: &str = "\
+usage:
+  catalytic [serve] [--listen ADDR] [--db PATH] [--public-url URL]
+                    [--session-minutes N] [--heartbeat-secs N] [--invite-ttl-hours N]
+                    [--agent-key KEY] [--log-level LEVEL] [--echo-path PATH]
+                    [--max-connections N] [--max-connections-per-ip N] [--trusted-proxy IP,...]
+                    [--max-outbox-bytes N] [--login-failures-per-minute N]
+  catalytic admin create --email EMAIL [--db PATH]   (password: CATALYTIC_ADMIN_PASSWORD or one line on stdin)
+  catalytic admin token  --email EMAIL [--db PATH] [--ttl-hours N]
+
+Every flag also reads CATALYTIC_<FLAG_IN_CAPS> from the environment (e.g. CATALYTIC_LISTEN).";
+
+const SERVE_FLAGS: &[&str] = &[
+    "listen",
+    "db",
+    "public-url",
+    "session-minutes",
+    "heartbeat-secs",
+    "invite-ttl-hours",
+    "agent-key",
+    "log-level",
+    "echo-path",
+    "max-connections",
+    "max-connections-per-ip",
+    "trusted-proxy",
+    "max-outbox-bytes",
+    "login-failures-per-minute",
+];
+
+/// Parse `args` (without the program name) with `env` as the fallback for every flag.
+pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, ConfigError> {
+    let mut rest = args;
+    let sub = match rest.first().map(String::as_str) {
+        Some("-h" | "--help" | "help") => return Ok(Command::Help),
+        Some("serve") => {
+            rest = &rest[1..];
+            "serve"
+        }
+        Some("admin") => match rest.get(1).map(String::as_str) {
+            Some("create") => {
+                rest = &rest[2..];
+                "admin create"
+            }
+            Some("token") => {
+                rest = &rest[2..];
+                "admin token"
+            }
+            Some(other) => return Err(err(format!("unknown admin command `{other}`"))),
+            None => return Err(err("`admin` needs `create` or `token`")),
+        },
+        Some(a) if !a.starts_with('-') => return Err(err(format!("unknown command `{a}`"))),
+        _ => "serve",
+    };
+    let allowed: &[&str] = match sub {
+        "serve" => SERVE_FLAGS,
+        "admin create" => &["email", "db"],
+        _ => &["email", "db", "ttl-hours"],
+    };
+    let flags = Flags::collect(rest, allowed, env)?;
+    match sub {
+        "serve" => Ok(Command::Serve(serve_config(&flags)?)),
+        "admin create" => Ok(Command::AdminCreate {
+            email: flags.required("email")?,
+            db: flags.db(),
+        }),
+        _ => Ok(Command::AdminToken {
+            email: flags.required("email")?,
+            db: flags.db(),
+            ttl: hours(flags.number("ttl-hours", 24.0 * 30.0)?, "ttl-hours")?,
+        }),
+    }
+}
+
+fn serve_config(flags: &Flags) -> Result<ServeConfig, ConfigError> {
+    let listen = flags.get("listen").unwrap_or("127.0.0.1:8080");
+    let listen: SocketAddr = listen
+        .parse()
+        .map_err(|_| err(format!("--listen: `{listen}` is not an address like 127.0.0.1:8080")))?;
+    let public_url = match flags.get("public-url") {
+        Some(u) => Some(parse_public_url(u)?),
+        None => None,
+    };
+    let session_minutes = flags.number("session-minutes", 30.0)?;
+    if session_minutes <= 0.0 || session_minutes > 60.0 * 24.0 * 365.0 {
+        return Err(err("--session-minutes must be above 0 and at most a year"));
+    }
+    let heartbeat_secs = flags.number("heartbeat-secs", 30.0)?;
+    if !(0.05..=3600.0).contains(&heartbeat_secs) {
+        return Err(err("--heartbeat-secs must be between 0.05 and 3600"));
+    }
+    let log_level = match flags.get("log-level").unwrap_or("info").to_ascii_lowercase().as_str() {
+        "off" => log::LevelFilter::Off,
+        "error" => log::LevelFilter::Error,
+        "warn" | "warning" => log::LevelFilter::Warn,
+        "info" => log::LevelFilter::Info,
+        "debug" => log::LevelFilter::Debug,
+        "trace" => log::LevelFilter::Trace,
+        other => {
+            return Err(err(format!(
+                "--log-level: `{other}` is not one of off, error, warn, info, debug, trace"
+            )))
+        }
+    };
+    let echo_path = match flags.get("echo-path") {
+        Some(p) if p.starts_with('/') && p.len() > 1 => Some(p.to_string()),
+        Some(p) => return Err(err(format!("--echo-path: `{p}` must start with `/`"))),
+        None => None,
+    };
+    let max_connections = match flags.get("max-connections") {
+        Some(_) => Some(flags.integer("max-connections", 0)?.max(1)),
+        None => None,
+    };
+    let trusted_proxies = match flags.get("trusted-proxy") {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<IpAddr>()
+                    .map_err(|_| err(format!("--trusted-proxy: `{s}` is not an IP address")))
+            })
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    let max_outbox_bytes = flags.integer("max-outbox-bytes", 1 << 20)?;
+    if max_outbox_bytes < 1024 {
+        return Err(err("--max-outbox-bytes must be at least 1024"));
+    }
+    Ok(ServeConfig {
+        listen,
+        db: flags.db(),
+        public_url,
+        session_length: Duration::from_secs_f64(session_minutes * 60.0),
+        heartbeat: Duration::from_secs_f64(heartbeat_secs),
+        invite_ttl: hours(flags.number("invite-ttl-hours", 168.0)?, "invite-ttl-hours")?,
+        agent_key: flags.get("agent-key").filter(|k| !k.is_empty()).map(String::from),
+        log_level,
+        echo_path,
+        max_connections,
+        max_connections_per_ip: flags.integer("max-connections-per-ip", 512)?,
+        trusted_proxies,
+        max_outbox_bytes,
+        login_failures_per_minute: flags.integer("login-failures-per-minute", 10)?.max(1) as u32,
+    })
+}
+
+/// `--public-url` must be an http(s) origin; a trailing slash is dropped.
+fn parse_public_url(url: &str) -> Result<String, ConfigError> {
+    let url = url.trim_end_matches('/');
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| err(format!("--public-url: `{url}` must start with http:// or https://")))?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        return Err(err(format!(
+            "--public-url: `{url}` must be an origin like https://interviews.example.com"
+        )));
+    }
+    Ok(url.to_string())
+}
+
+fn hours(h: f64, name: &str) -> Result<Duration, ConfigError> {
+    if h <= 0.0 || h > 24.0 * 365.0 * 10.0 {
+        return Err(err(format!("--{name} must be above 0 and at most ten years")));
+    }
+    Ok(Duration::from_secs_f64(h * 3600.0))
+}
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// Flag values after merging the command line over the environment.
+struct Flags {
+    values: HashMap<&'static str, String>,
+}
+
+impl Flags {
+    fn collect(
+        args: &[String],
+        allowed: &[&'static str],
+        env: &HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let mut values = HashMap::new();
+        for name in allowed {
+            let var = format!("CATALYTIC_{}", name.to_ascii_uppercase().replace('-', "_"));
+            if let Some(v) = env.get(&var) {
+                values.insert(*name, v.clone());
+            }
+        }
+        let mut i = 0;
+        while i < args.len() {
+            let arg = &args[i];
+            let Some(body) = arg.strip_prefix("--") else {
+                return Err(err(format!("unexpected argument `{arg}`")));
+            };
+            let (name, inline) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (body, None),
+            };
+            let Some(known) = allowed.iter().find(|a| **a == name) else {
+                return Err(err(format!("unknown flag `--{name}`")));
+            };
+            let value = match inline {
+                Some(v) => v,
+                None => {
+                    i += 1;
+                    args.get(i)
+                        .cloned()
+                        .ok_or_else(|| err(format!("--{name} needs a value")))?
+                }
+            };
+            values.insert(*known, value);
+            i += 1;
+        }
+        Ok(Flags { values })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    fn required(&self, name: &str) -> Result<String, ConfigError> {
+        self.get(name)
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+            .ok_or_else(|| err(format!("--{name} is required")))
+    }
+
+    fn db(&self) -> PathBuf {
+        PathBuf::from(self.get("db").unwrap_or("./catalytic.db"))
+    }
+
+    fn number(&self, name: &str, default: f64) -> Result<f64, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite())
+                .ok_or_else(|| err(format!("--{name}: `{v}` is not a number"))),
+        }
+    }
+
+    fn integer(&self, name: &str, default: usize) -> Result<usize, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| err(format!("--{name}: `{v}` is not a whole number"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn serve(s: &str, env: &[(&str, &str)]) -> Result<ServeConfig, ConfigError> {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match parse(&args(s), &env)? {
+            Command::Serve(c) => Ok(c),
+            other => panic!("expected serve, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = serve("", &[]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.db, PathBuf::from("./catalytic.db"));
+        assert_eq!(c.session_length, Duration::from_secs(1800));
+        assert_eq!(c.heartbeat, Duration::from_secs(30));
+        assert_eq!(c.invite_ttl, Duration::from_secs(168 * 3600));
+        assert_eq!(c.max_connections_per_ip, 512);
+        assert_eq!(c.max_outbox_bytes, 1 << 20);
+        assert_eq!(c.login_failures_per_minute, 10);
+        assert!(c.agent_key.is_none() && c.echo_path.is_none() && c.public_url.is_none());
+    }
+
+    #[test]
+    fn flags_beat_env_and_env_fills_in() {
+        let c = serve(
+            "serve --listen 127.0.0.1:0 --session-minutes=0.05",
+            &[
+                ("CATALYTIC_LISTEN", "0.0.0.0:1"),
+                ("CATALYTIC_AGENT_KEY", "k"),
+                ("CATALYTIC_TRUSTED_PROXY", "127.0.0.1, ::1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.session_length, Duration::from_secs(3));
+        assert_eq!(c.agent_key.as_deref(), Some("k"));
+        assert_eq!(c.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        for (line, needle) in [
+            ("--nope 1", "unknown flag `--nope`"),
+            ("--listen", "--listen needs a value"),
+            ("--listen banana", "--listen"),
+            ("--session-minutes x", "not a number"),
+            ("--session-minutes 0", "above 0"),
+            ("--public-url ftp://x", "http://"),
+            ("--public-url https://x/path", "origin"),
+            ("--log-level loud", "--log-level"),
+            ("--max-connections-per-ip -1", "whole number"),
+            ("--echo-path echo", "start with `/`"),
+            ("frobnicate", "unknown command"),
+        ] {
+            let e = serve(line, &[]).unwrap_err();
+            assert!(e.0.contains(needle), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn admin_commands() {
+        let env = HashMap::new();
+        match parse(&args("admin token --email a@b.c --db x.db --ttl-hours 2"), &env).unwrap() {
+            Command::AdminToken { email, db, ttl } => {
+                assert_eq!(email, "a@b.c");
+                assert_eq!(db, PathBuf::from("x.db"));
+                assert_eq!(ttl, Duration::from_secs(7200));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&args("admin create"), &env).is_err());
+        assert!(parse(&args("admin create --email a@b.c --listen x"), &env).is_err());
+    }
+
+    #[test]
+    fn public_url_trailing_slash_dropped() {
+        let c = serve("--public-url https://example.com/", &[]).unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://example.com"));
+    }
+}

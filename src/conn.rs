@@ -1,0 +1,363 @@
+//! One client connection: its socket, its phase, its partial input and its bounded outbox.
+//!
+//! Invariants:
+//! * `rbuf` holds only bytes of an incomplete request or frame; an idle connection owns no
+//!   input buffer (reads land in the reactor's shared scratch buffer first).
+//! * `out` holds only what the kernel refused; an idle connection owns no output buffer either.
+//!   Broadcast frames are `Rc<[u8]>` shared by every recipient: queuing one is a reference-count
+//!   increment, never a copy.
+//! * A connection is never removed from the slab by the code that finds it dead: it is marked
+//!   (`dead`) and removed in the reactor's reap phase, so no iteration sees a slot vanish.
+
+use crate::api::Pending;
+use crate::auth::Digest32;
+use crate::metrics::{CloseReason, StreamKind};
+use crate::timer_wheel::TimerId;
+use mio::net::TcpStream;
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::rc::Rc;
+
+pub enum Chunk {
+    Shared(Rc<[u8]>),
+    Owned(Vec<u8>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Shared(b) => b,
+            Chunk::Owned(v) => v,
+        }
+    }
+}
+
+/// Output the kernel has not taken yet.
+#[derive(Default)]
+pub struct Outbox {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    front_written: usize,
+    queued: usize,
+    /// Bytes of an `initial` snapshot still queued: allowed on top of the limit, since a large
+    /// invitee list may exceed the limit by itself and must still reach a new admin.
+    allowance: usize,
+}
+
+impl Outbox {
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
+    }
+
+    fn push(&mut self, chunk: Chunk, skip: usize) {
+        self.queued += chunk.bytes().len() - skip;
+        if self.chunks.is_empty() {
+            self.front_written = skip;
+        }
+        self.chunks.push_back(chunk);
+    }
+
+    /// Drop everything not yet started, keeping a half-written frame so the stream stays valid.
+    fn drop_unstarted(&mut self) {
+        let keep = usize::from(self.front_written > 0 && !self.chunks.is_empty());
+        self.chunks.truncate(keep);
+        self.queued = self
+            .chunks
+            .front()
+            .map_or(0, |c| c.bytes().len() - self.front_written);
+        if keep == 0 {
+            self.front_written = 0;
+        }
+    }
+
+    /// Write until empty or the kernel pushes back; returns the bytes written.
+    fn flush(&mut self, sock: &mut impl Write) -> io::Result<usize> {
+        let mut written = 0;
+        while let Some(front) = self.chunks.front() {
+            let b = &front.bytes()[self.front_written..];
+            match sock.write(b) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n;
+                    self.queued -= n;
+                    self.front_written += n;
+                    if n == b.len() {
+                        self.chunks.pop_front();
+                        self.front_written = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.chunks.is_empty() {
+            self.allowance = 0;
+        }
+        if self.chunks.is_empty() && self.chunks.capacity() > 8 {
+            // A burst is over: give the memory back instead of keeping it per idle client.
+            self.chunks = VecDeque::new();
+        }
+        Ok(written)
+    }
+}
+
+/// Which stream an upgraded connection serves, and what it authenticated with.
+#[derive(Debug, Clone)]
+pub enum StreamRole {
+    Admin { session: Digest32 },
+    Session { user_id: i64 },
+    Agent,
+    Echo,
+}
+
+impl StreamRole {
+    pub fn kind(&self) -> Option<StreamKind> {
+        match self {
+            StreamRole::Admin { .. } => Some(StreamKind::Admin),
+            StreamRole::Session { .. } => Some(StreamKind::Session),
+            StreamRole::Agent => Some(StreamKind::Agent),
+            StreamRole::Echo => None,
+        }
+    }
+}
+
+/// An open WebSocket.
+pub struct WsState {
+    pub role: StreamRole,
+    /// Position in the hub's set for this role.
+    pub hub_slot: usize,
+    /// Digest of the credential presented, for the reconnect metric.
+    pub credential: Digest32,
+    /// A fragmented message being assembled: its opcode and bytes so far.
+    pub fragment: Option<(u8, Vec<u8>)>,
+    pub max_message: usize,
+}
+
+/// The connection's stage. Legal moves: `Http → AwaitingWorker → Http`, `Http → Ws → WsClosing
+/// → Draining`, `Http → WsClosing` (refused stream), and any stage `→ Draining`; see
+/// docs/LIFECYCLE.md.
+pub enum Phase {
+    /// Reading HTTP requests (keep-alive between them).
+    Http,
+    /// Waiting for the worker thread to answer the current request; further input waits.
+    AwaitingWorker {
+        keep_alive: bool,
+        pending: Box<Pending>,
+    },
+    /// An open stream, in the hub.
+    Ws(Box<WsState>),
+    /// Our close frame is queued; reading only to find the client's close frame.
+    WsClosing,
+    /// The last bytes are queued: once written, our side is shut down and input is discarded
+    /// until the client closes too (a lingering close, so no reset destroys the last answer).
+    Draining { shut: bool },
+}
+
+pub struct Conn {
+    pub sock: TcpStream,
+    pub gen: u32,
+    pub peer_ip: IpAddr,
+    /// The peer, or the client behind a trusted proxy once a request named it.
+    pub client_ip: IpAddr,
+    pub phase: Phase,
+    pub rbuf: Vec<u8>,
+    pub out: Outbox,
+    /// Monotonic ms of the last frame received (heartbeat).
+    pub last_seen_ms: u64,
+    /// Request, idle, handshake or close deadline, whichever applies to the phase.
+    pub deadline: Option<TimerId>,
+    /// At least one request answered (an idle keep-alive connection times out silently).
+    pub served: bool,
+    /// Reading paused because answers pile up unread (HTTP pipelining flood).
+    pub input_paused: bool,
+    /// Marked for removal in the reap phase, and why.
+    pub dead: Option<CloseReason>,
+}
+
+/// What happened to a send.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent {
+    Ok,
+    /// The outbox would pass its limit: the connection is a slow consumer.
+    Overflow,
+    /// The socket failed.
+    Failed,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, gen: u32, peer_ip: IpAddr, now_ms: u64) -> Conn {
+        Conn {
+            sock,
+            gen,
+            peer_ip,
+            client_ip: peer_ip,
+            phase: Phase::Http,
+            rbuf: Vec::new(),
+            out: Outbox::default(),
+            last_seen_ms: now_ms,
+            deadline: None,
+            served: false,
+            input_paused: false,
+            dead: None,
+        }
+    }
+
+    pub fn ws(&self) -> Option<&WsState> {
+        match &self.phase {
+            Phase::Ws(ws) => Some(ws),
+            _ => None,
+        }
+    }
+
+    pub fn ws_mut(&mut self) -> Option<&mut WsState> {
+        match &mut self.phase {
+            Phase::Ws(ws) => Some(ws),
+            _ => None,
+        }
+    }
+
+    /// An open stream that still takes broadcasts (not closing, not dead).
+    pub fn is_live_stream(&self) -> bool {
+        self.dead.is_none() && matches!(self.phase, Phase::Ws(_))
+    }
+
+    /// Queue a frame shared with other recipients; written at once if nothing is waiting.
+    /// Returns the outcome and the bytes handed to the kernel now.
+    pub fn send_shared(&mut self, frame: &Rc<[u8]>, limit: usize) -> (Sent, usize) {
+        match self.write_now(frame, limit) {
+            Ok((written, true)) => (Sent::Ok, written),
+            Ok((written, false)) => {
+                self.out.push(Chunk::Shared(Rc::clone(frame)), written);
+                (Sent::Ok, written)
+            }
+            Err(e) => (e, 0),
+        }
+    }
+
+    /// Queue the `initial` snapshot, which may be larger than the outbox limit on its own.
+    pub fn send_initial(&mut self, frame: &Rc<[u8]>) -> (Sent, usize) {
+        let r = self.send_shared(frame, usize::MAX);
+        self.out.allowance = self.out.queued_bytes();
+        r
+    }
+
+    /// Queue bytes of this connection alone.
+    pub fn send_owned(&mut self, bytes: Vec<u8>, limit: usize) -> (Sent, usize) {
+        match self.write_now(&bytes, limit) {
+            Ok((written, true)) => (Sent::Ok, written),
+            Ok((written, false)) => {
+                self.out.push(Chunk::Owned(bytes), written);
+                (Sent::Ok, written)
+            }
+            Err(e) => (e, 0),
+        }
+    }
+
+    /// Write `bytes` now if nothing is queued ahead of them. `Ok((written, done))`; when not
+    /// done, the caller queues the rest — the limit has been checked for it.
+    fn write_now(&mut self, bytes: &[u8], limit: usize) -> Result<(usize, bool), Sent> {
+        if !self.out.is_empty() {
+            if self.out.queued_bytes() + bytes.len() > limit.saturating_add(self.out.allowance) {
+                return Err(Sent::Overflow);
+            }
+            return Ok((0, false));
+        }
+        let mut written = 0;
+        while written < bytes.len() {
+            match self.sock.write(&bytes[written..]) {
+                Ok(0) => return Err(Sent::Failed),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(Sent::Failed),
+            }
+        }
+        if written == bytes.len() {
+            return Ok((written, true));
+        }
+        if bytes.len() - written > limit {
+            return Err(Sent::Overflow);
+        }
+        Ok((written, false))
+    }
+
+    /// Write queued output; `Err` means the socket is dead.
+    pub fn flush(&mut self) -> io::Result<usize> {
+        self.out.flush(&mut self.sock)
+    }
+
+    /// Replace everything unsent with one last frame (a close), keeping a half-sent frame whole.
+    pub fn replace_unsent_with(&mut self, last: Vec<u8>) {
+        self.out.drop_unstarted();
+        self.out.push(Chunk::Owned(last), 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `room` bytes in total, then says WouldBlock.
+    struct Tight {
+        room: usize,
+        got: Vec<u8>,
+    }
+
+    impl Write for Tight {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = b.len().min(self.room);
+            self.room -= n;
+            self.got.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn outbox_resumes_where_the_kernel_stopped() {
+        let shared: Rc<[u8]> = Rc::from(&b"abcdef"[..]);
+        let mut out = Outbox::default();
+        out.push(Chunk::Shared(shared.clone()), 2);
+        out.push(Chunk::Owned(b"xyz".to_vec()), 0);
+        assert_eq!(out.queued_bytes(), 7);
+        let mut w = Tight { room: 3, got: vec![] };
+        assert_eq!(out.flush(&mut w).unwrap(), 3);
+        assert_eq!(w.got, b"cde");
+        w.room = 100;
+        assert_eq!(out.flush(&mut w).unwrap(), 4);
+        assert_eq!(w.got, b"cdefxyz");
+        assert!(out.is_empty());
+        assert_eq!(out.queued_bytes(), 0);
+        assert_eq!(Rc::strong_count(&shared), 1, "the shared frame was released");
+    }
+
+    #[test]
+    fn dropping_unsent_keeps_a_half_written_frame() {
+        let mut out = Outbox::default();
+        out.push(Chunk::Owned(b"abcd".to_vec()), 1);
+        out.push(Chunk::Owned(b"efgh".to_vec()), 0);
+        out.drop_unstarted();
+        assert_eq!(out.queued_bytes(), 3);
+        out.push(Chunk::Owned(b"Z".to_vec()), 0);
+        let mut w = Tight { room: 100, got: vec![] };
+        out.flush(&mut w).unwrap();
+        assert_eq!(w.got, b"bcdZ");
+
+        let mut out = Outbox::default();
+        out.push(Chunk::Owned(b"abcd".to_vec()), 0);
+        out.drop_unstarted();
+        assert!(out.is_empty());
+        assert_eq!(out.queued_bytes(), 0);
+    }
+}

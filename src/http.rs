@@ -1,0 +1,516 @@
+//! HTTP/1.1 requests in, responses out. Pure: bytes to values and back, no I/O.
+//!
+//! Only what the contract needs is supported, and everything else is refused loudly:
+//! Content-Length bodies (≤ 64 KiB), no chunked bodies, no Content-Length together with
+//! Transfer-Encoding (request smuggling), a request head of at most 16 KiB and 64 headers.
+
+use std::fmt::Write as _;
+
+pub const MAX_HEAD: usize = 16 * 1024;
+pub const MAX_BODY: usize = 64 * 1024;
+const MAX_HEADERS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Patch,
+    Delete,
+    Put,
+    Options,
+    Other,
+}
+
+/// One parsed request: the parts the server looks at, owned so the read buffer can move on.
+#[derive(Debug, Default)]
+pub struct Request {
+    pub method: Option<Method>,
+    pub path: String,
+    pub query: String,
+    pub keep_alive: bool,
+    pub host: Option<String>,
+    pub origin: Option<String>,
+    pub cookie: Option<String>,
+    pub authorization: Option<String>,
+    pub content_type: Option<String>,
+    pub if_none_match: Option<String>,
+    pub x_forwarded_for: Option<String>,
+    /// `Upgrade: websocket` and `Connection: upgrade` were both sent.
+    pub wants_websocket: bool,
+    pub ws_key: Option<String>,
+    pub ws_version: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn method(&self) -> Method {
+        self.method.unwrap_or(Method::Other)
+    }
+
+    /// The value of cookie `name`, if sent.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookie.as_deref()?.split(';').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"'))
+        })
+    }
+
+    /// The value of query parameter `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k)? == name).then(|| percent_decode(v))?
+        })
+    }
+
+    /// The bearer token of an `Authorization: Bearer …` header.
+    pub fn bearer(&self) -> Option<&str> {
+        let a = self.authorization.as_deref()?.trim();
+        let (scheme, token) = a.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    }
+
+    /// Whether the body is declared JSON (`application/json`, any parameters).
+    pub fn is_json(&self) -> bool {
+        self.content_type.as_deref().is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        })
+    }
+}
+
+/// A request that cannot be served; always answered, and `close` ends the connection after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    pub status: u16,
+    pub message: &'static str,
+    pub close: bool,
+}
+
+const fn fatal(status: u16, message: &'static str) -> HttpError {
+    HttpError {
+        status,
+        message,
+        close: true,
+    }
+}
+
+#[derive(Debug)]
+pub enum Parsed {
+    /// Need more bytes.
+    Partial,
+    /// A request and the number of bytes it took from the buffer.
+    Complete(Box<Request>, usize),
+    Error(HttpError),
+}
+
+/// Parse one request from the front of `buf`.
+pub fn parse_request(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut raw = httparse::Request::new(&mut headers);
+    let head_len = match raw.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+        Ok(httparse::Status::Complete(_)) => {
+            return Parsed::Error(fatal(431, "request head too large"))
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Parsed::Error(fatal(431, "request head too large"))
+        }
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Error(fatal(431, "too many request headers"))
+        }
+        Err(_) => return Parsed::Error(fatal(400, "malformed request")),
+    };
+    let (Some(method), Some(target), Some(version)) = (raw.method, raw.path, raw.version) else {
+        return Parsed::Error(fatal(400, "malformed request"));
+    };
+    let Some(after_slash) = target.strip_prefix('/') else {
+        return Parsed::Error(fatal(400, "request target must be a path"));
+    };
+    let (path, query) = match after_slash.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (after_slash, ""),
+    };
+    let mut req = Request {
+        method: Some(match method {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            "PUT" => Method::Put,
+            "OPTIONS" => Method::Options,
+            _ => Method::Other,
+        }),
+        path: format!("/{path}"),
+        query: query.to_string(),
+        keep_alive: version == 1,
+        ..Request::default()
+    };
+    let mut content_length: Option<usize> = None;
+    let mut transfer_encoding = false;
+    let (mut upgrade_ws, mut connection_upgrade) = (false, false);
+    for h in raw.headers.iter() {
+        let Ok(value) = std::str::from_utf8(h.value) else {
+            // Only header values we ignore may be non-UTF-8 (e.g. legacy User-Agent bytes).
+            if is_interesting(h.name) {
+                return Parsed::Error(fatal(400, "header value is not valid UTF-8"));
+            }
+            continue;
+        };
+        let value = value.trim();
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let Some(n) = parse_content_length(value) else {
+                return Parsed::Error(fatal(400, "invalid Content-Length"));
+            };
+            if content_length.is_some_and(|old| old != n) {
+                return Parsed::Error(fatal(400, "conflicting Content-Length headers"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    req.keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    req.keep_alive = true;
+                } else if token.eq_ignore_ascii_case("upgrade") {
+                    connection_upgrade = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_ws = value
+                .split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"));
+        } else {
+            let slot = match name.to_ascii_lowercase().as_str() {
+                "host" => &mut req.host,
+                "origin" => &mut req.origin,
+                "authorization" => &mut req.authorization,
+                "content-type" => &mut req.content_type,
+                "if-none-match" => &mut req.if_none_match,
+                "sec-websocket-key" => &mut req.ws_key,
+                "sec-websocket-version" => &mut req.ws_version,
+                "x-forwarded-for" => &mut req.x_forwarded_for,
+                "cookie" => {
+                    // Several Cookie headers are joined as one list (RFC 6265 §5.4).
+                    match &mut req.cookie {
+                        Some(c) => {
+                            c.push_str("; ");
+                            c.push_str(value);
+                        }
+                        None => req.cookie = Some(value.to_string()),
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            if slot.is_some() && name.eq_ignore_ascii_case("host") {
+                return Parsed::Error(fatal(400, "more than one Host header"));
+            }
+            *slot = Some(value.to_string());
+        }
+    }
+    if transfer_encoding {
+        return Parsed::Error(if content_length.is_some() {
+            fatal(400, "Content-Length together with Transfer-Encoding is refused")
+        } else {
+            fatal(411, "chunked request bodies are not supported; send Content-Length")
+        });
+    }
+    if version == 1 && req.host.is_none() {
+        return Parsed::Error(fatal(400, "Host header required"));
+    }
+    req.wants_websocket = upgrade_ws && connection_upgrade;
+    let body_len = content_length.unwrap_or(0);
+    if body_len > MAX_BODY {
+        return Parsed::Error(fatal(413, "request body larger than 64 KiB"));
+    }
+    if buf.len() < head_len + body_len {
+        return Parsed::Partial;
+    }
+    req.body = buf[head_len..head_len + body_len].to_vec();
+    Parsed::Complete(Box::new(req), head_len + body_len)
+}
+
+fn is_interesting(name: &str) -> bool {
+    [
+        "host",
+        "origin",
+        "cookie",
+        "authorization",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "x-forwarded-for",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// Digits only (no sign, no spaces inside), and small enough to fit.
+fn parse_content_length(v: &str) -> Option<usize> {
+    if v.is_empty() || v.len() > 18 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// `%XX` and `+` decoding; `None` if the result is not UTF-8 or an escape is broken.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Entity",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// A response under construction. Headers are written as they are added.
+pub struct Response {
+    pub status: u16,
+    headers: String,
+    body: Vec<u8>,
+    /// Close the connection after this response.
+    pub close: bool,
+    /// A HEAD request: send the headers of the body but not the body.
+    head_only: bool,
+}
+
+impl Response {
+    pub fn new(status: u16) -> Self {
+        Response {
+            status,
+            headers: String::new(),
+            body: Vec::new(),
+            close: false,
+            head_only: false,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        let _ = write!(self.headers, "{name}: {value}\r\n");
+        self
+    }
+
+    pub fn body(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self.header("Content-Type", content_type)
+    }
+
+    pub fn json(self, status: u16, value: &impl serde::Serialize) -> Self {
+        let mut r = self;
+        r.status = status;
+        match serde_json::to_vec(value) {
+            Ok(b) => r.body("application/json", b),
+            Err(_) => Response::error(500, "response could not be encoded"),
+        }
+    }
+
+    /// `{"error": message}` with `status`.
+    pub fn error(status: u16, message: &str) -> Self {
+        Response::new(status).json(status, &serde_json::json!({ "error": message }))
+    }
+
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    pub fn head_only(mut self) -> Self {
+        self.head_only = true;
+        self
+    }
+
+    /// The bytes on the wire. `keep_alive` is the client's wish; `self.close` overrides it.
+    pub fn encode(self, keep_alive: bool) -> Vec<u8> {
+        let close = self.close || !keep_alive;
+        let mut out = String::with_capacity(128 + self.headers.len());
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\n{}",
+            self.status,
+            reason(self.status),
+            self.headers
+        );
+        if self.status != 204 && self.status != 304 && self.status != 101 {
+            let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
+        }
+        if close {
+            out.push_str("Connection: close\r\n");
+        }
+        out.push_str("\r\n");
+        let mut bytes = out.into_bytes();
+        if !self.head_only {
+            bytes.extend_from_slice(&self.body);
+        }
+        bytes
+    }
+}
+
+impl From<HttpError> for Response {
+    fn from(e: HttpError) -> Self {
+        let r = Response::error(e.status, e.message);
+        if e.close {
+            r.closing()
+        } else {
+            r
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(raw: &str) -> (Request, usize) {
+        match parse_request(raw.as_bytes()) {
+            Parsed::Complete(r, n) => (*r, n),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn error(raw: &[u8]) -> HttpError {
+        match parse_request(raw) {
+            Parsed::Error(e) => e,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_post_with_body_and_leaves_the_next_request() {
+        let raw = "POST /api/users?x=1 HTTP/1.1\r\nHost: h\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 2\r\nCookie: a=1; admin_session=abc\r\n\r\n{}GET / HTTP/1.1\r\n";
+        let (r, n) = complete(raw);
+        assert_eq!(r.method(), Method::Post);
+        assert_eq!(r.path, "/api/users");
+        assert_eq!(r.query, "x=1");
+        assert_eq!(r.body, b"{}");
+        assert!(r.is_json() && r.keep_alive);
+        assert_eq!(r.cookie("admin_session"), Some("abc"));
+        assert_eq!(&raw[n..], "GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn waits_for_head_and_body() {
+        assert!(matches!(parse_request(b"GET / HTTP/1.1\r\nHo"), Parsed::Partial));
+        assert!(matches!(
+            parse_request(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab"),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn refuses_what_the_contract_refuses() {
+        assert_eq!(error(b"GARBAGE\r\n\r\n").status, 400);
+        assert_eq!(error(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03").status, 400);
+        let big = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n", "a".repeat(MAX_HEAD));
+        assert_eq!(error(big.as_bytes()).status, 431);
+        let e = error(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!((e.status, e.close), (411, true));
+        let e = error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!((e.status, e.close), (400, true));
+        let e = error(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(e.status, 400);
+        assert_eq!(error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999\r\n\r\n").status, 413);
+        assert_eq!(error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n").status, 400);
+        assert_eq!(
+            error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").status,
+            400
+        );
+        assert_eq!(error(b"GET / HTTP/1.1\r\n\r\n").status, 400, "no Host");
+        assert_eq!(error(b"GET http://x/ HTTP/1.1\r\nHost: h\r\n\r\n").status, 400);
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(!complete("GET / HTTP/1.0\r\n\r\n").0.keep_alive);
+        assert!(complete("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").0.keep_alive);
+        assert!(!complete("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").0.keep_alive);
+    }
+
+    #[test]
+    fn websocket_upgrade_is_recognised() {
+        let (r, _) = complete(
+            "GET /admin/stream HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        );
+        assert!(r.wants_websocket);
+        assert_eq!(r.ws_key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn query_and_bearer() {
+        let (r, _) = complete(
+            "GET /s?token=a%20b&x&token2=+ HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer  k1 \r\n\r\n",
+        );
+        assert_eq!(r.query_param("token").as_deref(), Some("a b"));
+        assert_eq!(r.query_param("x").as_deref(), Some(""));
+        assert_eq!(r.query_param("missing"), None);
+        assert_eq!(r.bearer(), Some("k1"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
+
+    #[test]
+    fn responses_encode() {
+        let r = Response::error(404, "not found").encode(true);
+        let s = String::from_utf8(r).unwrap();
+        assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(s.contains("Content-Type: application/json\r\n"));
+        assert!(s.ends_with("\r\n\r\n{\"error\":\"not found\"}"));
+        let s = String::from_utf8(Response::new(204).encode(false)).unwrap();
+        assert_eq!(s, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+    }
+}

@@ -1,0 +1,29 @@
+//! catalytic: a self-hosted customer-interview server on one mio reactor.
+//!
+//! Module map (dependencies point down):
+//! * `reactor` — the event loop: sockets, phases, timers, fan-out, shutdown.
+//! * `conn` (one connection and its bounded outbox), `hub` (who listens to what),
+//!   `timer_wheel` (deadlines without a clock).
+//! * `http`, `ws` — protocol parsing and encoding, pure.
+//! * `api`, `agent` — requests and agent messages to application calls.
+//! * `app` — invitees, admins, sessions; `model` — the user record and its wire form.
+//! * `db` — SQLite; `auth` — tokens and passwords; `worker` — the password-hashing thread.
+//! * `config`, `metrics`, `assets` — flags, metric names, embedded web pages.
+
+pub mod agent;
+pub mod api;
+pub mod app;
+pub mod assets;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod conn;
+pub mod db;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod model;
+pub mod reactor;
+pub mod timer_wheel;
+pub mod worker;
+pub mod ws;

@@ -1,0 +1,278 @@
+//! Every metric the server exports, named in one place, rendered as Prometheus text.
+//!
+//! Plain counters owned by the reactor (single thread: no atomics needed). The names and labels
+//! are part of the contract; extra metrics below the contract's are marked as such.
+
+use std::fmt::Write as _;
+
+/// The stream a WebSocket connection serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Admin,
+    Session,
+    Agent,
+}
+
+impl StreamKind {
+    pub const ALL: [StreamKind; 3] = [StreamKind::Admin, StreamKind::Session, StreamKind::Agent];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StreamKind::Admin => "admin",
+            StreamKind::Session => "session",
+            StreamKind::Agent => "agent",
+        }
+    }
+}
+
+/// Why a stream ended; the label of `catalytic_ws_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed, vanished, or broke the protocol.
+    Client,
+    /// Silent for two heartbeat intervals.
+    Heartbeat,
+    /// The socket refused a write.
+    WriteError,
+    /// Its queued output passed `--max-outbox-bytes`.
+    SlowConsumer,
+    /// Refused at the handshake, or its admin session ended.
+    Unauthorized,
+    /// Its session ran out or its invitee was deleted.
+    Expired,
+    /// The server is stopping.
+    Shutdown,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 7] = [
+        CloseReason::Client,
+        CloseReason::Heartbeat,
+        CloseReason::WriteError,
+        CloseReason::SlowConsumer,
+        CloseReason::Unauthorized,
+        CloseReason::Expired,
+        CloseReason::Shutdown,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::Heartbeat => "heartbeat",
+            CloseReason::WriteError => "write_error",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Unauthorized => "unauthorized",
+            CloseReason::Expired => "expired",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Connections refused by a limit (not in the contract; helps operators size limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    MaxConnections,
+    PerIp,
+    LoginRate,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 3] = [Refusal::MaxConnections, Refusal::PerIp, Refusal::LoginRate];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::MaxConnections => "max_connections",
+            Refusal::PerIp => "per_ip",
+            Refusal::LoginRate => "login_rate",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the histogram buckets.
+const BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+#[derive(Debug, Default, Clone)]
+pub struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, seconds: f64) {
+        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
+            self.counts[i] += 1;
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, n) in BUCKETS.iter().zip(self.counts) {
+            cumulative += n;
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub ws_connections: [i64; 3],
+    pub ws_accepted: [u64; 3],
+    pub ws_reconnects: [u64; 3],
+    ws_closed: [u64; CloseReason::ALL.len()],
+    pub broadcast_seconds: [Histogram; 3],
+    pub ws_messages_sent: u64,
+    pub ws_bytes_sent: u64,
+    http_requests: Vec<(u16, u64)>,
+    refused: [u64; Refusal::ALL.len()],
+    pub loop_busy_seconds: Histogram,
+    pub open_connections: usize,
+}
+
+fn idx(kind: StreamKind) -> usize {
+    kind as usize
+}
+
+impl Metrics {
+    pub fn stream_opened(&mut self, kind: StreamKind, reconnect: bool) {
+        self.ws_connections[idx(kind)] += 1;
+        self.ws_accepted[idx(kind)] += 1;
+        if reconnect {
+            self.ws_reconnects[idx(kind)] += 1;
+        }
+    }
+
+    pub fn stream_closed(&mut self, kind: StreamKind) {
+        self.ws_connections[idx(kind)] -= 1;
+    }
+
+    pub fn closed(&mut self, reason: CloseReason) {
+        self.ws_closed[reason as usize] += 1;
+    }
+
+    pub fn closed_count(&self, reason: CloseReason) -> u64 {
+        self.ws_closed[reason as usize]
+    }
+
+    pub fn http_request(&mut self, status: u16) {
+        match self.http_requests.iter_mut().find(|(c, _)| *c == status) {
+            Some((_, n)) => *n += 1,
+            None => {
+                self.http_requests.push((status, 1));
+                self.http_requests.sort_unstable();
+            }
+        }
+    }
+
+    pub fn refused(&mut self, why: Refusal) {
+        self.refused[why as usize] += 1;
+    }
+
+    pub fn broadcast(&mut self, kind: StreamKind, seconds: f64) {
+        self.broadcast_seconds[idx(kind)].observe(seconds);
+    }
+
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(8192);
+        header(&mut o, "catalytic_ws_connections", "gauge", "Open WebSocket streams.");
+        for k in StreamKind::ALL {
+            let _ = writeln!(o, "catalytic_ws_connections{{stream=\"{}\"}} {}", k.label(), self.ws_connections[idx(k)]);
+        }
+        header(&mut o, "catalytic_ws_accepted_total", "counter", "WebSocket streams accepted.");
+        for k in StreamKind::ALL {
+            let _ = writeln!(o, "catalytic_ws_accepted_total{{stream=\"{}\"}} {}", k.label(), self.ws_accepted[idx(k)]);
+        }
+        header(
+            &mut o,
+            "catalytic_ws_reconnects_total",
+            "counter",
+            "Handshakes presenting a credential whose stream closed less than 60 s before.",
+        );
+        for k in StreamKind::ALL {
+            let _ = writeln!(o, "catalytic_ws_reconnects_total{{stream=\"{}\"}} {}", k.label(), self.ws_reconnects[idx(k)]);
+        }
+        header(&mut o, "catalytic_ws_closed_total", "counter", "WebSocket streams closed, by reason.");
+        for r in CloseReason::ALL {
+            let _ = writeln!(o, "catalytic_ws_closed_total{{reason=\"{}\"}} {}", r.label(), self.ws_closed[r as usize]);
+        }
+        header(
+            &mut o,
+            "catalytic_broadcast_seconds",
+            "histogram",
+            "From an event to its last byte handed to the kernel or queued, per stream.",
+        );
+        for k in StreamKind::ALL {
+            self.broadcast_seconds[idx(k)].render(&mut o, "catalytic_broadcast_seconds", &format!("stream=\"{}\"", k.label()));
+        }
+        header(&mut o, "catalytic_ws_messages_sent_total", "counter", "WebSocket messages queued to clients.");
+        let _ = writeln!(o, "catalytic_ws_messages_sent_total {}", self.ws_messages_sent);
+        header(&mut o, "catalytic_ws_bytes_sent_total", "counter", "WebSocket bytes handed to the kernel.");
+        let _ = writeln!(o, "catalytic_ws_bytes_sent_total {}", self.ws_bytes_sent);
+        header(&mut o, "catalytic_http_requests_total", "counter", "HTTP requests answered, by status code.");
+        for (code, n) in &self.http_requests {
+            let _ = writeln!(o, "catalytic_http_requests_total{{code=\"{code}\"}} {n}");
+        }
+        header(&mut o, "catalytic_refused_total", "counter", "Connections or logins refused by a limit.");
+        for r in Refusal::ALL {
+            let _ = writeln!(o, "catalytic_refused_total{{limit=\"{}\"}} {}", r.label(), self.refused[r as usize]);
+        }
+        header(&mut o, "catalytic_open_connections", "gauge", "Open TCP connections of any kind.");
+        let _ = writeln!(o, "catalytic_open_connections {}", self.open_connections);
+        header(
+            &mut o,
+            "catalytic_loop_busy_seconds",
+            "histogram",
+            "Time the reactor spent per wake-up (a slow SQLite call shows up here).",
+        );
+        self.loop_busy_seconds.render(&mut o, "catalytic_loop_busy_seconds", "");
+        o
+    }
+}
+
+fn header(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_contract_names() {
+        let mut m = Metrics::default();
+        m.stream_opened(StreamKind::Admin, false);
+        m.stream_opened(StreamKind::Admin, true);
+        m.stream_closed(StreamKind::Admin);
+        m.closed(CloseReason::SlowConsumer);
+        m.http_request(200);
+        m.http_request(404);
+        m.http_request(200);
+        m.broadcast(StreamKind::Admin, 0.003);
+        let t = m.render();
+        for line in [
+            "catalytic_ws_connections{stream=\"admin\"} 1",
+            "catalytic_ws_accepted_total{stream=\"admin\"} 2",
+            "catalytic_ws_reconnects_total{stream=\"admin\"} 1",
+            "catalytic_ws_closed_total{reason=\"slow_consumer\"} 1",
+            "catalytic_ws_closed_total{reason=\"shutdown\"} 0",
+            "catalytic_http_requests_total{code=\"200\"} 2",
+            "catalytic_http_requests_total{code=\"404\"} 1",
+            "catalytic_broadcast_seconds_bucket{stream=\"admin\",le=\"0.005\"} 1",
+            "catalytic_broadcast_seconds_bucket{stream=\"admin\",le=\"0.0025\"} 0",
+            "catalytic_broadcast_seconds_count{stream=\"admin\"} 1",
+            "catalytic_ws_messages_sent_total 0",
+            "catalytic_ws_bytes_sent_total 0",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line}\n{t}");
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! GET /admin/stream: initial snapshot, broadcast order and exactly-once delivery.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+#[test]
+fn initial_is_full_list_newest_first() {
+    let srv = Server::start(&[]);
+    let c = srv.admin_cookie();
+    let (mut ws, data) = srv.admin_ws(&c);
+    assert!(data.is_empty(), "fresh server: empty initial, got {data:?}");
+    close_normal(&mut ws);
+
+    let a = srv.create_user("A", "One", Some(3));
+    let b = srv.create_user("B", "Two", None);
+    let d = srv.create_user("D", "Three", Some(7));
+    let (_ws, data) = srv.admin_ws(&c);
+    assert_eq!(data.len(), 3);
+    for u in &data {
+        assert_user_shape(u);
+    }
+    let ids: Vec<i64> = data.iter().map(id_of).collect();
+    assert_eq!(ids, vec![id_of(&d), id_of(&b), id_of(&a)], "newest first");
+    assert_eq!(data, srv.users(), "initial equals GET /api/users");
+    assert_eq!(data[2], a);
+}
+
+#[test]
+fn two_admins_get_every_event_once_in_order() {
+    let srv = Server::start(&[]);
+    let c1 = srv.admin_cookie();
+    let c2 = srv.second_admin_cookie();
+    let (mut w1, _) = srv.admin_ws(&c1);
+    let (mut w2, _) = srv.admin_ws(&c2);
+
+    let mut expected: Vec<Value> = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let u = srv.create_user(&format!("First{i}"), &format!("Last{i}"), Some(10));
+        expected.push(json!({"type":"user_added","data":u}));
+        ids.push(id_of(&u));
+    }
+    for (n, id) in ids.iter().enumerate().take(8) {
+        let r = srv.patch_user(
+            *id,
+            &json!({"questions_answered": n as u64 % 10, "last_name": format!("Patched{n}")}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        expected.push(json!({"type":"user_update","data":r.json()}));
+    }
+    for id in ids.iter().skip(8).take(2) {
+        let r = srv.json("POST", &format!("/api/users/{id}/invite"), Some(&c1), None);
+        assert_eq!(r.status, 200);
+        expected.push(json!({"type":"user_update","data":r.json()}));
+    }
+    for id in ids.iter().take(4) {
+        let r = srv.json("DELETE", &format!("/api/users/{id}"), Some(&c2), None);
+        assert_eq!(r.status, 204);
+        expected.push(json!({"type":"user_deleted","data":{"id":id}}));
+    }
+    // Interleave more adds after deletes.
+    for i in 0..3 {
+        let u = srv.create_user(&format!("Late{i}"), "Comer", None);
+        expected.push(json!({"type":"user_added","data":u}));
+    }
+
+    for (name, ws) in [("admin 1", &mut w1), ("admin 2", &mut w2)] {
+        for (i, want) in expected.iter().enumerate() {
+            let got = recv_json(ws, WAIT);
+            assert_eq!(&got, want, "{name}: event #{i}");
+        }
+        assert_silent(ws, QUIET, &format!("{name}: no duplicate or extra events"));
+    }
+}
+
+#[test]
+fn events_from_invitee_actions_reach_admins() {
+    let srv = Server::start(&[]);
+    let c = srv.admin_cookie();
+    let u = srv.create_user("Ada", "Lovelace", Some(2));
+    let (mut ws, _) = srv.admin_ws(&c);
+
+    let token = invite_token(&u);
+    let r = srv.activate(&token);
+    assert_eq!(r.status, 200);
+    let ev = recv_json(&mut ws, WAIT);
+    assert_eq!(ev["type"], "user_update", "{ev}");
+    assert_user_shape(&ev["data"]);
+    assert_eq!(ev["data"]["id"], u["id"]);
+    assert_eq!(ev["data"]["status"], "in_progress");
+    assert!(ev["data"]["session_timer"].is_string());
+
+    let r = srv.json(
+        "POST",
+        "/api/session/answer",
+        None,
+        Some(&json!({"token": token})),
+    );
+    assert_eq!(r.status, 200);
+    let ev = recv_json(&mut ws, WAIT);
+    assert_eq!(ev["type"], "user_update");
+    assert_eq!(ev["data"]["id"], u["id"]);
+    assert_eq!(ev["data"]["progress"], "1/2");
+    assert_silent(&mut ws, QUIET, "one user_update per answer");
+}
+
+#[test]
+fn invite_regeneration_broadcasts_update_and_kills_old_token() {
+    let srv = Server::start(&[]);
+    let c = srv.admin_cookie();
+    let u = srv.create_user("Ada", "Lovelace", None);
+    let old = invite_token(&u);
+    let (mut ws, _) = srv.admin_ws(&c);
+    let r = srv.json(
+        "POST",
+        &format!("/api/users/{}/invite", id_of(&u)),
+        Some(&c),
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let nu = r.json();
+    let ev = recv_json(&mut ws, WAIT);
+    assert_eq!(ev, json!({"type":"user_update","data":nu}));
+    assert_ne!(invite_token(&nu), old);
+    srv.activate(&old).assert_error(401, "old invite token");
+}
+
+#[test]
+fn reconnect_sees_current_state() {
+    let srv = Server::start(&[]);
+    let c = srv.admin_cookie();
+    let u = srv.create_user("Ada", "Lovelace", None);
+    let (mut ws, data) = srv.admin_ws(&c);
+    assert_eq!(data, vec![u.clone()]);
+    close_normal(&mut ws);
+    drop(ws);
+    let r = srv.patch_user(id_of(&u), &json!({"first_name": "Augusta"}));
+    assert_eq!(r.status, 200);
+    let v = srv.create_user("Grace", "Hopper", None);
+    let (_ws, data) = srv.admin_ws(&c);
+    assert_eq!(data, vec![v, r.json()]);
+}
+
+#[test]
+fn protocol_ping_is_answered_with_pong() {
+    let srv = Server::start(&[]);
+    let (mut ws, _) = srv.admin_ws(&srv.admin_cookie());
+    ws.send(tungstenite::Message::Ping(b"hello".to_vec().into()))
+        .unwrap();
+    match next_event(&mut ws, WAIT, true) {
+        Some(WsEvent::Pong(p)) => assert_eq!(p, b"hello"),
+        other => panic!("expected Pong(hello), got {other:?}"),
+    }
+}
+
+#[test]
+fn client_close_is_echoed_and_counted() {
+    let srv = Server::start(&[]);
+    let (mut ws, _) = srv.admin_ws(&srv.admin_cookie());
+    srv.wait_metric(
+        "catalytic_ws_connections",
+        &[("stream", "admin")],
+        WAIT,
+        |v| v == 1.0,
+    );
+    close_normal(&mut ws);
+    match wait_ended(&mut ws, WAIT) {
+        Some((code, _)) => assert_eq!(code, 1000, "server echoes the client's close code"),
+        None => panic!("server dropped the connection without a close reply"),
+    }
+    srv.wait_metric(
+        "catalytic_ws_connections",
+        &[("stream", "admin")],
+        WAIT,
+        |v| v == 0.0,
+    );
+    srv.wait_metric(
+        "catalytic_ws_closed_total",
+        &[("reason", "client")],
+        WAIT,
+        |v| v >= 1.0,
+    );
+}

@@ -1,0 +1,146 @@
+//! JSON heartbeat ({"type":"ping"} / {"type":"pong"}) and protocol Ping/Pong, with
+//! `--heartbeat-secs 1`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// Reads for `dur`, answering each JSON ping with a pong; returns the number of pings seen.
+/// Panics if the connection closes or a non-ping message arrives.
+fn answer_pings_for(ws: &mut Ws, dur: Duration) -> usize {
+    let deadline = Instant::now() + dur;
+    let mut pings = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return pings;
+        }
+        match next_event(ws, left, false) {
+            None => return pings,
+            Some(WsEvent::Json(v)) if v["type"] == "ping" => {
+                assert_eq!(v, json!({"type":"ping"}), "ping shape");
+                pings += 1;
+                send_json(ws, &json!({"type":"pong"}));
+            }
+            Some(WsEvent::Json(v)) if v["type"] == "time_update" => {}
+            other => panic!("unexpected while answering pings: {other:?}"),
+        }
+    }
+}
+
+/// Reads without ever answering; returns when the connection ends, with the elapsed time.
+fn silent_until_closed(ws: &mut Ws, timeout: Duration) -> (Duration, Option<(u16, String)>) {
+    let start = Instant::now();
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        match next_event(ws, left, false) {
+            None => panic!("silent client still connected after {timeout:?}"),
+            Some(WsEvent::Close(c)) => return (start.elapsed(), c),
+            Some(WsEvent::Ended(_)) => return (start.elapsed(), None),
+            Some(_) => {}
+        }
+    }
+}
+
+#[test]
+fn ponging_client_stays_connected() {
+    let srv = Server::start(&["--heartbeat-secs", "1"]);
+    let (mut ws, _) = srv.admin_ws(&srv.admin_cookie());
+    let pings = answer_pings_for(&mut ws, Duration::from_millis(4500));
+    assert!(
+        (3..=6).contains(&pings),
+        "{pings} pings in 4.5 s at 1 s interval"
+    );
+    // Still open and served.
+    let u = srv.create_user("Still", "Here", None);
+    let (ev, _) = recv_type(&mut ws, "user_added", WAIT);
+    assert_eq!(ev["data"], u);
+}
+
+#[test]
+fn silent_admin_client_is_closed() {
+    let srv = Server::start(&["--heartbeat-secs", "1"]);
+    let (mut ws, _) = srv.admin_ws(&srv.admin_cookie());
+    let (after, _close) = silent_until_closed(&mut ws, Duration::from_secs(6));
+    assert!(
+        after >= Duration::from_millis(1500) && after <= Duration::from_millis(4500),
+        "silent client closed after {after:?}; expected after ~2–3 intervals of 1 s"
+    );
+    srv.wait_metric(
+        "catalytic_ws_closed_total",
+        &[("reason", "heartbeat")],
+        WAIT,
+        |v| v >= 1.0,
+    );
+    srv.wait_metric(
+        "catalytic_ws_connections",
+        &[("stream", "admin")],
+        WAIT,
+        |v| v == 0.0,
+    );
+}
+
+#[test]
+fn silent_session_and_agent_clients_are_closed() {
+    let srv = Server::start(&["--heartbeat-secs", "1", "--agent-key", "k-123"]);
+    let s = srv.started_session(3);
+    let mut sess = srv.session_ws(&s.session_id, &s.token).unwrap();
+    let mut agent = srv.agent_ws("k-123").unwrap();
+    let (a, _) = silent_until_closed(&mut sess, Duration::from_secs(6));
+    let (b, _) = silent_until_closed(&mut agent, Duration::from_secs(6));
+    assert!(
+        a <= Duration::from_millis(4500),
+        "session closed after {a:?}"
+    );
+    assert!(b <= Duration::from_millis(4500), "agent closed after {b:?}");
+}
+
+#[test]
+fn ponging_session_and_agent_clients_stay() {
+    let srv = Server::start(&["--heartbeat-secs", "1", "--agent-key", "k-123"]);
+    let s = srv.started_session(3);
+    let mut sess = srv.session_ws(&s.session_id, &s.token).unwrap();
+    let mut agent = srv.agent_ws("k-123").unwrap();
+    let deadline = Instant::now() + Duration::from_millis(4000);
+    while Instant::now() < deadline {
+        answer_pings_for(&mut sess, Duration::from_millis(200));
+        answer_pings_for(&mut agent, Duration::from_millis(200));
+    }
+    // Both still there.
+    let r = srv.json(
+        "POST",
+        "/api/session/answer",
+        None,
+        Some(&json!({"token": s.token})),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        recv_type(&mut sess, "progress", WAIT).0["questions_answered"],
+        1
+    );
+    assert_eq!(
+        recv_type(&mut agent, "progress", WAIT).0["questions_answered"],
+        1
+    );
+}
+
+#[test]
+fn protocol_ping_gets_pong_on_every_stream() {
+    let srv = Server::start(&["--agent-key", "k-123"]);
+    let (admin, _) = srv.admin_ws(&srv.admin_cookie());
+    let s = srv.started_session(3);
+    let mut sess = srv.session_ws(&s.session_id, &s.token).unwrap();
+    recv_type(&mut sess, "time_update", WAIT);
+    let agent = srv.agent_ws("k-123").unwrap();
+    for (name, mut ws) in [("admin", admin), ("session", sess), ("agent", agent)] {
+        ws.send(tungstenite::Message::Ping(name.as_bytes().to_vec().into()))
+            .unwrap();
+        match next_event(&mut ws, WAIT, true) {
+            Some(WsEvent::Pong(p)) => assert_eq!(p, name.as_bytes(), "{name}: pong payload"),
+            other => panic!("{name}: expected a Pong, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! GET /session/{id}/stream: auth, time_update, progress, expiry, deletion.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const INVALID: &str = "Invalid or expired session";
+
+fn assert_time_update(v: &serde_json::Value, max: f64) -> f64 {
+    assert_eq!(v["type"], "time_update", "{v}");
+    let n = v["remaining_seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("remaining_seconds number: {v}"));
+    assert!(
+        (0.0..=max).contains(&n),
+        "remaining_seconds {n} not in 0..={max}"
+    );
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys.len(),
+        2,
+        "time_update has exactly type+remaining_seconds: {v}"
+    );
+    n
+}
+
+#[test]
+fn stream_with_query_token_and_with_cookie() {
+    let srv = Server::start(&[]);
+    let s = srv.started_session(5);
+
+    let mut ws = srv
+        .session_ws(&s.session_id, &s.token)
+        .expect("session stream with ?token=");
+    let t = recv_json(&mut ws, WAIT);
+    let n = assert_time_update(&t, 1800.0);
+    assert!(n >= 1780.0, "fresh 30-minute session: {n}");
+
+    let cookie = format!("session_token={}", s.cookie);
+    let mut ws2 = srv
+        .ws_connect(
+            &format!("/session/{}/stream", s.session_id),
+            Some(&cookie),
+            None,
+        )
+        .expect("session stream with cookie");
+    assert_time_update(&recv_json(&mut ws2, WAIT), 1800.0);
+
+    // An answer reaches both session streams as progress.
+    let r = srv.request("POST", "/api/session/answer", &[("Cookie", &cookie)], None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let want = json!({"type":"progress","questions_answered":1,"questions_total":5});
+    assert_eq!(recv_type(&mut ws, "progress", WAIT).0, want);
+    assert_eq!(recv_type(&mut ws2, "progress", WAIT).0, want);
+}
+
+#[test]
+fn answer_sends_progress_and_admin_update() {
+    let srv = Server::start(&[]);
+    let c = srv.admin_cookie();
+    let s = srv.started_session(3);
+    let (mut admin, _) = srv.admin_ws(&c);
+    let mut ws = srv.session_ws(&s.session_id, &s.token).unwrap();
+    assert_time_update(&recv_json(&mut ws, WAIT), 1800.0);
+
+    for n in 1..=2 {
+        let r = srv.json(
+            "POST",
+            "/api/session/answer",
+            None,
+            Some(&json!({"token": s.token})),
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.json(),
+            json!({"questions_answered": n, "questions_total": 3})
+        );
+        let p = recv_type(&mut ws, "progress", WAIT).0;
+        assert_eq!(
+            p,
+            json!({"type":"progress","questions_answered":n,"questions_total":3})
+        );
+        let ev = recv_json(&mut admin, WAIT);
+        assert_eq!(ev["type"], "user_update");
+        assert_eq!(ev["data"]["id"], json!(s.user_id));
+        assert_eq!(ev["data"]["progress"], format!("{n}/3"));
+        assert_user_shape(&ev["data"]);
+    }
+}
+
+#[test]
+fn invalid_credentials_are_closed_1008() {
+    let srv = Server::start(&[]);
+    let a = srv.started_session(3);
+    let b = srv.started_session(3);
+    let not_activated = srv.create_user("Not", "Started", None);
+    let na_token = invite_token(&not_activated);
+
+    let cases: Vec<(String, String)> = vec![
+        (
+            "no token".into(),
+            format!("/session/{}/stream", a.session_id),
+        ),
+        (
+            "wrong token".into(),
+            format!("/session/{}/stream?token=nope", a.session_id),
+        ),
+        (
+            "other user's token".into(),
+            format!("/session/{}/stream?token={}", a.session_id, b.token),
+        ),
+        (
+            "guessed id".into(),
+            format!("/session/999999/stream?token={}", a.token),
+        ),
+        (
+            "not activated".into(),
+            format!("/session/{}/stream?token={na_token}", id_of(&not_activated)),
+        ),
+    ];
+    for (what, path) in cases {
+        assert_closed_1008(srv.ws_with(&path, &[]), INVALID, &what);
+    }
+    // Other user's cookie.
+    let cookie = format!("session_token={}", b.cookie);
+    assert_closed_1008(
+        srv.ws_connect(
+            &format!("/session/{}/stream", a.session_id),
+            Some(&cookie),
+            None,
+        ),
+        INVALID,
+        "other user's cookie",
+    );
+    srv.wait_metric(
+        "catalytic_ws_closed_total",
+        &[("reason", "unauthorized")],
+        WAIT,
+        |v| v >= 6.0,
+    );
+    assert_eq!(
+        srv.metric("catalytic_ws_connections", &[("stream", "session")]),
+        0.0
+    );
+}
+
+#[test]
+fn regenerated_invite_invalidates_the_old_token_for_streams() {
+    let srv = Server::start(&[]);
+    let c = srv.admin_cookie();
+    let s = srv.started_session(3);
+    let r = srv.json(
+        "POST",
+        &format!("/api/users/{}/invite", s.user_id),
+        Some(&c),
+        None,
+    );
+    assert_eq!(r.status, 200);
+    assert_closed_1008(
+        srv.session_ws(&s.session_id, &s.token),
+        INVALID,
+        "old token",
+    );
+}
+
+#[test]
+fn expiry_sends_session_expired_then_close_1000() {
+    let srv = Server::start(&["--session-minutes", "0.05"]);
+    let c = srv.admin_cookie();
+    let u = srv.create_user("Ada", "Lovelace", Some(3));
+    let token = invite_token(&u);
+    let (mut admin, _) = srv.admin_ws(&c);
+    let started = Instant::now();
+    let r = srv.activate(&token);
+    assert_eq!(r.status, 200);
+    let b = r.json();
+    let rem = b["remaining_seconds"].as_f64().unwrap();
+    assert!(
+        (2.0..=3.0).contains(&rem),
+        "remaining_seconds {rem} for 0.05 min"
+    );
+    let sid = session_id_of(&b);
+
+    let ev = recv_json(&mut admin, WAIT);
+    assert_eq!(ev["type"], "user_update");
+    assert_eq!(ev["data"]["status"], "in_progress");
+
+    let mut ws = srv.session_ws(&sid, &token).unwrap();
+    assert_time_update(&recv_json(&mut ws, WAIT), 3.0);
+    let (exp, skipped) = recv_type(&mut ws, "session_expired", Duration::from_secs(8));
+    let at = started.elapsed();
+    assert_eq!(exp, json!({"type":"session_expired"}));
+    assert!(
+        skipped.iter().all(|v| v["type"] == "time_update"),
+        "only time_updates before expiry: {skipped:?}"
+    );
+    assert!(
+        at >= Duration::from_millis(2500) && at <= Duration::from_secs(6),
+        "expired after {at:?}, session was 3 s"
+    );
+    assert_eq!(
+        expect_close(&mut ws, WAIT).0,
+        1000,
+        "close 1000 after session_expired"
+    );
+
+    let ev = recv_json(&mut admin, WAIT);
+    assert_eq!(ev["type"], "user_update", "{ev}");
+    assert_eq!(ev["data"]["id"], u["id"]);
+    assert_eq!(ev["data"]["status"], "expired");
+
+    srv.activate(&token)
+        .assert_error(410, "activate after expiry");
+    let r = srv.json(
+        "POST",
+        "/api/session/answer",
+        None,
+        Some(&json!({"token": token})),
+    );
+    assert!(
+        r.status == 410 || r.status == 401,
+        "answer after expiry: {}",
+        r.status
+    );
+    r.assert_error(r.status, "answer after expiry");
+    assert_eq!(
+        srv.user(id_of(&u))["progress"],
+        "0/3",
+        "no answer after expiry"
+    );
+    assert_closed_1008(srv.session_ws(&sid, &token), INVALID, "stream after expiry");
+    assert_eq!(srv.user(id_of(&u))["status"], "expired");
+    srv.wait_metric(
+        "catalytic_ws_closed_total",
+        &[("reason", "expired")],
+        WAIT,
+        |v| v >= 1.0,
+    );
+}
+
+#[test]
+fn deleting_the_user_closes_its_session_streams() {
+    let srv = Server::start(&[]);
+    let c = srv.admin_cookie();
+    let s = srv.started_session(3);
+    let other = srv.started_session(3);
+    let mut ws = srv.session_ws(&s.session_id, &s.token).unwrap();
+    let mut ws_other = srv.session_ws(&other.session_id, &other.token).unwrap();
+    recv_json(&mut ws, WAIT);
+    recv_json(&mut ws_other, WAIT);
+    let r = srv.json(
+        "DELETE",
+        &format!("/api/users/{}", s.user_id),
+        Some(&c),
+        None,
+    );
+    assert_eq!(r.status, 204);
+    wait_ended(&mut ws, WAIT);
+    assert_silent(&mut ws_other, QUIET, "other session untouched");
+    srv.activate(&s.token)
+        .assert_error(401, "deleted user's token");
+}
+
+#[test]
+fn periodic_time_update_every_10_seconds() {
+    let srv = Server::start(&[]);
+    let s = srv.started_session(3);
+    let mut ws = srv.session_ws(&s.session_id, &s.token).unwrap();
+    let first = assert_time_update(&recv_json(&mut ws, WAIT), 1800.0);
+    let t0 = Instant::now();
+    let second = assert_time_update(&recv_json(&mut ws, Duration::from_secs(12)), 1800.0);
+    let gap = t0.elapsed();
+    assert!(
+        gap <= Duration::from_millis(11_500),
+        "second time_update after {gap:?}"
+    );
+    assert!(
+        second < first && first - second <= 12.0,
+        "remaining_seconds {first} then {second}"
+    );
+}

@@ -1,0 +1,65 @@
+//! SIGTERM / SIGINT: every stream gets close 1001, then the process exits 0.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn shutdown_with(sig: i32) {
+    let mut srv = Server::start(&["--agent-key", "k-123"]);
+    let c = srv.admin_cookie();
+    let (admin1, _) = srv.admin_ws(&c);
+    let (admin2, _) = srv.admin_ws(&srv.second_admin_cookie());
+    let s = srv.started_session(3);
+    let mut sess = srv.session_ws(&s.session_id, &s.token).unwrap();
+    recv_type(&mut sess, "time_update", WAIT);
+    let agent = srv.agent_ws("k-123").unwrap();
+
+    srv.signal(sig);
+    for (name, mut ws) in [
+        ("admin 1", admin1),
+        ("admin 2", admin2),
+        ("session", sess),
+        ("agent", agent),
+    ] {
+        let ((code, _reason), skipped) = close_after(&mut ws, WAIT);
+        assert_eq!(code, 1001, "{name}: close code on shutdown");
+        assert!(
+            skipped
+                .iter()
+                .all(|v| v["type"] == "time_update" || v["type"] == "session_started"),
+            "{name}: unexpected messages before close: {skipped:?}"
+        );
+    }
+    let st = srv.wait_exit(Duration::from_secs(10));
+    assert_eq!(st.code(), Some(0), "exit status after signal {sig}: {st}");
+}
+
+#[test]
+fn sigterm_closes_streams_1001_and_exits_0() {
+    shutdown_with(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_closes_streams_1001_and_exits_0() {
+    shutdown_with(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_with_idle_and_half_sent_http_connections_exits_0() {
+    let mut srv = Server::start(&[]);
+    let _idle = srv.connect();
+    let mut half = srv.http();
+    half.write_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    srv.signal(libc::SIGTERM);
+    let st = srv.wait_exit(Duration::from_secs(10));
+    assert_eq!(st.code(), Some(0), "exit status: {st}");
+    // The listener is gone.
+    assert!(
+        std::net::TcpStream::connect_timeout(&srv.addr, Duration::from_secs(1)).is_err(),
+        "still accepting after exit"
+    );
+}
