@@ -207,20 +207,21 @@ fn name_field(value: String, name: &str) -> Result<String, Response> {
     Ok(value)
 }
 
-/// An address: `local@domain`, no spaces or control characters, a dot-free domain allowed only
-/// for `localhost`-style names is still an address, so only the shape is checked.
+/// An address by its shape: `local@domain`, one `@`, no spaces or control characters, no empty
+/// domain labels. Deliverability is the mail system's business, not ours.
 pub fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.rsplit_once('@') else {
+    let Some((local, domain)) = email.split_once('@') else {
         return false;
     };
     !local.is_empty()
+        && !domain.contains('@')
         && !domain.is_empty()
         && email.len() <= EMAIL_MAX
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && !domain.contains("..")
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && !domain.contains(['@', '[', ']', '(', ')', ',', ';', ':', '<', '>', '\\', '"'])
+        && !domain.contains(['[', ']', '(', ')', ',', ';', ':', '<', '>', '\\', '"'])
 }
 
 fn email_field(value: String) -> Result<String, Response> {

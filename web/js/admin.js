@@ -3,8 +3,8 @@
 //
 // Whether an admin is signed in is decided by the stream itself: the admin_session cookie is
 // HttpOnly, and the server completes the handshake then closes with 1008 when it is missing.
-// So: `initial` → dashboard; 1008 → sign-in form. (No GET /api/users probe: its 401 would
-// show up as an error in the browser console.)
+// So: `initial` → dashboard; 1008 → sign-in form. GET /api/users is asked only as a fallback
+// when the socket never opens (its 401 would show up as an error in the browser console).
 
 import { createStream } from './stream.js';
 import { connectionIndicator } from './connection.js';
@@ -27,6 +27,7 @@ const conn = connectionIndicator($('conn'), {
 let stream = null;
 let users = [];
 let signedIn = false;
+let justSignedIn = false; // move focus to the dashboard heading after a sign-in
 
 // Only the active view is in the DOM: the sign-in form and the dashboard are cloned from
 // <template>s, so each label ("Email", "Password"...) names exactly one field on the page.
@@ -75,8 +76,11 @@ function startStream() {
       users = state;
       if (msg.type === 'initial' && !signedIn) {
         signedIn = true;
+        const fromSignIn = current === 'loading' && justSignedIn;
+        justSignedIn = false;
         show('dashboard');
         conn.hide(false);
+        if (fromSignIn) $('dash-title').focus();
       }
       if (signedIn) render();
     },
@@ -138,6 +142,7 @@ function wireSignIn() {
     }
     showError(errEl, '');
     form.reset();
+    justSignedIn = true;
     show('loading');
     startStream();
   });
@@ -273,9 +278,13 @@ function el(tag, className, text) {
   return e;
 }
 
+// A cell with one content wrapper: on narrow screens each cell becomes a two-column grid
+// (column label from data-label, then the content), so the content must be a single box.
 function td(label, className) {
   const c = el('td', className);
   c.dataset.label = label;
+  c.body = el('div', 'cell-body');
+  c.append(c.body);
   return c;
 }
 
@@ -288,18 +297,18 @@ function buildRow(u) {
   const name = td('Name', 'cell-name');
   const nameText = el('span', 'user-name');
   nameText.id = nameId;
-  name.append(nameText);
+  name.body.append(nameText);
 
   const email = td('Email', 'cell-email');
 
   const status = td('Status');
   const badge = el('span', 'badge');
-  status.append(badge);
+  status.body.append(badge);
 
   const progress = td('Progress', 'cell-progress');
   const bar = el('progress', 'bar');
   const progText = el('span', 'progress-text');
-  progress.append(bar, progText);
+  progress.body.append(bar, progText);
 
   const link = td('Invite link', 'cell-link');
   const linkBox = el('div', 'link-box');
@@ -313,11 +322,11 @@ function buildRow(u) {
   copied.setAttribute('aria-live', 'polite');
   const validity = el('span', 'validity');
   linkBox.append(linkInput, copyBtn);
-  link.append(linkBox, validity, copied);
+  link.body.append(linkBox, validity, copied);
 
   const session = td('Session', 'cell-session');
   const timer = el('span', 'timer-text');
-  session.append(timer);
+  session.body.append(timer);
 
   const results = td('Results', 'cell-results');
 
@@ -328,11 +337,11 @@ function buildRow(u) {
   const deleteBtn = el('button', 'btn btn-small btn-danger-quiet', 'Delete');
   deleteBtn.type = 'button';
   deleteBtn.setAttribute('aria-describedby', nameId);
-  actions.append(newLinkBtn, deleteBtn);
+  actions.body.append(newLinkBtn, deleteBtn);
 
   tr.append(name, email, status, progress, link, session, results, actions);
 
-  const row = { tr, nameText, email, badge, bar, progText, linkInput, copyBtn, copied, validity, timer, results, user: u, resultsKey: '' };
+  const row = { tr, nameText, email: email.body, badge, bar, progText, linkInput, copyBtn, copied, validity, timer, results: results.body, user: u, resultsKey: '' };
   copyBtn.addEventListener('click', () => copyLink(row));
   newLinkBtn.addEventListener('click', () => newInvite(row, newLinkBtn));
   deleteBtn.addEventListener('click', () => confirmDelete(row, deleteBtn));
