@@ -217,7 +217,7 @@ impl Server {
                     WAKER => self.on_worker_done(),
                     t => {
                         let (key, gen) = split_token(t);
-                        if !self.conns.get(key).is_some_and(|c| c.gen == gen) {
+                        if self.conns.get(key).is_none_or(|c| c.gen != gen) {
                             continue; // an event for a connection that is gone (mio allows it)
                         }
                         if event.is_writable() || event.is_write_closed() || event.is_error() {
@@ -322,15 +322,13 @@ impl Server {
     }
 
     fn on_eof(&mut self, key: usize) {
-        let Some(conn) = self.conns.get(key) else { return };
-        if matches!(conn.phase, Phase::AwaitingWorker { .. }) || (!conn.out.is_empty() && matches!(conn.phase, Phase::Http)) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        match conn.phase {
             // The client half-closed after its request: still answer it, then close.
-            if let Some(c) = self.conns.get_mut(key) {
-                c.input_paused = true;
-            }
-            return;
+            Phase::AwaitingWorker { .. } => conn.input_paused = true,
+            Phase::Http if !conn.out.is_empty() => self.drain(key),
+            _ => self.kill(key, CloseReason::Client),
         }
-        self.kill(key, CloseReason::Client);
     }
 
     /// `n` fresh bytes are in `scratch`: parse straight from there when nothing was pending,
