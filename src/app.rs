@@ -126,7 +126,14 @@ pub struct App {
     snapshot: Option<Snapshot>,
     /// One-time code for creating the first admin; `None` once an admin exists.
     setup_code: Option<String>,
+    /// Admin sessions seen valid: digest → (admin id, expiry). Saves a SQLite read per
+    /// handshake in a reconnect wave. Sessions end only by expiry or by logout in this process,
+    /// which removes the entry; unknown digests are always looked up (the CLI mints tokens).
+    admin_sessions: HashMap<Digest32, (i64, i64)>,
 }
+
+/// Cached admin sessions kept at most (a flood of distinct valid tokens clears the cache).
+const ADMIN_SESSION_CACHE: usize = 100_000;
 
 impl App {
     pub fn open(cfg: &ServeConfig, public_url: String) -> Result<App, String> {
@@ -142,6 +149,7 @@ impl App {
             by_token: HashMap::new(),
             snapshot: None,
             setup_code: None,
+            admin_sessions: HashMap::new(),
         };
         let users = app.db.load_users(&app.key).map_err(|e| e.to_string())?;
         if new_key && !users.is_empty() {
@@ -599,18 +607,30 @@ impl App {
     }
 
     /// The admin behind a session cookie, if it is valid now.
-    pub fn admin_for_cookie(&self, token: &str) -> Option<i64> {
-        self.db
-            .admin_session(&auth::digest(token), wall_ms())
-            .unwrap_or_else(|e| {
-                log::error!("admin session lookup failed: {e}");
-                None
-            })
+    pub fn admin_for_cookie(&mut self, token: &str) -> Option<i64> {
+        let d = auth::digest(token);
+        let now = wall_ms();
+        if let Some(&(id, expires_at)) = self.admin_sessions.get(&d) {
+            if expires_at > now {
+                return Some(id);
+            }
+            self.admin_sessions.remove(&d);
+        }
+        let found = self.db.admin_session(&d, now).unwrap_or_else(|e| {
+            log::error!("admin session lookup failed: {e}");
+            None
+        })?;
+        if self.admin_sessions.len() >= ADMIN_SESSION_CACHE {
+            self.admin_sessions.clear();
+        }
+        self.admin_sessions.insert(d, found);
+        Some(found.0)
     }
 
     pub fn logout(&mut self, token: &str, effects: &mut Vec<Effect>) -> AppResult<()> {
         let d = auth::digest(token);
         self.db.delete_admin_session(&d)?;
+        self.admin_sessions.remove(&d);
         effects.push(Effect::CloseAdminSession(d));
         Ok(())
     }

@@ -256,18 +256,20 @@ impl Db {
         Ok(())
     }
 
-    /// The admin id of an unexpired session with this token digest.
-    pub fn admin_session(&self, token_hash: &Digest32, now_ms: i64) -> DbResult<Option<i64>> {
-        let row: Option<(Vec<u8>, i64)> = self
+    /// The admin id and expiry of an unexpired session with this token digest.
+    pub fn admin_session(&self, token_hash: &Digest32, now_ms: i64) -> DbResult<Option<(i64, i64)>> {
+        let row: Option<(Vec<u8>, i64, i64)> = self
             .conn
             .prepare_cached(
-                "SELECT token_hash, admin_id FROM admin_sessions
+                "SELECT token_hash, admin_id, expires_at FROM admin_sessions
                  WHERE token_hash = ?1 AND expires_at > ?2",
             )?
-            .query_row(params![&token_hash[..], now_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![&token_hash[..], now_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
         // The index found the row; the final check is in constant time anyway.
-        Ok(row.and_then(|(h, id)| auth::ct_eq(&h, token_hash).then_some(id)))
+        Ok(row.and_then(|(h, id, exp)| auth::ct_eq(&h, token_hash).then_some((id, exp))))
     }
 
     pub fn delete_admin_session(&self, token_hash: &Digest32) -> DbResult<()> {
@@ -382,7 +384,7 @@ mod tests {
         assert_eq!(db.create_first_admin("b@x.io", "h", 0).unwrap(), None);
         let h = auth::digest("tok");
         db.create_admin_session(id, &h, 1000, 0).unwrap();
-        assert_eq!(db.admin_session(&h, 999).unwrap(), Some(id));
+        assert_eq!(db.admin_session(&h, 999).unwrap(), Some((id, 1000)));
         assert_eq!(db.admin_session(&h, 1000).unwrap(), None);
         assert_eq!(db.admin_session(&auth::digest("other"), 0).unwrap(), None);
         db.delete_admin_session(&h).unwrap();
