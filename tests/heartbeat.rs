@@ -138,9 +138,16 @@ fn protocol_ping_gets_pong_on_every_stream() {
     for (name, mut ws) in [("admin", admin), ("session", sess), ("agent", agent)] {
         ws.send(tungstenite::Message::Ping(name.as_bytes().to_vec().into()))
             .unwrap();
-        match next_event(&mut ws, WAIT, true) {
-            Some(WsEvent::Pong(p)) => assert_eq!(p, name.as_bytes(), "{name}: pong payload"),
-            other => panic!("{name}: expected a Pong, got {other:?}"),
+        // Events (user_added, user_update, session_started...) may come first: skip them.
+        loop {
+            match next_event(&mut ws, WAIT, true) {
+                Some(WsEvent::Json(_)) => continue,
+                Some(WsEvent::Pong(p)) => {
+                    assert_eq!(p, name.as_bytes(), "{name}: pong payload");
+                    break;
+                }
+                other => panic!("{name}: expected a Pong, got {other:?}"),
+            }
         }
     }
 }

@@ -759,24 +759,72 @@ fn content_length_with_transfer_encoding_is_refused_and_closed() {
 #[test]
 fn incomplete_request_times_out_with_408() {
     let srv = Server::start(&[]);
-    let mut conn = srv.http();
+    let c = srv.admin_cookie();
+    // One connection stalls in the head, another in the body; both run at once.
+    let mut head = srv.http();
+    let mut body = srv.http();
     let start = Instant::now();
-    conn.write_raw(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n", srv.addr).as_bytes())
+    head.write_raw(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n", srv.addr).as_bytes())
         .unwrap();
-    conn.stream()
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    let r = conn.read_response().expect("408 after 10 s");
-    let took = start.elapsed();
-    assert_eq!(r.status, 408);
-    assert!(
-        took >= Duration::from_secs(8) && took <= Duration::from_secs(14),
-        "408 after {took:?}, expected ~10 s"
+    body.write_raw(
+        format!(
+            "POST /api/users HTTP/1.1\r\nHost: {}\r\nCookie: {c}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"first_na",
+            srv.addr
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    for (what, conn) in [("stalled head", &mut head), ("stalled body", &mut body)] {
+        conn.stream()
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let r = conn
+            .read_response()
+            .unwrap_or_else(|e| panic!("{what}: 408 expected after 10 s, got {e}"));
+        let took = start.elapsed();
+        assert_eq!(r.status, 408, "{what}");
+        assert!(
+            took >= Duration::from_secs(8) && took <= Duration::from_secs(14),
+            "{what}: 408 after {took:?}, expected ~10 s"
+        );
+        assert!(
+            conn.closed_within(Duration::from_secs(3)),
+            "{what}: closed after 408"
+        );
+    }
+}
+
+#[test]
+fn body_limit_boundary_is_64_kib() {
+    let srv = Server::start(&[]);
+    let c = srv.admin_cookie();
+    let json_body = |email: &str, total: usize| {
+        let core = format!(r#"{{"first_name":"A","last_name":"B","email":"{email}"}}"#);
+        let mut b = core.into_bytes();
+        // JSON allows trailing whitespace: pad to the exact size.
+        b.resize(total, b' ');
+        b
+    };
+    let post = |b: &[u8]| {
+        let mut conn = srv.http();
+        let req = build_request(
+            &srv.addr.to_string(),
+            "POST",
+            "/api/users",
+            &[("Cookie", &c), ("Content-Type", "application/json")],
+            Some(b),
+        );
+        let _ = conn.write_raw(&req);
+        conn.read_response().expect("response")
+    };
+    let r = post(&json_body("exact@example.com", 65536));
+    assert_eq!(
+        r.status,
+        201,
+        "a 65536-byte body is within the limit: {}",
+        r.text()
     );
-    assert!(
-        conn.closed_within(Duration::from_secs(3)),
-        "closed after 408"
-    );
+    post(&json_body("over@example.com", 65537)).assert_error(413, "65537-byte body");
 }
 
 #[test]
@@ -833,4 +881,37 @@ fn max_connections_gives_503() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn expired_invite_is_410_until_regenerated() {
+    // 0.0005 h = 1.8 s.
+    let srv = Server::start(&["--invite-ttl-hours", "0.0005"]);
+    let c = srv.admin_cookie();
+    let u = srv.create_user("Ada", "Lovelace", Some(2));
+    assert_eq!(u["token_valid"], true);
+    std::thread::sleep(Duration::from_millis(2300));
+    let now = srv.user(id_of(&u));
+    assert_eq!(now["token_valid"], false, "invite past its TTL: {now}");
+    srv.activate(&invite_token(&u))
+        .assert_error(410, "activate an expired invite");
+    let r = srv.json(
+        "POST",
+        &format!("/api/users/{}/invite", id_of(&u)),
+        Some(&c),
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let nu = r.json();
+    assert_eq!(
+        nu["token_valid"], true,
+        "a regenerated invite is valid: {nu}"
+    );
+    let r = srv.activate(&invite_token(&nu));
+    assert_eq!(
+        r.status,
+        200,
+        "activate the regenerated invite: {}",
+        r.text()
+    );
 }
