@@ -409,7 +409,7 @@ impl Server {
                             self.on_frame(key, f.fin, f.opcode, f.payload);
                         }
                         FrameParse::Invalid(v) => {
-                            self.close_stream(key, v.code, v.reason, CloseReason::Client);
+                            self.fail_stream(key, v.code, v.reason);
                             return buf.len();
                         }
                     }
@@ -778,11 +778,11 @@ impl Server {
                     }
                     self.drain(key);
                 }
-                Err(v) => self.close_stream(key, v.code, v.reason, CloseReason::Client),
+                Err(v) => self.fail_stream(key, v.code, v.reason),
             },
             ws::OP_TEXT | ws::OP_BINARY => {
                 if state.fragment.is_some() {
-                    return self.close_stream(key, code::PROTOCOL_ERROR, "expected a continuation frame", CloseReason::Client);
+                    return self.fail_stream(key, code::PROTOCOL_ERROR, "expected a continuation frame");
                 }
                 if fin {
                     self.on_message(key, opcode, payload);
@@ -794,10 +794,10 @@ impl Server {
                 // Continuation.
                 let max = state.max_message;
                 let Some((_, buf)) = state.fragment.as_mut() else {
-                    return self.close_stream(key, code::PROTOCOL_ERROR, "continuation without a message", CloseReason::Client);
+                    return self.fail_stream(key, code::PROTOCOL_ERROR, "continuation without a message");
                 };
                 if buf.len() + payload.len() > max {
-                    return self.close_stream(key, code::TOO_BIG, "message too big", CloseReason::Client);
+                    return self.fail_stream(key, code::TOO_BIG, "message too big");
                 }
                 buf.extend_from_slice(payload);
                 if fin {
@@ -811,7 +811,7 @@ impl Server {
 
     fn on_message(&mut self, key: usize, opcode: u8, payload: &[u8]) {
         if opcode == ws::OP_TEXT && std::str::from_utf8(payload).is_err() {
-            return self.close_stream(key, code::INVALID_PAYLOAD, "text message is not UTF-8", CloseReason::Client);
+            return self.fail_stream(key, code::INVALID_PAYLOAD, "text message is not UTF-8");
         }
         let Some(role) = self.conns.get(key).and_then(|c| c.ws()).map(|w| w.role.clone()) else { return };
         match role {
@@ -872,6 +872,17 @@ impl Server {
             return self.kill(key, CloseReason::Client);
         }
         self.rearm_deadline(key, CLOSE_WAIT_MS);
+    }
+
+    /// Fail the connection (RFC 6455 §7.1.7) after a protocol violation: close frame, then our
+    /// FIN at once — no waiting for a close reply from a client that is already misbehaving.
+    fn fail_stream(&mut self, key: usize, close_code: u16, reason: &str) {
+        self.detach(key, CloseReason::Client);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if let (Sent::Failed, _) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX) {
+            return self.kill(key, CloseReason::Client);
+        }
+        self.drain(key);
     }
 
     /// Last bytes are queued: shut our side once written, wait for the client's FIN.
