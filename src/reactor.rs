@@ -182,12 +182,18 @@ impl Server {
         for (user_id, expires_at) in server.app.running_sessions() {
             server.arm_expiry(user_id, expires_at);
         }
-        log::info!(
+        let line = format!(
             "listening on http://{local} (public URL {}, {} users, up to {} connections)",
             server.public_url,
             server.app.user_count(),
             server.max_connections
         );
+        // Scripts wait for this line, so it is written even when the log level hides info.
+        if log::log_enabled!(log::Level::Info) {
+            log::info!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
         Ok(server)
     }
 

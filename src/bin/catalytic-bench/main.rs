@@ -1,0 +1,308 @@
+//! catalytic-bench — the bundled load generator for catalytic (and its floor reference).
+//!
+//! One thread, one mio reactor, up to ~19,000 WebSocket clients spread over source
+//! addresses 127.0.0.1, 127.0.0.2, … . It starts the server under test itself (pinned to
+//! one CPU, the generator to another), runs a scenario and prints a human table plus one
+//! JSON line per scenario and server on stdout. Progress goes to stderr.
+//!
+//! It deliberately depends on external crates only, never on the catalytic library.
+
+mod driver;
+mod scenarios;
+mod server;
+mod stats;
+mod sys;
+
+use server::Kind;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage: catalytic-bench SCENARIO [options]
+
+scenarios:
+  fanout     N admin clients; R rounds of POST /api/users; per round p50/p99/max of the
+             time from the POST write to each client's receipt of that round's user_added
+  storm      N clients connect at once: time until all have `initial`, failures
+  memory     server RSS per idle admin connection at N (fresh server)
+  sustained  POST rate stepped up with 1,000 clients until p99 exceeds a bound
+  sessions   10,000 activated session streams with timers running: server CPU while idle
+             (catalytic only)
+  compare    fanout for catalytic and the floor in the same run, with ratios
+  all        every scenario above for every selected server, plus the floor ratios
+
+options:
+  --server catalytic|floor|both   servers to run (default: catalytic; compare/all: both)
+  --catalytic-bin PATH  default: `catalytic` next to this executable
+  --floor-bin PATH      default: build ../shared/floor-server (beside the repo) in a temp dir
+  --floor-src DIR       floor sources to build
+  --clients LIST        e.g. 100,1000,10000 (default; sustained 1000; sessions 10000)
+  --rounds R            measured fan-out rounds (default 7), after --warmup W (default 1)
+  --timeout-ms MS       per-round / per-step wait for deliveries (default 10000)
+  --gap-ms MS           idle time between rounds (default 100)
+  --cpu N|none          pin the generator to CPU N (default 1 on a machine with 2+ CPUs)
+  --server-cpu N|none   pin the server to CPU N (default 0 on a machine with 2+ CPUs)
+  --nice N|none         scheduling priority of generator and server (default -20 where
+                        permitted, so other work on the machine disturbs the numbers less)
+  --no-spin             sleep in epoll_wait during measured rounds (default: busy-poll the
+                        generator's own CPU, so the server never pays to wake it up)
+  --per-addr K          connections per source address (default 8000)
+  --inflight K          connections in progress at a time while setting up (default 512)
+  --heartbeat-secs S    server heartbeat (default 30)
+  --p99-bound-ms MS     sustained: the latency bound (default 100)
+  --step-secs S         sustained: length of one rate step (default 3)
+  --start-rate R        sustained: first POST rate per second (default 10)
+  --max-rate R          sustained: stop stepping above this rate (default 20000)
+  --http-conns K        sustained/sessions: keep-alive HTTP connections (default 8)
+  --sessions N          sessions: streams (default 10000)
+  --session-minutes M   sessions: --session-minutes given to catalytic (default 600)
+  --window-secs S       sessions: CPU measurement window (default 20)
+  --json-out FILE       also append every JSON line to FILE
+  --quiet               less progress on stderr
+";
+
+#[derive(Clone)]
+pub struct Opts {
+    pub scenario: String,
+    pub servers: Vec<Kind>,
+    pub catalytic_bin: Option<PathBuf>,
+    pub floor_bin: Option<PathBuf>,
+    pub floor_src: Option<PathBuf>,
+    pub clients: Option<Vec<usize>>,
+    pub rounds: usize,
+    pub warmup: usize,
+    pub timeout: Duration,
+    pub gap: Duration,
+    pub cpu: Option<usize>,
+    pub server_cpu: Option<usize>,
+    pub nice: Option<i32>,
+    pub spin: bool,
+    pub per_addr: u64,
+    pub inflight: usize,
+    pub heartbeat_secs: u64,
+    pub p99_bound_ms: f64,
+    pub step_secs: f64,
+    pub start_rate: f64,
+    pub max_rate: f64,
+    pub http_conns: usize,
+    pub sessions: usize,
+    pub session_minutes: f64,
+    pub window_secs: f64,
+    pub json_out: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("catalytic-bench: {msg}\n\n{USAGE}");
+    std::process::exit(2)
+}
+
+fn parse_cpu(v: &str) -> Option<usize> {
+    if v == "none" || v == "-1" {
+        None
+    } else {
+        Some(v.parse().unwrap_or_else(|_| die(&format!("bad CPU {v:?}"))))
+    }
+}
+
+fn parse_args() -> Opts {
+    let two = sys::online_cpus() >= 2;
+    let mut o = Opts {
+        scenario: String::new(),
+        servers: Vec::new(),
+        catalytic_bin: None,
+        floor_bin: None,
+        floor_src: None,
+        clients: None,
+        rounds: 7,
+        warmup: 1,
+        timeout: Duration::from_secs(10),
+        gap: Duration::from_millis(100),
+        cpu: two.then_some(1),
+        server_cpu: two.then_some(0),
+        nice: Some(-20),
+        spin: true,
+        per_addr: 8000,
+        inflight: 512,
+        heartbeat_secs: 30,
+        p99_bound_ms: 100.0,
+        step_secs: 3.0,
+        start_rate: 10.0,
+        max_rate: 20000.0,
+        http_conns: 8,
+        sessions: 10_000,
+        session_minutes: 600.0,
+        window_secs: 20.0,
+        json_out: None,
+        quiet: false,
+    };
+    let mut server_arg: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| die(&format!("{a} needs a value")))
+        };
+        fn num<T: std::str::FromStr>(s: String) -> T {
+            s.parse()
+                .unwrap_or_else(|_| die(&format!("bad number {s:?}")))
+        }
+        match a.as_str() {
+            "-h" | "--help" | "help" => {
+                print!("{USAGE}");
+                std::process::exit(0)
+            }
+            "--server" => server_arg = Some(val()),
+            "--catalytic-bin" => o.catalytic_bin = Some(val().into()),
+            "--floor-bin" => o.floor_bin = Some(val().into()),
+            "--floor-src" => o.floor_src = Some(val().into()),
+            "--clients" => {
+                let v = val();
+                let list: Vec<usize> = v
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| num(s.trim().replace('_', "")))
+                    .collect();
+                if list.is_empty() || list.contains(&0) {
+                    die("--clients wants positive numbers");
+                }
+                o.clients = Some(list);
+            }
+            "--rounds" => o.rounds = num::<usize>(val()).max(1),
+            "--warmup" => o.warmup = num(val()),
+            "--timeout-ms" => o.timeout = Duration::from_millis(num(val())),
+            "--gap-ms" => o.gap = Duration::from_millis(num(val())),
+            "--cpu" => o.cpu = parse_cpu(&val()),
+            "--server-cpu" => o.server_cpu = parse_cpu(&val()),
+            "--nice" => {
+                let v = val();
+                o.nice = if v == "none" { None } else { Some(num(v)) };
+            }
+            "--no-spin" => o.spin = false,
+            "--per-addr" => o.per_addr = num(val()),
+            "--inflight" => o.inflight = num(val()),
+            "--heartbeat-secs" => o.heartbeat_secs = num(val()),
+            "--p99-bound-ms" => o.p99_bound_ms = num(val()),
+            "--step-secs" => o.step_secs = num(val()),
+            "--start-rate" => o.start_rate = num(val()),
+            "--max-rate" => o.max_rate = num(val()),
+            "--http-conns" => o.http_conns = num::<usize>(val()).clamp(1, 256),
+            "--sessions" => o.sessions = num(val()),
+            "--session-minutes" => o.session_minutes = num(val()),
+            "--window-secs" => o.window_secs = num(val()),
+            "--json-out" => o.json_out = Some(val().into()),
+            "--quiet" => o.quiet = true,
+            s if !s.starts_with('-') && o.scenario.is_empty() => o.scenario = s.to_string(),
+            s => die(&format!("unknown argument {s:?}")),
+        }
+    }
+    if o.scenario.is_empty() {
+        die("no scenario given");
+    }
+    let known = [
+        "fanout",
+        "fan-out",
+        "storm",
+        "memory",
+        "sustained",
+        "sessions",
+        "compare",
+        "all",
+    ];
+    if !known.contains(&o.scenario.as_str()) {
+        die(&format!("unknown scenario {:?}", o.scenario));
+    }
+    if o.scenario == "fan-out" {
+        o.scenario = "fanout".into();
+    }
+    let default_both = o.scenario == "compare" || o.scenario == "all";
+    o.servers = match server_arg.as_deref() {
+        None if default_both => vec![Kind::Catalytic, Kind::Floor],
+        None | Some("catalytic") => vec![Kind::Catalytic],
+        Some("floor") => vec![Kind::Floor],
+        Some("both") => vec![Kind::Catalytic, Kind::Floor],
+        Some(s) => die(&format!("bad --server {s:?}")),
+    };
+    // Busy-polling only makes sense on a CPU of the generator's own.
+    o.spin = o.spin && o.cpu.is_some() && o.cpu != o.server_cpu;
+    if o.scenario == "compare" {
+        o.servers = vec![Kind::Catalytic, Kind::Floor];
+    }
+    o
+}
+
+/// With autogroup scheduling (the Linux default for desktop-style kernels) `nice` only ranks
+/// tasks inside one session's group, and other sessions' builds still take half of each CPU.
+/// So the generator re-runs itself as the leader of a new session whose group gets the nice
+/// value; the servers it starts join that group. The child dies with this process.
+fn run_in_own_session(nice: i32) -> Option<i32> {
+    const MARK: &str = "CATALYTIC_BENCH_SESSION";
+    if std::env::var_os(MARK).is_some() {
+        if std::fs::write("/proc/self/autogroup", nice.to_string()).is_err() {
+            eprintln!("catalytic-bench: cannot set the session's scheduling group to nice {nice}");
+        }
+        return None;
+    }
+    let enabled = std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled")
+        .is_ok_and(|s| s.trim() == "1");
+    if !enabled {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1)).env(MARK, "1");
+    // SAFETY: only async-signal-safe syscalls between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    match cmd.status() {
+        Ok(st) => Some(st.code().unwrap_or(1)),
+        Err(e) => {
+            eprintln!(
+                "catalytic-bench: cannot re-run in a new session ({e}); continuing in this one"
+            );
+            None
+        }
+    }
+}
+
+fn main() {
+    let opts = parse_args();
+    if let Some(n) = opts.nice {
+        if let Some(code) = run_in_own_session(n) {
+            std::process::exit(code);
+        }
+    }
+    let nofile = sys::raise_nofile();
+    if let Some(cpu) = opts.cpu {
+        if let Err(e) = sys::pin(0, cpu) {
+            eprintln!("catalytic-bench: cannot pin to CPU {cpu}: {e}");
+        }
+    }
+    if let Some(n) = opts.nice {
+        if let Err(e) = sys::set_nice(n) {
+            eprintln!(
+                "catalytic-bench: cannot set nice {n}: {e} (running at the default priority)"
+            );
+        }
+    }
+    if !opts.quiet {
+        eprintln!(
+            "catalytic-bench: {} on {} ({} CPUs), nofile {nofile}, generator CPU {:?}, server CPU {:?}, nice {:?}, load {:?}",
+            opts.scenario,
+            sys::cpu_model(),
+            sys::online_cpus(),
+            opts.cpu,
+            opts.server_cpu,
+            opts.nice,
+            sys::loadavg()
+        );
+    }
+    let code = scenarios::run(&opts, nofile);
+    std::process::exit(code);
+}
