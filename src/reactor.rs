@@ -49,6 +49,11 @@ const SHUTDOWN_GRACE_MS: u64 = 3_000;
 /// Reads per readiness event before the connection yields to the others.
 const READS_PER_EVENT: usize = 16;
 const SCRATCH_BYTES: usize = 64 * 1024;
+/// Requests or frames handled per connection per turn; the rest waits for the next turn, so a
+/// pipelining client cannot keep everyone else waiting.
+const MESSAGES_PER_TURN: usize = 64;
+/// Unparsed input kept per connection before reading from it stops until it is worked off.
+const INPUT_BACKLOG_BYTES: usize = 128 * 1024;
 /// Unread HTTP answers above this pause reading from that client (pipelining flood).
 const HTTP_BACKLOG_BYTES: usize = 256 * 1024;
 /// The heartbeat visits 1/SLICES of the connections per tick, so pings spread over the interval.
@@ -316,6 +321,9 @@ impl Server {
             if conn.dead.is_some() || conn.input_paused || matches!(conn.phase, Phase::AwaitingWorker { .. }) {
                 return; // the bytes wait in the kernel; `resume` comes back for them
             }
+            if conn.rbuf.len() >= INPUT_BACKLOG_BYTES {
+                break; // work off what is buffered first, next turn
+            }
             match conn.sock.read(&mut self.scratch) {
                 Ok(0) => return self.on_eof(key),
                 Ok(n) => self.on_bytes(key, n),
@@ -383,7 +391,13 @@ impl Server {
     /// Handle every complete request or frame at the front of `buf`; returns the bytes used.
     fn consume(&mut self, key: usize, buf: &mut [u8]) -> usize {
         let mut pos = 0;
+        let mut handled = 0;
         while pos < buf.len() {
+            if handled == MESSAGES_PER_TURN {
+                self.resume.push(key);
+                return pos;
+            }
+            handled += 1;
             let Some(conn) = self.conns.get(key) else { return buf.len() };
             if conn.dead.is_some() {
                 return buf.len();
