@@ -29,20 +29,36 @@ pub fn handle(app: &mut App, payload: &[u8], effects: &mut Vec<Effect>) -> Optio
                 questions_answered: Some(n),
                 ..UserPatch::default()
             },
-            _ => return Some(error(&request_id, "questions_answered must be a whole number")),
+            _ => {
+                return Some(error(
+                    &request_id,
+                    "questions_answered must be a whole number",
+                ))
+            }
         },
         "transcript" | "summary" => match msg.get("url").and_then(Value::as_str) {
             Some(url) if valid_url(url) => {
                 let link = Some(Some(url.to_string()));
                 if kind == "transcript" {
-                    UserPatch { transcript_url: link, ..UserPatch::default() }
+                    UserPatch {
+                        transcript_url: link,
+                        ..UserPatch::default()
+                    }
                 } else {
-                    UserPatch { summary_url: link, ..UserPatch::default() }
+                    UserPatch {
+                        summary_url: link,
+                        ..UserPatch::default()
+                    }
                 }
             }
             _ => return Some(error(&request_id, "url must be an http(s) URL")),
         },
-        other => return Some(error(&request_id, &format!("unknown message type `{other}`"))),
+        other => {
+            return Some(error(
+                &request_id,
+                &format!("unknown message type `{other}`"),
+            ))
+        }
     };
     let before = effects.len();
     match app.update_user(user_id, patch, effects) {

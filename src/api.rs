@@ -73,7 +73,8 @@ impl LoginLimiter {
 
     fn fail(&mut self, keys: &[String], now: i64) {
         if self.windows.len() >= LIMITER_SWEEP_AT {
-            self.windows.retain(|_, (start, _)| now - *start < WINDOW_MS);
+            self.windows
+                .retain(|_, (start, _)| now - *start < WINDOW_MS);
         }
         for k in keys {
             let w = self.windows.entry(k.clone()).or_insert((now, 0));
@@ -99,7 +100,10 @@ pub fn handle(app: &mut App, req: &Request, ctx: &mut Ctx, effects: &mut Vec<Eff
         "/api/admin/logout" if m == Method::Post => now(with_admin(app, req, |app, _| {
             let token = req.cookie("admin_session").unwrap_or_default();
             match app.logout(token, effects) {
-                Ok(()) => Response::new(204).header("Set-Cookie", &clear_cookie("admin_session", ctx.secure_cookies)),
+                Ok(()) => Response::new(204).header(
+                    "Set-Cookie",
+                    &clear_cookie("admin_session", ctx.secure_cookies),
+                ),
                 Err(e) => app_error(e),
             }
         })),
@@ -107,27 +111,36 @@ pub fn handle(app: &mut App, req: &Request, ctx: &mut Ctx, effects: &mut Vec<Eff
             Method::Get => now(with_admin(app, req, |app, _| {
                 Response::new(200).json(200, &app.list(app::wall_ms()))
             })),
-            Method::Post => now(with_admin(app, req, |app, _| create_user(app, req, effects))),
+            Method::Post => now(with_admin(app, req, |app, _| {
+                create_user(app, req, effects)
+            })),
             _ => now(not_allowed("GET, POST")),
         },
         "/api/session/activate" if m == Method::Post => now(activate(app, req, ctx, effects)),
         "/api/session/answer" if m == Method::Post => now(answer(app, req, effects)),
-        "/api/admin/setup" | "/api/admin/login" | "/api/admin/logout" | "/api/session/activate"
+        "/api/admin/setup"
+        | "/api/admin/login"
+        | "/api/admin/logout"
+        | "/api/session/activate"
         | "/api/session/answer" => now(not_allowed("POST")),
         _ => match user_route(path) {
             Some((id, false)) => match m {
-                Method::Patch => now(with_admin(app, req, |app, _| patch_user(app, id, req, effects))),
-                Method::Delete => now(with_admin(app, req, |app, _| match app.delete_user(id, effects) {
-                    Ok(()) => Response::new(204),
-                    Err(e) => app_error(e),
+                Method::Patch => now(with_admin(app, req, |app, _| {
+                    patch_user(app, id, req, effects)
+                })),
+                Method::Delete => now(with_admin(app, req, |app, _| {
+                    match app.delete_user(id, effects) {
+                        Ok(()) => Response::new(204),
+                        Err(e) => app_error(e),
+                    }
                 })),
                 _ => now(not_allowed("PATCH, DELETE")),
             },
-            Some((id, true)) if m == Method::Post => now(with_admin(app, req, |app, _| {
-                match app.regenerate_invite(id, effects) {
-                    Ok(user) => Response::new(200).body("application/json", user),
-                    Err(e) => app_error(e),
-                }
+            Some((id, true)) if m == Method::Post => now(with_admin(app, req, |app, _| match app
+                .regenerate_invite(id, effects)
+            {
+                Ok(user) => Response::new(200).body("application/json", user),
+                Err(e) => app_error(e),
             })),
             Some((_, true)) => now(not_allowed("POST")),
             None => now(Response::error(404, "no such API route")),
@@ -155,7 +168,10 @@ fn not_allowed(allow: &str) -> Response {
 }
 
 fn with_admin(app: &mut App, req: &Request, f: impl FnOnce(&mut App, i64) -> Response) -> Response {
-    match req.cookie("admin_session").and_then(|t| app.admin_for_cookie(t)) {
+    match req
+        .cookie("admin_session")
+        .and_then(|t| app.admin_for_cookie(t))
+    {
         Some(admin_id) => f(app, admin_id),
         None => Response::error(401, "authentication required"),
     }
@@ -168,7 +184,9 @@ pub fn app_error(e: AppError) -> Response {
         AppError::Invalid(msg) => Response::error(422, &msg),
         AppError::Unauthorized => Response::error(401, "unknown or replaced link"),
         AppError::Gone(msg) => Response::error(410, msg),
-        AppError::Storage => Response::error(500, "the change could not be stored; nothing changed"),
+        AppError::Storage => {
+            Response::error(500, "the change could not be stored; nothing changed")
+        }
     }
 }
 
@@ -202,7 +220,10 @@ fn required_string(body: &Map<String, Value>, name: &str) -> Result<String, Resp
 fn name_field(value: String, name: &str) -> Result<String, Response> {
     let n = value.chars().count();
     if n == 0 || n > NAME_MAX_CHARS {
-        return Err(Response::error(422, &format!("{name} must be 1 to {NAME_MAX_CHARS} characters")));
+        return Err(Response::error(
+            422,
+            &format!("{name} must be 1 to {NAME_MAX_CHARS} characters"),
+        ));
     }
     Ok(value)
 }
@@ -228,7 +249,10 @@ fn email_field(value: String) -> Result<String, Response> {
     if valid_email(&value) {
         Ok(value)
     } else {
-        Err(Response::error(422, "email must be an address like name@example.com"))
+        Err(Response::error(
+            422,
+            "email must be an address like name@example.com",
+        ))
     }
 }
 
@@ -251,7 +275,10 @@ fn url_field(body: &Map<String, Value>, name: &str) -> Result<Option<Option<Stri
         None => Ok(None),
         Some(Value::Null) => Ok(Some(None)),
         Some(Value::String(s)) if valid_url(s) => Ok(Some(Some(s.clone()))),
-        Some(_) => Err(Response::error(422, &format!("{name} must be an http(s) URL or null"))),
+        Some(_) => Err(Response::error(
+            422,
+            &format!("{name} must be an http(s) URL or null"),
+        )),
     }
 }
 
@@ -273,8 +300,10 @@ macro_rules! try_resp {
 
 fn create_user(app: &mut App, req: &Request, effects: &mut Vec<Effect>) -> Response {
     let body = try_resp!(json_object(req));
-    let first = try_resp!(required_string(&body, "first_name").and_then(|v| name_field(v, "first_name")));
-    let last = try_resp!(required_string(&body, "last_name").and_then(|v| name_field(v, "last_name")));
+    let first =
+        try_resp!(required_string(&body, "first_name").and_then(|v| name_field(v, "first_name")));
+    let last =
+        try_resp!(required_string(&body, "last_name").and_then(|v| name_field(v, "last_name")));
     let email = try_resp!(required_string(&body, "email").and_then(email_field));
     let total = try_resp!(int_field(&body, "questions_total", 1)).unwrap_or(10);
     match app.create_user(first, last, email, total, effects) {
@@ -432,7 +461,10 @@ fn setup(app: &mut App, req: &Request) -> Reply {
         Ok(b) => b,
         Err(r) => return Reply::Now(r),
     };
-    let code = string_field(&body, "code").ok().flatten().unwrap_or_default();
+    let code = string_field(&body, "code")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     if app.has_admin() || !app.setup_code_ok(&code) {
         return Reply::Now(Response::error(403, "setup is closed or the code is wrong"));
     }
@@ -461,18 +493,25 @@ pub fn finish(app: &mut App, pending: Pending, outcome: Outcome, ctx: &mut Ctx) 
             Outcome::Verified(ok),
         ) => match admin_id.filter(|_| ok) {
             Some(id) => match app.new_admin_session(id) {
-                Ok(token) => Response::new(204)
-                    .header("Set-Cookie", &cookie("admin_session", &token, ctx.secure_cookies)),
+                Ok(token) => Response::new(204).header(
+                    "Set-Cookie",
+                    &cookie("admin_session", &token, ctx.secure_cookies),
+                ),
                 Err(e) => app_error(e),
             },
             None => {
-                ctx.limiter.fail(&limiter_keys(ip, &account), app::wall_ms());
+                ctx.limiter
+                    .fail(&limiter_keys(ip, &account), app::wall_ms());
                 Response::error(401, "wrong email or password")
             }
         },
-        (Pending::Setup { email }, Outcome::Hashed(Ok(hash))) => match app.finish_setup(&email, &hash) {
-            Ok(token) => Response::new(204)
-                .header("Set-Cookie", &cookie("admin_session", &token, ctx.secure_cookies)),
+        (Pending::Setup { email }, Outcome::Hashed(Ok(hash))) => match app
+            .finish_setup(&email, &hash)
+        {
+            Ok(token) => Response::new(204).header(
+                "Set-Cookie",
+                &cookie("admin_session", &token, ctx.secure_cookies),
+            ),
             Err(AppError::Conflict(_)) => Response::error(403, "setup is closed: an admin exists"),
             Err(e) => app_error(e),
         },
@@ -490,10 +529,17 @@ mod tests {
 
     #[test]
     fn emails() {
-        for ok in ["a@b.c", "ada.lovelace+x@example.com", "名前@例え.jp", "o'brien@x.io"] {
+        for ok in [
+            "a@b.c",
+            "ada.lovelace+x@example.com",
+            "名前@例え.jp",
+            "o'brien@x.io",
+        ] {
             assert!(valid_email(ok), "{ok}");
         }
-        for bad in ["", "a", "@b.c", "a@", "a b@c.d", "a@b..c", "a@.b", "a@b.", "a@b@c", "a@b\n.c"] {
+        for bad in [
+            "", "a", "@b.c", "a@", "a b@c.d", "a@b..c", "a@.b", "a@b.", "a@b@c", "a@b\n.c",
+        ] {
             assert!(!valid_email(bad), "{bad:?}");
         }
     }
@@ -516,12 +562,19 @@ mod tests {
         assert_eq!(l.retry_after(&keys, 1000), Some(59));
         assert_eq!(l.retry_after(&keys, 60_000), None, "window over");
         l.fail(&keys, 60_000);
-        assert_eq!(l.retry_after(&keys, 60_001), None, "new window, one failure");
+        assert_eq!(
+            l.retry_after(&keys, 60_001),
+            None,
+            "new window, one failure"
+        );
     }
 
     #[test]
     fn cookies() {
-        assert_eq!(cookie("admin_session", "t", false), "admin_session=t; HttpOnly; SameSite=Strict; Path=/");
+        assert_eq!(
+            cookie("admin_session", "t", false),
+            "admin_session=t; HttpOnly; SameSite=Strict; Path=/"
+        );
         assert!(cookie("a", "t", true).ends_with("; Secure"));
         assert!(clear_cookie("a", false).ends_with("Max-Age=0"));
     }

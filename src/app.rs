@@ -46,7 +46,10 @@ pub enum Effect {
     /// Close the admin streams opened with this session token (logout).
     CloseAdminSession(Digest32),
     /// Arm the expiry timer of a session ending at wall time `expires_at`.
-    ArmExpiry { user_id: i64, expires_at: i64 },
+    ArmExpiry {
+        user_id: i64,
+        expires_at: i64,
+    },
     /// Disarm it (the user was deleted or got a new invite).
     DisarmExpiry(i64),
 }
@@ -301,12 +304,10 @@ impl App {
     }
 
     fn fresh_nonce() -> AppResult<Vec<u8>> {
-        auth::random_bytes::<16>()
-            .map(|b| b.to_vec())
-            .map_err(|e| {
-                log::error!("OS randomness failed: {e}");
-                AppError::Storage
-            })
+        auth::random_bytes::<16>().map(|b| b.to_vec()).map_err(|e| {
+            log::error!("OS randomness failed: {e}");
+            AppError::Storage
+        })
     }
 
     pub fn create_user(
@@ -351,13 +352,21 @@ impl App {
         };
         self.snapshot = None;
         self.by_token.insert(auth::digest(&u.invite_token), id);
-        effects.push(Effect::Broadcast(Audience::Admins, self.user_event("user_added", &u, now)));
+        effects.push(Effect::Broadcast(
+            Audience::Admins,
+            self.user_event("user_added", &u, now),
+        ));
         let body = self.user_json(&u, now);
         self.users.insert(id, u);
         Ok(body)
     }
 
-    pub fn update_user(&mut self, id: i64, p: UserPatch, effects: &mut Vec<Effect>) -> AppResult<Vec<u8>> {
+    pub fn update_user(
+        &mut self,
+        id: i64,
+        p: UserPatch,
+        effects: &mut Vec<Effect>,
+    ) -> AppResult<Vec<u8>> {
         let now = wall_ms();
         let mut u = self.users.get(&id).ok_or(AppError::NotFound)?.clone();
         let progress_before = (u.questions_answered, u.questions_total);
@@ -446,7 +455,10 @@ impl App {
             reason: "Invalid or expired session",
             why: CloseReason::Expired,
         });
-        effects.push(Effect::Broadcast(Audience::Admins, self.user_event("user_update", u, now)));
+        effects.push(Effect::Broadcast(
+            Audience::Admins,
+            self.user_event("user_update", u, now),
+        ));
         Ok(body)
     }
 
@@ -496,7 +508,10 @@ impl App {
             user_id: u.id,
             expires_at: activation.expires_at,
         });
-        effects.push(Effect::Broadcast(Audience::Admins, self.user_event("user_update", u, now)));
+        effects.push(Effect::Broadcast(
+            Audience::Admins,
+            self.user_event("user_update", u, now),
+        ));
         effects.push(Effect::Broadcast(
             Audience::Agents,
             self.user_event("session_started", u, now),
@@ -521,7 +536,10 @@ impl App {
         let u = self.get(id)?;
         self.progress_effects(u, effects);
         self.agent_progress_effect(u, effects);
-        effects.push(Effect::Broadcast(Audience::Admins, self.user_event("user_update", u, now)));
+        effects.push(Effect::Broadcast(
+            Audience::Admins,
+            self.user_event("user_update", u, now),
+        ));
         Ok((u.questions_answered, u.questions_total))
     }
 
@@ -565,7 +583,10 @@ impl App {
             reason: "Session expired",
             why: CloseReason::Expired,
         });
-        effects.push(Effect::Broadcast(Audience::Admins, self.user_event("user_update", u, now)));
+        effects.push(Effect::Broadcast(
+            Audience::Admins,
+            self.user_event("user_update", u, now),
+        ));
         effects.push(Effect::Broadcast(
             Audience::Agents,
             Self::frame(&json!({ "type": "session_expired", "data": { "id": id } })),

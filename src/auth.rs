@@ -74,7 +74,10 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Digest32 {
 
 /// The invite token of user `id` with invite nonce `nonce`, under server key `key`.
 pub fn invite_token(key: &[u8; 32], id: i64, nonce: &[u8]) -> String {
-    hex(&hmac_sha256(key, &[b"catalytic invite v1", &id.to_be_bytes(), nonce]))
+    hex(&hmac_sha256(
+        key,
+        &[b"catalytic invite v1", &id.to_be_bytes(), nonce],
+    ))
 }
 
 /// Argon2id hash in PHC string form. Slow on purpose: call it off the reactor thread.

@@ -44,7 +44,9 @@ pub fn admin_token(email: &str, db_path: &Path, ttl: Duration) -> Result<String,
     let (id, _) = db
         .find_admin(email)
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no admin with email {email}; create one with `catalytic admin create`"))?;
+        .ok_or_else(|| {
+            format!("no admin with email {email}; create one with `catalytic admin create`")
+        })?;
     let token = auth::new_token().map_err(|e| format!("OS randomness: {e}"))?;
     let now = wall_ms();
     db.create_admin_session(id, &auth::digest(&token), now + ttl.as_millis() as i64, now)

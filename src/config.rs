@@ -36,8 +36,15 @@ pub struct ServeConfig {
 #[derive(Debug)]
 pub enum Command {
     Serve(ServeConfig),
-    AdminCreate { email: String, db: PathBuf },
-    AdminToken { email: String, db: PathBuf, ttl: Duration },
+    AdminCreate {
+        email: String,
+        db: PathBuf,
+    },
+    AdminToken {
+        email: String,
+        db: PathBuf,
+        ttl: Duration,
+    },
     Help,
 }
 
@@ -125,9 +132,11 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
 
 fn serve_config(flags: &Flags) -> Result<ServeConfig, ConfigError> {
     let listen = flags.get("listen").unwrap_or("127.0.0.1:8080");
-    let listen: SocketAddr = listen
-        .parse()
-        .map_err(|_| err(format!("--listen: `{listen}` is not an address like 127.0.0.1:8080")))?;
+    let listen: SocketAddr = listen.parse().map_err(|_| {
+        err(format!(
+            "--listen: `{listen}` is not an address like 127.0.0.1:8080"
+        ))
+    })?;
     let public_url = match flags.get("public-url") {
         Some(u) => Some(parse_public_url(u)?),
         None => None,
@@ -140,7 +149,12 @@ fn serve_config(flags: &Flags) -> Result<ServeConfig, ConfigError> {
     if !(0.05..=3600.0).contains(&heartbeat_secs) {
         return Err(err("--heartbeat-secs must be between 0.05 and 3600"));
     }
-    let log_level = match flags.get("log-level").unwrap_or("info").to_ascii_lowercase().as_str() {
+    let log_level = match flags
+        .get("log-level")
+        .unwrap_or("info")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "off" => log::LevelFilter::Off,
         "error" => log::LevelFilter::Error,
         "warn" | "warning" => log::LevelFilter::Warn,
@@ -185,7 +199,10 @@ fn serve_config(flags: &Flags) -> Result<ServeConfig, ConfigError> {
         session_length: Duration::from_secs_f64(session_minutes * 60.0),
         heartbeat: Duration::from_secs_f64(heartbeat_secs),
         invite_ttl: hours(flags.number("invite-ttl-hours", 168.0)?, "invite-ttl-hours")?,
-        agent_key: flags.get("agent-key").filter(|k| !k.is_empty()).map(String::from),
+        agent_key: flags
+            .get("agent-key")
+            .filter(|k| !k.is_empty())
+            .map(String::from),
         log_level,
         echo_path,
         max_connections,
@@ -202,7 +219,11 @@ fn parse_public_url(url: &str) -> Result<String, ConfigError> {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| err(format!("--public-url: `{url}` must start with http:// or https://")))?;
+        .ok_or_else(|| {
+            err(format!(
+                "--public-url: `{url}` must start with http:// or https://"
+            ))
+        })?;
     if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
         return Err(err(format!(
             "--public-url: `{url}` must be an origin like https://interviews.example.com"
@@ -213,7 +234,9 @@ fn parse_public_url(url: &str) -> Result<String, ConfigError> {
 
 fn hours(h: f64, name: &str) -> Result<Duration, ConfigError> {
     if h <= 0.0 || h > 24.0 * 365.0 * 10.0 {
-        return Err(err(format!("--{name} must be above 0 and at most ten years")));
+        return Err(err(format!(
+            "--{name} must be above 0 and at most ten years"
+        )));
     }
     Ok(Duration::from_secs_f64(h * 3600.0))
 }
@@ -379,7 +402,12 @@ mod tests {
     #[test]
     fn admin_commands() {
         let env = HashMap::new();
-        match parse(&args("admin token --email a@b.c --db x.db --ttl-hours 2"), &env).unwrap() {
+        match parse(
+            &args("admin token --email a@b.c --db x.db --ttl-hours 2"),
+            &env,
+        )
+        .unwrap()
+        {
             Command::AdminToken { email, db, ttl } => {
                 assert_eq!(email, "a@b.c");
                 assert_eq!(db, PathBuf::from("x.db"));

@@ -331,7 +331,10 @@ mod tests {
         out.push(Chunk::Shared(shared.clone()), 2);
         out.push(Chunk::Owned(b"xyz".to_vec()), 0);
         assert_eq!(out.queued_bytes(), 7);
-        let mut w = Tight { room: 3, got: vec![] };
+        let mut w = Tight {
+            room: 3,
+            got: vec![],
+        };
         assert_eq!(out.flush(&mut w).unwrap(), 3);
         assert_eq!(w.got, b"cde");
         w.room = 100;
@@ -339,7 +342,11 @@ mod tests {
         assert_eq!(w.got, b"cdefxyz");
         assert!(out.is_empty());
         assert_eq!(out.queued_bytes(), 0);
-        assert_eq!(Rc::strong_count(&shared), 1, "the shared frame was released");
+        assert_eq!(
+            Rc::strong_count(&shared),
+            1,
+            "the shared frame was released"
+        );
     }
 
     #[test]
@@ -350,7 +357,10 @@ mod tests {
         out.drop_unstarted();
         assert_eq!(out.queued_bytes(), 3);
         out.push(Chunk::Owned(b"Z".to_vec()), 0);
-        let mut w = Tight { room: 100, got: vec![] };
+        let mut w = Tight {
+            room: 100,
+            got: vec![],
+        };
         out.flush(&mut w).unwrap();
         assert_eq!(w.got, b"bcdZ");
 

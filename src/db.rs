@@ -79,7 +79,9 @@ impl Db {
     }
 
     fn migrate(&mut self) -> DbResult<()> {
-        let version: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
             let tx = self.conn.transaction()?;
             tx.execute_batch(sql)?;
@@ -154,31 +156,33 @@ impl Db {
 
     /// Write every mutable column of `u` (the in-memory copy is the source of the values).
     pub fn update_user(&self, u: &User) -> DbResult<bool> {
-        let n = self.conn.prepare_cached(
-            "UPDATE users SET first_name = ?2, last_name = ?3, email = ?4, invite_nonce = ?5,
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE users SET first_name = ?2, last_name = ?3, email = ?4, invite_nonce = ?5,
                     invite_token_hash = ?6, invite_expires_at = ?7, token_activated = ?8,
                     session_started_at = ?9, session_expires_at = ?10, session_expired = ?11,
                     questions_answered = ?12, questions_total = ?13, transcript_url = ?14,
                     summary_url = ?15
              WHERE id = ?1",
-        )?
-        .execute(params![
-            u.id,
-            u.first_name,
-            u.last_name,
-            u.email,
-            u.invite_nonce,
-            &auth::digest(&u.invite_token)[..],
-            u.invite_expires_at,
-            u.token_activated,
-            u.session_started_at,
-            u.session_expires_at,
-            u.session_expired,
-            u.questions_answered,
-            u.questions_total,
-            u.transcript_url,
-            u.summary_url,
-        ])?;
+            )?
+            .execute(params![
+                u.id,
+                u.first_name,
+                u.last_name,
+                u.email,
+                u.invite_nonce,
+                &auth::digest(&u.invite_token)[..],
+                u.invite_expires_at,
+                u.token_activated,
+                u.session_started_at,
+                u.session_expires_at,
+                u.session_expired,
+                u.questions_answered,
+                u.questions_total,
+                u.transcript_url,
+                u.summary_url,
+            ])?;
         Ok(n == 1)
     }
 
@@ -257,7 +261,11 @@ impl Db {
     }
 
     /// The admin id and expiry of an unexpired session with this token digest.
-    pub fn admin_session(&self, token_hash: &Digest32, now_ms: i64) -> DbResult<Option<(i64, i64)>> {
+    pub fn admin_session(
+        &self,
+        token_hash: &Digest32,
+        now_ms: i64,
+    ) -> DbResult<Option<(i64, i64)>> {
         let row: Option<(Vec<u8>, i64, i64)> = self
             .conn
             .prepare_cached(
@@ -280,9 +288,10 @@ impl Db {
     }
 
     pub fn prune_admin_sessions(&self, now_ms: i64) -> DbResult<usize> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM admin_sessions WHERE expires_at <= ?1", [now_ms])?)
+        Ok(self.conn.execute(
+            "DELETE FROM admin_sessions WHERE expires_at <= ?1",
+            [now_ms],
+        )?)
     }
 
     pub fn integrity_ok(&self) -> DbResult<bool> {

@@ -218,9 +218,15 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
     }
     if transfer_encoding {
         return Parsed::Error(if content_length.is_some() {
-            fatal(400, "Content-Length together with Transfer-Encoding is refused")
+            fatal(
+                400,
+                "Content-Length together with Transfer-Encoding is refused",
+            )
         } else {
-            fatal(411, "chunked request bodies are not supported; send Content-Length")
+            fatal(
+                411,
+                "chunked request bodies are not supported; send Content-Length",
+            )
         });
     }
     if version == 1 && req.host.is_none() {
@@ -445,7 +451,10 @@ mod tests {
 
     #[test]
     fn waits_for_head_and_body() {
-        assert!(matches!(parse_request(b"GET / HTTP/1.1\r\nHo"), Parsed::Partial));
+        assert!(matches!(
+            parse_request(b"GET / HTTP/1.1\r\nHo"),
+            Parsed::Partial
+        ));
         assert!(matches!(
             parse_request(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab"),
             Parsed::Partial
@@ -455,8 +464,14 @@ mod tests {
     #[test]
     fn refuses_what_the_contract_refuses() {
         assert_eq!(error(b"GARBAGE\r\n\r\n").status, 400);
-        assert_eq!(error(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03").status, 400);
-        let big = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n", "a".repeat(MAX_HEAD));
+        assert_eq!(
+            error(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03").status,
+            400
+        );
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n",
+            "a".repeat(MAX_HEAD)
+        );
         assert_eq!(error(big.as_bytes()).status, 431);
         let e = error(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!((e.status, e.close), (411, true));
@@ -464,21 +479,39 @@ mod tests {
         assert_eq!((e.status, e.close), (400, true));
         let e = error(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(e.status, 400);
-        assert_eq!(error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999\r\n\r\n").status, 413);
-        assert_eq!(error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n").status, 400);
         assert_eq!(
-            error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").status,
+            error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999\r\n\r\n").status,
+            413
+        );
+        assert_eq!(
+            error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n").status,
+            400
+        );
+        assert_eq!(
+            error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+                .status,
             400
         );
         assert_eq!(error(b"GET / HTTP/1.1\r\n\r\n").status, 400, "no Host");
-        assert_eq!(error(b"GET http://x/ HTTP/1.1\r\nHost: h\r\n\r\n").status, 400);
+        assert_eq!(
+            error(b"GET http://x/ HTTP/1.1\r\nHost: h\r\n\r\n").status,
+            400
+        );
     }
 
     #[test]
     fn keep_alive_rules() {
         assert!(!complete("GET / HTTP/1.0\r\n\r\n").0.keep_alive);
-        assert!(complete("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").0.keep_alive);
-        assert!(!complete("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").0.keep_alive);
+        assert!(
+            complete("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .0
+                .keep_alive
+        );
+        assert!(
+            !complete("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+                .0
+                .keep_alive
+        );
     }
 
     #[test]

@@ -46,7 +46,9 @@ pub fn deliver(
 ) -> Delivery {
     let mut d = Delivery::default();
     for (_, &key) in members.iter() {
-        let Some(conn) = conns.get_mut(key) else { continue };
+        let Some(conn) = conns.get_mut(key) else {
+            continue;
+        };
         if !conn.is_live_stream() {
             continue;
         }
@@ -74,7 +76,11 @@ impl Hub {
 
     /// Join the set of `user_id`'s session streams; returns the slot.
     pub fn join_session(&mut self, user_id: i64, key: usize) -> usize {
-        self.sessions.entry(user_id).or_default().members.insert(key)
+        self.sessions
+            .entry(user_id)
+            .or_default()
+            .members
+            .insert(key)
     }
 
     /// Leave a session set. Returns the session's tick timer when the set became empty, so the

@@ -31,7 +31,8 @@ fn main() -> ExitCode {
             if let Err(e) = logger.init() {
                 eprintln!("catalytic: logger: {e}");
             }
-            Server::bind(cfg).and_then(|server| server.run().map_err(|e| format!("event loop: {e}")))
+            Server::bind(cfg)
+                .and_then(|server| server.run().map_err(|e| format!("event loop: {e}")))
         }
     };
     match result {

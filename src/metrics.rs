@@ -90,7 +90,8 @@ impl Refusal {
 
 /// Upper bounds (seconds) of the histogram buckets.
 const BUCKETS: [f64; 14] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
 ];
 
 #[derive(Debug, Default, Clone)]
@@ -114,10 +115,21 @@ impl Histogram {
         let sep = if labels.is_empty() { "" } else { "," };
         for (bound, n) in BUCKETS.iter().zip(self.counts) {
             cumulative += n;
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
         let _ = writeln!(out, "{name}_count{braces} {}", self.count);
     }
@@ -183,13 +195,33 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(8192);
-        header(&mut o, "catalytic_ws_connections", "gauge", "Open WebSocket streams.");
+        header(
+            &mut o,
+            "catalytic_ws_connections",
+            "gauge",
+            "Open WebSocket streams.",
+        );
         for k in StreamKind::ALL {
-            let _ = writeln!(o, "catalytic_ws_connections{{stream=\"{}\"}} {}", k.label(), self.ws_connections[idx(k)]);
+            let _ = writeln!(
+                o,
+                "catalytic_ws_connections{{stream=\"{}\"}} {}",
+                k.label(),
+                self.ws_connections[idx(k)]
+            );
         }
-        header(&mut o, "catalytic_ws_accepted_total", "counter", "WebSocket streams accepted.");
+        header(
+            &mut o,
+            "catalytic_ws_accepted_total",
+            "counter",
+            "WebSocket streams accepted.",
+        );
         for k in StreamKind::ALL {
-            let _ = writeln!(o, "catalytic_ws_accepted_total{{stream=\"{}\"}} {}", k.label(), self.ws_accepted[idx(k)]);
+            let _ = writeln!(
+                o,
+                "catalytic_ws_accepted_total{{stream=\"{}\"}} {}",
+                k.label(),
+                self.ws_accepted[idx(k)]
+            );
         }
         header(
             &mut o,
@@ -198,11 +230,26 @@ impl Metrics {
             "Handshakes presenting a credential whose stream closed less than 60 s before.",
         );
         for k in StreamKind::ALL {
-            let _ = writeln!(o, "catalytic_ws_reconnects_total{{stream=\"{}\"}} {}", k.label(), self.ws_reconnects[idx(k)]);
+            let _ = writeln!(
+                o,
+                "catalytic_ws_reconnects_total{{stream=\"{}\"}} {}",
+                k.label(),
+                self.ws_reconnects[idx(k)]
+            );
         }
-        header(&mut o, "catalytic_ws_closed_total", "counter", "WebSocket streams closed, by reason.");
+        header(
+            &mut o,
+            "catalytic_ws_closed_total",
+            "counter",
+            "WebSocket streams closed, by reason.",
+        );
         for r in CloseReason::ALL {
-            let _ = writeln!(o, "catalytic_ws_closed_total{{reason=\"{}\"}} {}", r.label(), self.ws_closed[r as usize]);
+            let _ = writeln!(
+                o,
+                "catalytic_ws_closed_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.ws_closed[r as usize]
+            );
         }
         header(
             &mut o,
@@ -211,21 +258,59 @@ impl Metrics {
             "From an event to its last byte handed to the kernel or queued, per stream.",
         );
         for k in StreamKind::ALL {
-            self.broadcast_seconds[idx(k)].render(&mut o, "catalytic_broadcast_seconds", &format!("stream=\"{}\"", k.label()));
+            self.broadcast_seconds[idx(k)].render(
+                &mut o,
+                "catalytic_broadcast_seconds",
+                &format!("stream=\"{}\"", k.label()),
+            );
         }
-        header(&mut o, "catalytic_ws_messages_sent_total", "counter", "WebSocket messages queued to clients.");
-        let _ = writeln!(o, "catalytic_ws_messages_sent_total {}", self.ws_messages_sent);
-        header(&mut o, "catalytic_ws_bytes_sent_total", "counter", "WebSocket bytes handed to the kernel.");
+        header(
+            &mut o,
+            "catalytic_ws_messages_sent_total",
+            "counter",
+            "WebSocket messages queued to clients.",
+        );
+        let _ = writeln!(
+            o,
+            "catalytic_ws_messages_sent_total {}",
+            self.ws_messages_sent
+        );
+        header(
+            &mut o,
+            "catalytic_ws_bytes_sent_total",
+            "counter",
+            "WebSocket bytes handed to the kernel.",
+        );
         let _ = writeln!(o, "catalytic_ws_bytes_sent_total {}", self.ws_bytes_sent);
-        header(&mut o, "catalytic_http_requests_total", "counter", "HTTP requests answered, by status code.");
+        header(
+            &mut o,
+            "catalytic_http_requests_total",
+            "counter",
+            "HTTP requests answered, by status code.",
+        );
         for (code, n) in &self.http_requests {
             let _ = writeln!(o, "catalytic_http_requests_total{{code=\"{code}\"}} {n}");
         }
-        header(&mut o, "catalytic_refused_total", "counter", "Connections or logins refused by a limit.");
+        header(
+            &mut o,
+            "catalytic_refused_total",
+            "counter",
+            "Connections or logins refused by a limit.",
+        );
         for r in Refusal::ALL {
-            let _ = writeln!(o, "catalytic_refused_total{{limit=\"{}\"}} {}", r.label(), self.refused[r as usize]);
+            let _ = writeln!(
+                o,
+                "catalytic_refused_total{{limit=\"{}\"}} {}",
+                r.label(),
+                self.refused[r as usize]
+            );
         }
-        header(&mut o, "catalytic_open_connections", "gauge", "Open TCP connections of any kind.");
+        header(
+            &mut o,
+            "catalytic_open_connections",
+            "gauge",
+            "Open TCP connections of any kind.",
+        );
         let _ = writeln!(o, "catalytic_open_connections {}", self.open_connections);
         header(
             &mut o,
@@ -233,7 +318,8 @@ impl Metrics {
             "histogram",
             "Time the reactor spent per wake-up (a slow SQLite call shows up here).",
         );
-        self.loop_busy_seconds.render(&mut o, "catalytic_loop_busy_seconds", "");
+        self.loop_busy_seconds
+            .render(&mut o, "catalytic_loop_busy_seconds", "");
         o
     }
 }

@@ -43,7 +43,9 @@ impl User {
     pub fn status(&self, now_ms: i64) -> Status {
         if self.questions_total > 0 && self.questions_answered >= self.questions_total {
             Status::Completed
-        } else if self.session_is_over(now_ms) || (!self.token_activated && self.invite_expires_at <= now_ms) {
+        } else if self.session_is_over(now_ms)
+            || (!self.token_activated && self.invite_expires_at <= now_ms)
+        {
             Status::Expired
         } else if self.token_activated {
             Status::InProgress

@@ -72,7 +72,10 @@ const TIMER_TICK_MS: u64 = 10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timer {
     /// The deadline of whatever the connection is waiting for (request, close, drain).
-    Conn { key: usize, gen: u32 },
+    Conn {
+        key: usize,
+        gen: u32,
+    },
     SessionTick(i64),
     SessionExpiry(i64),
     Heartbeat,
@@ -150,7 +153,8 @@ impl Server {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(|e| format!("register signals: {e}"))?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| format!("waker: {e}"))?);
+        let waker =
+            Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| format!("waker: {e}"))?);
         let worker = Worker::start(waker).map_err(|e| format!("worker thread: {e}"))?;
         let started = Instant::now();
         let mut server = Server {
@@ -276,7 +280,10 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // Out of descriptors (or memory): the backlog keeps the clients; retry soon.
-                    log::warn!("accept failed ({e}); retrying in 100 ms with {} open", self.conns.len());
+                    log::warn!(
+                        "accept failed ({e}); retrying in 100 ms with {} open",
+                        self.conns.len()
+                    );
                     self.accept_paused = true;
                     let at = self.now_ms() + 100;
                     self.wheel.insert(at, Timer::ResumeAccept);
@@ -307,7 +314,10 @@ impl Server {
             return;
         }
         let mut conn = Conn::new(sock, gen, addr.ip(), now);
-        conn.deadline = Some(self.wheel.insert(now + REQUEST_TIMEOUT_MS, Timer::Conn { key, gen }));
+        conn.deadline = Some(
+            self.wheel
+                .insert(now + REQUEST_TIMEOUT_MS, Timer::Conn { key, gen }),
+        );
         entry.insert(conn);
         *self.per_ip.entry(addr.ip()).or_insert(0) += 1;
         log::debug!("conn {key}.{gen} accepted from {addr}");
@@ -317,8 +327,13 @@ impl Server {
 
     fn on_readable(&mut self, key: usize) {
         for _ in 0..READS_PER_EVENT {
-            let Some(conn) = self.conns.get_mut(key) else { return };
-            if conn.dead.is_some() || conn.input_paused || matches!(conn.phase, Phase::AwaitingWorker { .. }) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.dead.is_some()
+                || conn.input_paused
+                || matches!(conn.phase, Phase::AwaitingWorker { .. })
+            {
                 return; // the bytes wait in the kernel; `resume` comes back for them
             }
             if conn.rbuf.len() >= INPUT_BACKLOG_BYTES {
@@ -336,7 +351,9 @@ impl Server {
     }
 
     fn on_eof(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         match conn.phase {
             // The client half-closed after its request: still answer it, then close.
             Phase::AwaitingWorker { .. } => conn.input_paused = true,
@@ -378,7 +395,9 @@ impl Server {
 
     /// Parse what the connection kept while it could not (waiting for the worker, or paused).
     fn process_buffered(&mut self, key: usize) {
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         if c.rbuf.is_empty() || c.dead.is_some() {
             return;
         }
@@ -398,7 +417,9 @@ impl Server {
                 return pos;
             }
             handled += 1;
-            let Some(conn) = self.conns.get(key) else { return buf.len() };
+            let Some(conn) = self.conns.get(key) else {
+                return buf.len();
+            };
             if conn.dead.is_some() {
                 return buf.len();
             }
@@ -478,16 +499,23 @@ impl Server {
         }
         let head = req.method() == Method::Head;
         let resp = match (req.method(), req.path.as_str()) {
-            (Method::Get | Method::Head, "/healthz") => Response::new(200).body("text/plain; charset=utf-8", "ok"),
+            (Method::Get | Method::Head, "/healthz") => {
+                Response::new(200).body("text/plain; charset=utf-8", "ok")
+            }
             (Method::Get | Method::Head, "/metrics") => {
                 self.metrics.open_connections = self.conns.len();
-                Response::new(200).body("text/plain; version=0.0.4; charset=utf-8", self.metrics.render())
+                Response::new(200).body(
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.metrics.render(),
+                )
             }
             (_, path) if path.starts_with("/api/") => return self.api_request(key, &req, started),
             (Method::Get | Method::Head, _) => {
                 assets::serve(&req).unwrap_or_else(|| Response::error(404, "not found"))
             }
-            _ if assets::serve(&req).is_some() || matches!(req.path.as_str(), "/healthz" | "/metrics") => {
+            _ if assets::serve(&req).is_some()
+                || matches!(req.path.as_str(), "/healthz" | "/metrics") =>
+            {
                 Response::error(405, "method not allowed").header("Allow", "GET, HEAD")
             }
             _ => Response::error(404, "not found"),
@@ -497,7 +525,9 @@ impl Server {
     }
 
     fn api_request(&mut self, key: usize, req: &Request, started: Instant) {
-        let Some(conn) = self.conns.get(key) else { return };
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
         let (client_ip, gen) = (conn.client_ip, conn.gen);
         let mut effects = std::mem::take(&mut self.effects);
         let mut ctx = Ctx {
@@ -534,7 +564,11 @@ impl Server {
             let Some(conn) = self.conns.get_mut(who.key).filter(|c| c.gen == who.gen) else {
                 continue; // the client left while its password was checked
             };
-            let Phase::AwaitingWorker { keep_alive, pending } = std::mem::replace(&mut conn.phase, Phase::Http) else {
+            let Phase::AwaitingWorker {
+                keep_alive,
+                pending,
+            } = std::mem::replace(&mut conn.phase, Phase::Http)
+            else {
                 continue;
             };
             let client_ip = conn.client_ip;
@@ -545,7 +579,10 @@ impl Server {
                 metrics: &mut self.metrics,
             };
             let resp = api::finish(&mut self.app, *pending, outcome, &mut ctx);
-            let half_closed = self.conns.get(who.key).is_some_and(|c| c.input_paused && c.out.is_empty());
+            let half_closed = self
+                .conns
+                .get(who.key)
+                .is_some_and(|c| c.input_paused && c.out.is_empty());
             self.respond(who.key, resp, keep_alive && !half_closed);
             self.resume.push(who.key);
         }
@@ -553,7 +590,9 @@ impl Server {
 
     /// Behind a trusted proxy, the client is the last `X-Forwarded-For` hop.
     fn note_client_ip(&mut self, key: usize, req: &Request) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if !self.cfg.trusted_proxies.contains(&conn.peer_ip) {
             return;
         }
@@ -578,7 +617,8 @@ impl Server {
         let refusal = if self.conns.len() > self.max_connections {
             Refusal::MaxConnections
         } else if self.cfg.max_connections_per_ip > 0
-            && self.per_ip.get(&conn.client_ip).copied().unwrap_or(0) as usize > self.cfg.max_connections_per_ip
+            && self.per_ip.get(&conn.client_ip).copied().unwrap_or(0) as usize
+                > self.cfg.max_connections_per_ip
         {
             Refusal::PerIp
         } else {
@@ -594,7 +634,9 @@ impl Server {
         self.metrics.http_request(resp.status);
         let close = resp.close || !keep_alive;
         let bytes = resp.encode(keep_alive);
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if let (Sent::Failed, _) = conn.send_owned(bytes, usize::MAX) {
             return self.kill(key, CloseReason::Client);
         }
@@ -609,7 +651,9 @@ impl Server {
         if let Some(t) = conn.deadline.take() {
             self.wheel.cancel(t);
         }
-        let t = self.wheel.insert(self.now_ms() + REQUEST_TIMEOUT_MS, Timer::Conn { key, gen });
+        let t = self
+            .wheel
+            .insert(self.now_ms() + REQUEST_TIMEOUT_MS, Timer::Conn { key, gen });
         if let Some(c) = self.conns.get_mut(key) {
             c.deadline = Some(t);
         }
@@ -631,7 +675,11 @@ impl Server {
 
     fn upgrade(&mut self, key: usize, req: &Request, route: Option<StreamRoute>) {
         let Some(route) = route else {
-            return self.respond(key, Response::error(404, "no WebSocket endpoint here"), req.keep_alive);
+            return self.respond(
+                key,
+                Response::error(404, "no WebSocket endpoint here"),
+                req.keep_alive,
+            );
         };
         let host = req.host.as_deref().unwrap_or("");
         let own = [
@@ -659,10 +707,19 @@ impl Server {
             StreamRoute::Admin => req
                 .cookie("admin_session")
                 .filter(|t| self.app.admin_for_cookie(t).is_some())
-                .map(|t| (StreamRole::Admin { session: auth::digest(t) }, auth::digest(t)))
+                .map(|t| {
+                    (
+                        StreamRole::Admin {
+                            session: auth::digest(t),
+                        },
+                        auth::digest(t),
+                    )
+                })
                 .ok_or("Unauthorized"),
             StreamRoute::Session(id) => {
-                let token = req.query_param("token").or_else(|| req.cookie("session_token").map(String::from));
+                let token = req
+                    .query_param("token")
+                    .or_else(|| req.cookie("session_token").map(String::from));
                 match token {
                     Some(t) if self.app.session_token_ok(id, &t, now) => {
                         Ok((StreamRole::Session { user_id: id }, auth::digest(&t)))
@@ -694,7 +751,9 @@ impl Server {
     fn refuse_stream(&mut self, key: usize, handshake: Vec<u8>, close_code: u16, reason: &str) {
         let mut bytes = handshake;
         bytes.extend_from_slice(&ws::close_frame(close_code, reason));
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         conn.phase = Phase::WsClosing;
         if let (Sent::Failed, _) = conn.send_owned(bytes, usize::MAX) {
             return self.kill(key, CloseReason::Client);
@@ -702,7 +761,13 @@ impl Server {
         self.rearm_deadline(key, CLOSE_WAIT_MS);
     }
 
-    fn open_stream(&mut self, key: usize, handshake: Vec<u8>, role: StreamRole, credential: Digest32) {
+    fn open_stream(
+        &mut self,
+        key: usize,
+        handshake: Vec<u8>,
+        role: StreamRole,
+        credential: Digest32,
+    ) {
         let now = self.now_ms();
         let reconnect = self
             .recent_closes
@@ -714,11 +779,17 @@ impl Server {
             StreamRole::Session { user_id } => self.hub.join_session(*user_id, key),
             StreamRole::Echo => 0,
         };
-        let max_message = if matches!(role, StreamRole::Echo) { ECHO_MESSAGE_MAX } else { STREAM_MESSAGE_MAX };
+        let max_message = if matches!(role, StreamRole::Echo) {
+            ECHO_MESSAGE_MAX
+        } else {
+            STREAM_MESSAGE_MAX
+        };
         if let Some(kind) = role.kind() {
             self.metrics.stream_opened(kind, reconnect);
         }
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         log::debug!("conn {key}.{} stream {role:?} open", conn.gen);
         conn.last_seen_ms = now;
         if let Some(t) = conn.deadline.take() {
@@ -750,7 +821,9 @@ impl Server {
     }
 
     fn send_initial(&mut self, key: usize, frame: &Rc<[u8]>) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let (sent, written) = conn.send_initial(frame);
         self.metrics.ws_messages_sent += 1;
         self.metrics.ws_bytes_sent += written as u64;
@@ -762,7 +835,9 @@ impl Server {
     /// Send one frame to one stream, under the outbox limit.
     fn send_frame(&mut self, key: usize, frame: &Rc<[u8]>) {
         let limit = self.outbox_limit(key);
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let (sent, written) = conn.send_shared(frame, limit);
         self.metrics.ws_messages_sent += 1;
         self.metrics.ws_bytes_sent += written as u64;
@@ -775,14 +850,19 @@ impl Server {
 
     fn outbox_limit(&self, key: usize) -> usize {
         match self.conns.get(key).and_then(|c| c.ws()) {
-            Some(WsState { role: StreamRole::Echo, .. }) => self.cfg.max_outbox_bytes.max(2 * ECHO_MESSAGE_MAX),
+            Some(WsState {
+                role: StreamRole::Echo,
+                ..
+            }) => self.cfg.max_outbox_bytes.max(2 * ECHO_MESSAGE_MAX),
             _ => self.cfg.max_outbox_bytes,
         }
     }
 
     fn on_frame(&mut self, key: usize, fin: bool, opcode: u8, payload: &[u8]) {
         let now = self.now_ms();
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         conn.last_seen_ms = now;
         let Some(state) = conn.ws_mut() else { return };
         match opcode {
@@ -790,10 +870,18 @@ impl Server {
             ws::OP_PONG => {}
             ws::OP_CLOSE => match ws::check_close_payload(payload) {
                 Ok(c) => {
-                    let echo = if c == 1000 || payload.is_empty() { code::NORMAL } else { c };
+                    let echo = if c == 1000 || payload.is_empty() {
+                        code::NORMAL
+                    } else {
+                        c
+                    };
                     self.detach(key, CloseReason::Client);
                     if let Some(conn) = self.conns.get_mut(key) {
-                        let frame = if payload.is_empty() { ws::frame(ws::OP_CLOSE, &[]) } else { ws::close_frame(echo, "") };
+                        let frame = if payload.is_empty() {
+                            ws::frame(ws::OP_CLOSE, &[])
+                        } else {
+                            ws::close_frame(echo, "")
+                        };
                         conn.send_owned(frame, usize::MAX);
                     }
                     self.drain(key);
@@ -802,7 +890,11 @@ impl Server {
             },
             ws::OP_TEXT | ws::OP_BINARY => {
                 if state.fragment.is_some() {
-                    return self.fail_stream(key, code::PROTOCOL_ERROR, "expected a continuation frame");
+                    return self.fail_stream(
+                        key,
+                        code::PROTOCOL_ERROR,
+                        "expected a continuation frame",
+                    );
                 }
                 if fin {
                     self.on_message(key, opcode, payload);
@@ -814,7 +906,11 @@ impl Server {
                 // Continuation.
                 let max = state.max_message;
                 let Some((_, buf)) = state.fragment.as_mut() else {
-                    return self.fail_stream(key, code::PROTOCOL_ERROR, "continuation without a message");
+                    return self.fail_stream(
+                        key,
+                        code::PROTOCOL_ERROR,
+                        "continuation without a message",
+                    );
                 };
                 if buf.len() + payload.len() > max {
                     return self.fail_stream(key, code::TOO_BIG, "message too big");
@@ -833,7 +929,14 @@ impl Server {
         if opcode == ws::OP_TEXT && std::str::from_utf8(payload).is_err() {
             return self.fail_stream(key, code::INVALID_PAYLOAD, "text message is not UTF-8");
         }
-        let Some(role) = self.conns.get(key).and_then(|c| c.ws()).map(|w| w.role.clone()) else { return };
+        let Some(role) = self
+            .conns
+            .get(key)
+            .and_then(|c| c.ws())
+            .map(|w| w.role.clone())
+        else {
+            return;
+        };
         match role {
             StreamRole::Echo => self.send_frame(key, &Rc::from(ws::frame(opcode, payload))),
             StreamRole::Agent => {
@@ -853,11 +956,15 @@ impl Server {
 
     /// Leave the hub and count the stream as closed. Idempotent: acts only on an open stream.
     fn detach(&mut self, key: usize, why: CloseReason) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if !matches!(conn.phase, Phase::Ws(_)) {
             return;
         }
-        let Phase::Ws(state) = std::mem::replace(&mut conn.phase, Phase::WsClosing) else { return };
+        let Phase::Ws(state) = std::mem::replace(&mut conn.phase, Phase::WsClosing) else {
+            return;
+        };
         match state.role {
             StreamRole::Admin { .. } => {
                 self.hub.admins.try_remove(state.hub_slot);
@@ -883,12 +990,15 @@ impl Server {
     /// Close an open stream politely: close frame, then wait for the client's.
     fn close_stream(&mut self, key: usize, close_code: u16, reason: &str, why: CloseReason) {
         self.detach(key, why);
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if conn.dead.is_some() {
             return;
         }
         conn.phase = Phase::WsClosing;
-        if let (Sent::Failed, _) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX) {
+        if let (Sent::Failed, _) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX)
+        {
             return self.kill(key, CloseReason::Client);
         }
         self.rearm_deadline(key, CLOSE_WAIT_MS);
@@ -898,8 +1008,11 @@ impl Server {
     /// FIN at once — no waiting for a close reply from a client that is already misbehaving.
     fn fail_stream(&mut self, key: usize, close_code: u16, reason: &str) {
         self.detach(key, CloseReason::Client);
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        if let (Sent::Failed, _) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let (Sent::Failed, _) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX)
+        {
             return self.kill(key, CloseReason::Client);
         }
         self.drain(key);
@@ -907,7 +1020,9 @@ impl Server {
 
     /// Last bytes are queued: shut our side once written, wait for the client's FIN.
     fn drain(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if matches!(conn.phase, Phase::Draining { .. }) {
             return;
         }
@@ -918,7 +1033,9 @@ impl Server {
     }
 
     fn finish_draining(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if let Phase::Draining { shut } = &mut conn.phase {
             if !*shut && conn.out.is_empty() {
                 *shut = true;
@@ -931,7 +1048,9 @@ impl Server {
 
     fn rearm_deadline(&mut self, key: usize, after_ms: u64) {
         let at = self.now_ms() + after_ms;
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if let Some(t) = conn.deadline.take() {
             self.wheel.cancel(t);
         }
@@ -942,7 +1061,9 @@ impl Server {
     // ------------------------------------------------------------------ output
 
     fn on_writable(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if conn.out.is_empty() || conn.dead.is_some() {
             return;
         }
@@ -951,7 +1072,10 @@ impl Server {
                 if conn.ws().is_some() {
                     self.metrics.ws_bytes_sent += n as u64;
                 }
-                if conn.input_paused && conn.out.queued_bytes() <= HTTP_BACKLOG_BYTES / 2 && matches!(conn.phase, Phase::Http) {
+                if conn.input_paused
+                    && conn.out.queued_bytes() <= HTTP_BACKLOG_BYTES / 2
+                    && matches!(conn.phase, Phase::Http)
+                {
                     conn.input_paused = false;
                     self.resume.push(key);
                 }
@@ -975,12 +1099,24 @@ impl Server {
                             None => continue,
                         },
                     };
-                    let d = hub::deliver(&mut self.conns, members, &frame, self.cfg.max_outbox_bytes, &mut self.reap);
+                    let d = hub::deliver(
+                        &mut self.conns,
+                        members,
+                        &frame,
+                        self.cfg.max_outbox_bytes,
+                        &mut self.reap,
+                    );
                     self.metrics.ws_messages_sent += d.recipients;
                     self.metrics.ws_bytes_sent += d.bytes_written;
-                    self.metrics.broadcast(kind, started.elapsed().as_secs_f64());
+                    self.metrics
+                        .broadcast(kind, started.elapsed().as_secs_f64());
                 }
-                Effect::CloseSession { user_id, code, reason, why } => {
+                Effect::CloseSession {
+                    user_id,
+                    code,
+                    reason,
+                    why,
+                } => {
                     let keys: Vec<usize> = self
                         .hub
                         .session_members(user_id)
@@ -1003,10 +1139,18 @@ impl Server {
                         })
                         .collect();
                     for key in keys {
-                        self.close_stream(key, code::POLICY, "Unauthorized", CloseReason::Unauthorized);
+                        self.close_stream(
+                            key,
+                            code::POLICY,
+                            "Unauthorized",
+                            CloseReason::Unauthorized,
+                        );
                     }
                 }
-                Effect::ArmExpiry { user_id, expires_at } => self.arm_expiry(user_id, expires_at),
+                Effect::ArmExpiry {
+                    user_id,
+                    expires_at,
+                } => self.arm_expiry(user_id, expires_at),
                 Effect::DisarmExpiry(user_id) => {
                     if let Some(t) = self.expiry_timers.remove(&user_id) {
                         self.wheel.cancel(t);
@@ -1021,17 +1165,23 @@ impl Server {
             self.wheel.cancel(t);
         }
         let in_ms = (expires_at - app::wall_ms()).max(0) as u64;
-        let t = self.wheel.insert(self.now_ms() + in_ms, Timer::SessionExpiry(user_id));
+        let t = self
+            .wheel
+            .insert(self.now_ms() + in_ms, Timer::SessionExpiry(user_id));
         self.expiry_timers.insert(user_id, t);
     }
 
     /// `time_update` every 10 s, on the session's own 10-second marks (remaining 30:00, 29:50…).
     fn ensure_session_tick(&mut self, user_id: i64) {
-        let Some(subs) = self.hub.sessions.get(&user_id) else { return };
+        let Some(subs) = self.hub.sessions.get(&user_id) else {
+            return;
+        };
         if subs.tick.is_some() || subs.members.is_empty() {
             return;
         }
-        let Some(expires_at) = self.app.user(user_id).and_then(|u| u.session_expires_at) else { return };
+        let Some(expires_at) = self.app.user(user_id).and_then(|u| u.session_expires_at) else {
+            return;
+        };
         let remaining = expires_at - app::wall_ms();
         if remaining <= 0 {
             return;
@@ -1040,7 +1190,9 @@ impl Server {
         if next < 500 {
             next += TIME_UPDATE_MS;
         }
-        let t = self.wheel.insert(self.now_ms() + next as u64, Timer::SessionTick(user_id));
+        let t = self
+            .wheel
+            .insert(self.now_ms() + next as u64, Timer::SessionTick(user_id));
         if let Some(subs) = self.hub.sessions.get_mut(&user_id) {
             subs.tick = Some(t);
         }
@@ -1059,7 +1211,8 @@ impl Server {
                         subs.tick = None;
                     }
                     if let Some(frame) = self.app.time_update_frame(user_id, app::wall_ms()) {
-                        let mut effects = vec![Effect::Broadcast(Audience::Session(user_id), frame)];
+                        let mut effects =
+                            vec![Effect::Broadcast(Audience::Session(user_id), frame)];
                         self.apply_effects(&mut effects, Instant::now());
                     }
                     self.ensure_session_tick(user_id);
@@ -1069,8 +1222,12 @@ impl Server {
                     let started = Instant::now();
                     let mut effects = std::mem::take(&mut self.effects);
                     if let Err(e) = self.app.expire_session(user_id, &mut effects) {
-                        log::error!("session {user_id} could not be expired: {e:?}; retrying in 1 s");
-                        let t = self.wheel.insert(self.now_ms() + 1000, Timer::SessionExpiry(user_id));
+                        log::error!(
+                            "session {user_id} could not be expired: {e:?}; retrying in 1 s"
+                        );
+                        let t = self
+                            .wheel
+                            .insert(self.now_ms() + 1000, Timer::SessionExpiry(user_id));
                         self.expiry_timers.insert(user_id, t);
                     }
                     self.apply_effects(&mut effects, started);
@@ -1093,7 +1250,9 @@ impl Server {
     }
 
     fn on_deadline(&mut self, key: usize, gen: u32) {
-        let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else { return };
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
+            return;
+        };
         conn.deadline = None;
         match conn.phase {
             Phase::Http if conn.rbuf.is_empty() && conn.served && conn.out.is_empty() => {
@@ -1102,7 +1261,11 @@ impl Server {
             }
             Phase::Http => {
                 log::debug!("conn {key} request timeout");
-                self.respond(key, Response::error(408, "request not complete within 10 s").closing(), false);
+                self.respond(
+                    key,
+                    Response::error(408, "request not complete within 10 s").closing(),
+                    false,
+                );
             }
             // The worker answers within milliseconds; a deadline here means a stuck queue.
             Phase::AwaitingWorker { .. } => self.rearm_deadline(key, REQUEST_TIMEOUT_MS),
@@ -1122,7 +1285,10 @@ impl Server {
         let (mut sent, mut bytes) = (0, 0);
         while key < end {
             if let Some(conn) = self.conns.get_mut(key) {
-                let pinged = conn.is_live_stream() && conn.ws().is_some_and(|w| !matches!(w.role, StreamRole::Echo));
+                let pinged = conn.is_live_stream()
+                    && conn
+                        .ws()
+                        .is_some_and(|w| !matches!(w.role, StreamRole::Echo));
                 if pinged {
                     if now.saturating_sub(conn.last_seen_ms) > silent_after {
                         log::info!("conn {key} silent for two heartbeats: closing");
@@ -1150,7 +1316,8 @@ impl Server {
         let now = self.now_ms();
         self.recent_closes
             .retain(|_, t| now.saturating_sub(*t) < RECONNECT_WINDOW_MS);
-        self.wheel.insert(now + HOUSEKEEPING_MS, Timer::Housekeeping);
+        self.wheel
+            .insert(now + HOUSEKEEPING_MS, Timer::Housekeeping);
     }
 
     // ------------------------------------------------------------------ shutdown
@@ -1166,7 +1333,12 @@ impl Server {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             match self.conns.get(key).map(|c| &c.phase) {
-                Some(Phase::Ws(_)) => self.close_stream(key, code::GOING_AWAY, "Server shutting down", CloseReason::Shutdown),
+                Some(Phase::Ws(_)) => self.close_stream(
+                    key,
+                    code::GOING_AWAY,
+                    "Server shutting down",
+                    CloseReason::Shutdown,
+                ),
                 Some(Phase::WsClosing | Phase::Draining { .. }) => {}
                 _ => self.kill(key, CloseReason::Shutdown),
             }
@@ -1189,8 +1361,13 @@ impl Server {
 
     fn reap_dead(&mut self) {
         while let Some(key) = self.reap.pop() {
-            let Some(why) = self.conns.get(key).and_then(|c| c.dead) else { continue };
-            let was_stream = self.conns.get(key).is_some_and(|c| matches!(c.phase, Phase::Ws(_)));
+            let Some(why) = self.conns.get(key).and_then(|c| c.dead) else {
+                continue;
+            };
+            let was_stream = self
+                .conns
+                .get(key)
+                .is_some_and(|c| matches!(c.phase, Phase::Ws(_)));
             self.detach(key, why);
             let mut conn = self.conns.remove(key);
             if was_stream {

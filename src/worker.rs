@@ -23,10 +23,7 @@ pub struct Requester {
 #[derive(Debug)]
 pub enum Job {
     /// Check `password` against `stored` (a PHC string; the dummy one for unknown accounts).
-    Verify {
-        password: String,
-        stored: String,
-    },
+    Verify { password: String, stored: String },
     /// Hash a new password.
     Hash { password: String },
 }

@@ -43,10 +43,8 @@ impl HandshakeError {
             HandshakeError::NotUpgrade => {
                 Response::error(400, "this endpoint is a WebSocket; send an Upgrade request")
             }
-            HandshakeError::BadVersion => {
-                Response::error(426, "Sec-WebSocket-Version must be 13")
-                    .header("Sec-WebSocket-Version", "13")
-            }
+            HandshakeError::BadVersion => Response::error(426, "Sec-WebSocket-Version must be 13")
+                .header("Sec-WebSocket-Version", "13"),
             HandshakeError::BadKey => Response::error(400, "missing or invalid Sec-WebSocket-Key"),
             HandshakeError::CrossOrigin => {
                 Response::error(403, "cross-origin WebSocket handshake refused")
@@ -150,14 +148,19 @@ pub fn parse_frame(buf: &mut [u8], max_payload: usize) -> FrameParse<'_> {
     let (header, len) = match FrameHeader::parse(&mut cursor) {
         Ok(Some(h)) => h,
         Ok(None) => return FrameParse::Partial,
-        Err(_) => return FrameParse::Invalid(violation(code::PROTOCOL_ERROR, "invalid frame header")),
+        Err(_) => {
+            return FrameParse::Invalid(violation(code::PROTOCOL_ERROR, "invalid frame header"))
+        }
     };
     let header_len = cursor.position() as usize;
     if header.rsv1 || header.rsv2 || header.rsv3 {
         return FrameParse::Invalid(violation(code::PROTOCOL_ERROR, "reserved bits set"));
     }
     let Some(mask) = header.mask else {
-        return FrameParse::Invalid(violation(code::PROTOCOL_ERROR, "client frames must be masked"));
+        return FrameParse::Invalid(violation(
+            code::PROTOCOL_ERROR,
+            "client frames must be masked",
+        ));
     };
     let opcode = match header.opcode {
         OpCode::Data(Data::Continue) => OP_CONTINUATION,
@@ -208,7 +211,10 @@ pub fn check_close_payload(payload: &[u8]) -> Result<u16, Violation> {
                 return Err(violation(code::PROTOCOL_ERROR, "invalid close code"));
             }
             if std::str::from_utf8(&payload[2..]).is_err() {
-                return Err(violation(code::INVALID_PAYLOAD, "close reason is not UTF-8"));
+                return Err(violation(
+                    code::INVALID_PAYLOAD,
+                    "close reason is not UTF-8",
+                ));
             }
             Ok(c)
         }
@@ -258,7 +264,11 @@ mod tests {
         let buf = masked(0x81, b"hello");
         for cut in 0..buf.len() {
             let mut part = buf[..cut].to_vec();
-            assert_eq!(parse_frame(&mut part, 1024), FrameParse::Partial, "cut {cut}");
+            assert_eq!(
+                parse_frame(&mut part, 1024),
+                FrameParse::Partial,
+                "cut {cut}"
+            );
         }
     }
 
@@ -266,10 +276,10 @@ mod tests {
     fn refuses_protocol_violations() {
         let cases: Vec<(Vec<u8>, u16)> = vec![
             (vec![0x81, 0x02, b'h', b'i'], code::PROTOCOL_ERROR), // unmasked
-            (masked(0xC1, b"x"), code::PROTOCOL_ERROR),            // rsv1
-            (masked(0x83, b"x"), code::PROTOCOL_ERROR),            // reserved opcode
-            (masked(0x09, b"x"), code::PROTOCOL_ERROR),            // fragmented ping
-            (masked(0x89, &[0; 126]), code::PROTOCOL_ERROR),       // long ping
+            (masked(0xC1, b"x"), code::PROTOCOL_ERROR),           // rsv1
+            (masked(0x83, b"x"), code::PROTOCOL_ERROR),           // reserved opcode
+            (masked(0x09, b"x"), code::PROTOCOL_ERROR),           // fragmented ping
+            (masked(0x89, &[0; 126]), code::PROTOCOL_ERROR),      // long ping
             (masked(0x82, &[0; 2000]), code::TOO_BIG),
         ];
         for (mut buf, want) in cases {
@@ -287,7 +297,10 @@ mod tests {
         head.extend_from_slice(&[0, 0, 0, 0]);
         assert!(matches!(
             parse_frame(&mut head, 65536),
-            FrameParse::Invalid(Violation { code: code::TOO_BIG, .. })
+            FrameParse::Invalid(Violation {
+                code: code::TOO_BIG,
+                ..
+            })
         ));
     }
 
@@ -301,7 +314,10 @@ mod tests {
         assert_eq!(check_close_payload(&4000u16.to_be_bytes()), Ok(4000));
         let mut bad = 1000u16.to_be_bytes().to_vec();
         bad.push(0xff);
-        assert_eq!(check_close_payload(&bad).unwrap_err().code, code::INVALID_PAYLOAD);
+        assert_eq!(
+            check_close_payload(&bad).unwrap_err().code,
+            code::INVALID_PAYLOAD
+        );
     }
 
     #[test]
@@ -309,7 +325,10 @@ mod tests {
         assert_eq!(frame(OP_TEXT, b"hi"), vec![0x81, 2, b'h', b'i']);
         assert_eq!(&frame(OP_TEXT, &[0; 200])[..4], &[0x81, 126, 0, 200]);
         assert_eq!(&frame(OP_BINARY, &[0; 70000])[..2], &[0x82, 127]);
-        assert_eq!(close_frame(1008, "Unauthorized")[..4], [0x88, 14, 0x03, 0xf0]);
+        assert_eq!(
+            close_frame(1008, "Unauthorized")[..4],
+            [0x88, 14, 0x03, 0xf0]
+        );
     }
 
     #[test]
@@ -326,7 +345,10 @@ mod tests {
         req.origin = Some("http://h".into());
         assert!(accept(&req, &["http://h"]).is_ok());
         req.origin = Some("https://evil.example".into());
-        assert_eq!(accept(&req, &["http://h"]), Err(HandshakeError::CrossOrigin));
+        assert_eq!(
+            accept(&req, &["http://h"]),
+            Err(HandshakeError::CrossOrigin)
+        );
         req.origin = None;
         req.ws_key = Some("short".into());
         assert_eq!(accept(&req, &[]), Err(HandshakeError::BadKey));
