@@ -62,6 +62,22 @@ impl Outbox {
         self.chunks.push_back(chunk);
     }
 
+    /// Account for `n` bytes the kernel took from the front.
+    fn consume(&mut self, mut n: usize) {
+        self.queued -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front() else { return };
+            let left = front.bytes().len() - self.front_written;
+            if n < left {
+                self.front_written += n;
+                return;
+            }
+            n -= left;
+            self.chunks.pop_front();
+            self.front_written = 0;
+        }
+    }
+
     /// Drop everything not yet started, keeping a half-written frame so the stream stays valid.
     fn drop_unstarted(&mut self) {
         let keep = usize::from(self.front_written > 0 && !self.chunks.is_empty());
@@ -75,21 +91,24 @@ impl Outbox {
         }
     }
 
-    /// Write until empty or the kernel pushes back; returns the bytes written.
+    /// Write until empty or the kernel pushes back; returns the bytes written. A backlog of many
+    /// small frames goes out in one `writev` per batch, not one `write` per frame.
     fn flush(&mut self, sock: &mut impl Write) -> io::Result<usize> {
+        const BATCH: usize = 64;
         let mut written = 0;
-        while let Some(front) = self.chunks.front() {
-            let b = &front.bytes()[self.front_written..];
-            match sock.write(b) {
+        while !self.chunks.is_empty() {
+            let mut slices = [io::IoSlice::new(&[]); BATCH];
+            let mut n_slices = 0;
+            for (i, chunk) in self.chunks.iter().take(BATCH).enumerate() {
+                let skip = if i == 0 { self.front_written } else { 0 };
+                slices[i] = io::IoSlice::new(&chunk.bytes()[skip..]);
+                n_slices += 1;
+            }
+            match sock.write_vectored(&slices[..n_slices]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     written += n;
-                    self.queued -= n;
-                    self.front_written += n;
-                    if n == b.len() {
-                        self.chunks.pop_front();
-                        self.front_written = 0;
-                    }
+                    self.consume(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -319,9 +338,36 @@ mod tests {
             self.got.extend_from_slice(&b[..n]);
             Ok(n)
         }
+        fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+            let mut total = 0;
+            for b in bufs {
+                match self.write(b) {
+                    Ok(n) => total += n,
+                    Err(_) if total > 0 => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(total)
+        }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_backlog_goes_out_in_batches_across_chunk_boundaries() {
+        let mut out = Outbox::default();
+        for i in 0..200u8 {
+            out.push(Chunk::Owned(vec![i; 3]), 0);
+        }
+        let mut w = Tight { room: 301, got: vec![] };
+        assert_eq!(out.flush(&mut w).unwrap(), 301);
+        assert_eq!(out.queued_bytes(), 600 - 301);
+        w.room = usize::MAX;
+        out.flush(&mut w).unwrap();
+        let want: Vec<u8> = (0..200u8).flat_map(|i| [i; 3]).collect();
+        assert_eq!(w.got, want);
+        assert!(out.is_empty());
     }
 
     #[test]
