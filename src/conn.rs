@@ -66,7 +66,9 @@ impl Outbox {
     fn consume(&mut self, mut n: usize) {
         self.queued -= n;
         while n > 0 {
-            let Some(front) = self.chunks.front() else { return };
+            let Some(front) = self.chunks.front() else {
+                return;
+            };
             let left = front.bytes().len() - self.front_written;
             if n < left {
                 self.front_written += n;
@@ -360,7 +362,10 @@ mod tests {
         for i in 0..200u8 {
             out.push(Chunk::Owned(vec![i; 3]), 0);
         }
-        let mut w = Tight { room: 301, got: vec![] };
+        let mut w = Tight {
+            room: 301,
+            got: vec![],
+        };
         assert_eq!(out.flush(&mut w).unwrap(), 301);
         assert_eq!(out.queued_bytes(), 600 - 301);
         w.room = usize::MAX;

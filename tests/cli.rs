@@ -144,23 +144,10 @@ fn admin_token_prints_only_a_working_token() {
 fn admin_token_ttl_hours() {
     let srv = Server::start(&[]);
     srv.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD);
-    let db = srv.db_arg();
-    let out = run_cli(
-        &[
-            "admin",
-            "token",
-            "--email",
-            ADMIN_EMAIL,
-            "--db",
-            &db,
-            "--ttl-hours",
-            "1",
-        ],
-        &[],
-        None,
+    let c = format!(
+        "admin_session={}",
+        srv.admin_token_with_ttl(ADMIN_EMAIL, "1")
     );
-    assert!(out.status.success(), "{}", out.stderr);
-    let c = format!("admin_session={}", out.stdout.trim());
     assert_eq!(srv.get("/api/users", Some(&c)).status, 200);
 }
 

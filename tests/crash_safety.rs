@@ -20,24 +20,6 @@ use serde_json::{json, Value};
 const ROUNDS: usize = 5;
 const WRITERS: usize = 2;
 
-/// SplitMix64: a small seeded PRNG.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// What one user should look like: the values of the last acknowledged write, plus the values
 /// of writes sent after it whose answer never came (the kill may have landed either side of
 /// their commit).

@@ -243,23 +243,6 @@ fn assert_refused_and_closed(srv: &Server, bytes: &[u8], allowed: &[u16], what: 
     r.status
 }
 
-/// SplitMix64: a small seeded PRNG, so failures can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 /// An admin stream opened with raw bytes; the `initial` text frame is read and checked.
 fn raw_admin(srv: &Server) -> RawWs {
     let cookie = srv.admin_cookie();
@@ -1035,23 +1018,10 @@ fn admin_routes_refuse_missing_expired_and_forged_cookies() {
     let valid = srv.admin_cookie();
     let token = valid.trim_start_matches("admin_session=").to_string();
     // A token that expires ~1 s from now.
-    let db = srv.db_arg();
-    let out = run_cli(
-        &[
-            "admin",
-            "token",
-            "--email",
-            ADMIN_EMAIL,
-            "--db",
-            &db,
-            "--ttl-hours",
-            "0.0003",
-        ],
-        &[],
-        None,
+    let short = format!(
+        "admin_session={}",
+        srv.admin_token_with_ttl(ADMIN_EMAIL, "0.0003")
     );
-    assert!(out.status.success(), "{}", out.stderr);
-    let short = format!("admin_session={}", out.stdout.trim());
     let minted = Instant::now();
     // A logged-out token.
     let gone = srv.second_admin_cookie();
@@ -1863,19 +1833,8 @@ fn never_reading_client_is_dropped_and_others_keep_pace() {
         v["type"] == "user_added"
     });
     // The slow one: small receive buffer, handshake, then never read again.
-    let slow_sock = {
-        use socket2::{Domain, Socket, Type};
-        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        sock.set_recv_buffer_size(2048).unwrap();
-        sock.connect_timeout(&srv.addr.into(), Duration::from_secs(5))
-            .unwrap();
-        let s: TcpStream = sock.into();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-        s
-    };
     let mut slow = ws_handshake(
-        slow_sock,
+        srv.tiny_buffer_stream(),
         &srv.ws_url("/admin/stream"),
         &[("Cookie", &cookie)],
     )

@@ -267,18 +267,9 @@ fn oversized_body_is_413() {
         "{{\"first_name\":\"A\",\"last_name\":\"B\",\"email\":\"big@example.com\",\"pad\":\"{}\"}}",
         "x".repeat(70 * 1024)
     );
-    let mut conn = srv.http();
-    let req = build_request(
-        &srv.addr.to_string(),
-        "POST",
-        "/api/users",
-        &[("Cookie", &c), ("Content-Type", "application/json")],
-        Some(big.as_bytes()),
-    );
-    // The server may answer before reading the whole body; ignore write errors.
-    let _ = conn.write_raw(&req);
-    let r = conn
-        .read_response()
+    // The server may answer before reading the whole body; write errors are ignored.
+    let r = srv
+        .post_user_bytes(&c, big.as_bytes())
         .expect("a response to an oversized body");
     r.assert_error(413, "70 KiB body");
     assert!(srv.users().is_empty());
@@ -311,14 +302,7 @@ fn invite_regeneration_kills_old_token() {
     let c = srv.admin_cookie();
     let u = srv.create_user("Ada", "Lovelace", Some(3));
     let old = invite_token(&u);
-    let r = srv.json(
-        "POST",
-        &format!("/api/users/{}/invite", id_of(&u)),
-        Some(&c),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let nu = r.json();
+    let nu = srv.regenerate_invite(id_of(&u), &c);
     assert_user_shape(&nu);
     let new = invite_token(&nu);
     assert_ne!(old, new, "a new invite token");
@@ -805,18 +789,7 @@ fn body_limit_boundary_is_64_kib() {
         b.resize(total, b' ');
         b
     };
-    let post = |b: &[u8]| {
-        let mut conn = srv.http();
-        let req = build_request(
-            &srv.addr.to_string(),
-            "POST",
-            "/api/users",
-            &[("Cookie", &c), ("Content-Type", "application/json")],
-            Some(b),
-        );
-        let _ = conn.write_raw(&req);
-        conn.read_response().expect("response")
-    };
+    let post = |b: &[u8]| srv.post_user_bytes(&c, b).expect("response");
     let r = post(&json_body("exact@example.com", 65536));
     assert_eq!(
         r.status,
@@ -895,14 +868,7 @@ fn expired_invite_is_410_until_regenerated() {
     assert_eq!(now["token_valid"], false, "invite past its TTL: {now}");
     srv.activate(&invite_token(&u))
         .assert_error(410, "activate an expired invite");
-    let r = srv.json(
-        "POST",
-        &format!("/api/users/{}/invite", id_of(&u)),
-        Some(&c),
-        None,
-    );
-    assert_eq!(r.status, 200);
-    let nu = r.json();
+    let nu = srv.regenerate_invite(id_of(&u), &c);
     assert_eq!(
         nu["token_valid"], true,
         "a regenerated invite is valid: {nu}"

@@ -152,13 +152,7 @@ fn regenerated_invite_invalidates_the_old_token_for_streams() {
     let srv = Server::start(&[]);
     let c = srv.admin_cookie();
     let s = srv.started_session(3);
-    let r = srv.json(
-        "POST",
-        &format!("/api/users/{}/invite", s.user_id),
-        Some(&c),
-        None,
-    );
-    assert_eq!(r.status, 200);
+    srv.regenerate_invite(s.user_id, &c);
     assert_closed_1008(
         srv.session_ws(&s.session_id, &s.token),
         INVALID,

@@ -3,25 +3,12 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-use socket2::{Domain, Socket, Type};
-
-fn tiny_buffer_stream(srv: &Server) -> TcpStream {
-    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(2048).unwrap();
-    sock.connect_timeout(&srv.addr.into(), Duration::from_secs(5))
-        .unwrap();
-    let s: TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
 
 #[test]
 fn slow_admin_is_dropped_and_live_admin_keeps_order() {
@@ -32,7 +19,7 @@ fn slow_admin_is_dropped_and_live_admin_keeps_order() {
 
     // The slow one: handshake, then never read again.
     let mut slow = ws_handshake(
-        tiny_buffer_stream(&srv),
+        srv.tiny_buffer_stream(),
         &srv.ws_url("/admin/stream"),
         &[("Cookie", &c)],
     )

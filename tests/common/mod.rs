@@ -357,12 +357,19 @@ impl Server {
 
     /// A fresh admin session token from `catalytic admin token`.
     pub fn admin_token(&self, email: &str) -> String {
+        self.admin_token_args(email, &[])
+    }
+
+    /// Like [`Server::admin_token`], with `--ttl-hours TTL_HOURS` (passed to the CLI verbatim).
+    pub fn admin_token_with_ttl(&self, email: &str, ttl_hours: &str) -> String {
+        self.admin_token_args(email, &["--ttl-hours", ttl_hours])
+    }
+
+    fn admin_token_args(&self, email: &str, extra: &[&str]) -> String {
         let db = self.db_arg();
-        let out = run_cli(
-            &["admin", "token", "--email", email, "--db", &db],
-            &[],
-            None,
-        );
+        let mut args = vec!["admin", "token", "--email", email, "--db", &db];
+        args.extend_from_slice(extra);
+        let out = run_cli(&args, &[], None);
         assert!(
             out.status.success(),
             "admin token failed: {}\nstderr: {}",
@@ -522,6 +529,28 @@ impl Server {
             Some(&self.admin_cookie()),
             Some(body),
         )
+    }
+
+    /// POST /api/users with raw JSON bytes on a fresh connection. A failed write is ignored:
+    /// the server may answer (and stop reading) before the whole body is in, e.g. with a 413.
+    pub fn post_user_bytes(&self, cookie: &str, body: &[u8]) -> std::io::Result<Resp> {
+        let mut conn = self.http();
+        let headers = [("Cookie", cookie), ("Content-Type", "application/json")];
+        let req = build_request(&conn.host, "POST", "/api/users", &headers, Some(body));
+        let _ = conn.write_raw(&req);
+        conn.read_response()
+    }
+
+    /// POST /api/users/{id}/invite (must be 200); the user with the new invite.
+    pub fn regenerate_invite(&self, id: i64, cookie: &str) -> Value {
+        let r = self.json(
+            "POST",
+            &format!("/api/users/{id}/invite"),
+            Some(cookie),
+            None,
+        );
+        assert_eq!(r.status, 200, "regenerate invite: {}", r.text());
+        r.json()
     }
 
     /// POST /api/session/activate {"token"}.
@@ -1268,6 +1297,20 @@ impl Server {
         HttpConn::new(self.connect_from(ip), self.addr)
     }
 
+    /// A connection with a 2 KiB receive buffer, for a client that stops reading: the kernel
+    /// window fills quickly and the server's writes back up into its outbox.
+    pub fn tiny_buffer_stream(&self) -> TcpStream {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(2048).unwrap();
+        sock.connect_timeout(&self.addr.into(), Duration::from_secs(5))
+            .unwrap();
+        let s: TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    }
+
     /// Raw WebSocket: sends the upgrade request (plus `extra` bytes in the same write) and
     /// reads the response head. Returns the socket and the parsed head.
     pub fn raw_ws(&self, path: &str, headers: &[(&str, &str)], extra: &[u8]) -> (RawWs, Resp) {
@@ -1504,5 +1547,33 @@ impl RawWs {
                 Err(e) => return e != "timeout",
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeded randomness
+// ---------------------------------------------------------------------------------------------
+
+/// SplitMix64: a small seeded PRNG, so failures can be replayed.
+#[derive(Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-ish in `0..n` (modulo bias is fine for tests).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// `n` pseudo-random bytes (the low byte of each draw).
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
     }
 }
