@@ -130,26 +130,24 @@ impl Db {
     pub fn insert_user(&mut self, u: &NewUser, key: &[u8; 32]) -> DbResult<i64> {
         let tx = self.conn.transaction()?;
         // A placeholder digest that cannot collide (it is the nonce, 16 bytes, not 32).
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO users (first_name, last_name, email, invite_nonce, invite_token_hash,
                                 invite_expires_at, questions_total, created_at)
              VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
-            params![
-                u.first_name,
-                u.last_name,
-                u.email,
-                u.invite_nonce,
-                u.invite_expires_at,
-                u.questions_total,
-                u.created_at
-            ],
-        )?;
+        )?
+        .execute(params![
+            u.first_name,
+            u.last_name,
+            u.email,
+            u.invite_nonce,
+            u.invite_expires_at,
+            u.questions_total,
+            u.created_at
+        ])?;
         let id = tx.last_insert_rowid();
         let digest = auth::digest(&auth::invite_token(key, id, u.invite_nonce));
-        tx.execute(
-            "UPDATE users SET invite_token_hash = ?1 WHERE id = ?2",
-            params![&digest[..], id],
-        )?;
+        tx.prepare_cached("UPDATE users SET invite_token_hash = ?1 WHERE id = ?2")?
+            .execute(params![&digest[..], id])?;
         tx.commit()?;
         Ok(id)
     }
