@@ -52,7 +52,8 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 /// Requests or frames handled per connection per turn; the rest waits for the next turn, so a
 /// pipelining client cannot keep everyone else waiting.
 const MESSAGES_PER_TURN: usize = 64;
-/// Unparsed input kept per connection before reading from it stops until it is worked off.
+/// Unparsed input kept per connection before reading from it stops until it is worked off
+/// (at least one whole request or frame always fits).
 const INPUT_BACKLOG_BYTES: usize = 128 * 1024;
 /// Unread HTTP answers above this pause reading from that client (pipelining flood).
 const HTTP_BACKLOG_BYTES: usize = 256 * 1024;
@@ -336,8 +337,14 @@ impl Server {
             {
                 return; // the bytes wait in the kernel; `resume` comes back for them
             }
-            if conn.rbuf.len() >= INPUT_BACKLOG_BYTES {
-                break; // work off what is buffered first, next turn
+            // Work off what is buffered first, next turn — but never stop short of one whole
+            // frame, or a large message could never complete.
+            let limit = match conn.ws() {
+                Some(ws) => INPUT_BACKLOG_BYTES.max(ws.max_message + SCRATCH_BYTES),
+                None => INPUT_BACKLOG_BYTES,
+            };
+            if conn.rbuf.len() >= limit {
+                break;
             }
             match conn.sock.read(&mut self.scratch) {
                 Ok(0) => return self.on_eof(key),
