@@ -190,7 +190,8 @@ fn echo_endpoint_round_trips_text_and_binary() {
     let mut ws = srv.ws_with("/echo", &[]).expect("echo handshake");
     ws.send(Message::text("hello")).unwrap();
     ws.send(Message::binary(vec![0u8, 1, 2, 255])).unwrap();
-    let big = vec![7u8; 1024 * 1024];
+    // Larger than the per-connection input backlog: a regression test for a livelock.
+    let big = vec![7u8; 8 * 1024 * 1024];
     ws.send(Message::binary(big.clone())).unwrap();
     match next_event(&mut ws, WAIT, false) {
         Some(WsEvent::Text(t)) => assert_eq!(t, "hello"),
@@ -201,8 +202,8 @@ fn echo_endpoint_round_trips_text_and_binary() {
         other => panic!("echo binary: {other:?}"),
     }
     match next_event(&mut ws, WAIT, false) {
-        Some(WsEvent::Binary(b)) => assert!(b == big, "1 MiB echo differs"),
-        other => panic!("echo 1 MiB: {other:?}"),
+        Some(WsEvent::Binary(b)) => assert!(b == big, "8 MiB echo differs"),
+        other => panic!("echo 8 MiB: {other:?}"),
     }
     // Not enabled by default.
     let srv2 = Server::start(&[]);

@@ -1,0 +1,9 @@
+//! `catalytic::ws::parse_frame` and `check_close_payload` fed as the reactor feeds them (see
+//! `../checks.rs`).
+#![no_main]
+
+#[allow(dead_code)] // each target uses one of the checks
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::ws_frames(data));
