@@ -1,7 +1,9 @@
 //! catalytic: a self-hosted customer-interview server on one mio reactor.
 //!
 //! Module map (dependencies point down):
-//! * `reactor` — the event loop: sockets, phases, timers, fan-out, shutdown.
+//! * `reactor` — the event loop (`mod.rs`: poll, accept, input, output, reaping), with
+//!   `requests` (HTTP), `streams` (WebSocket, fan-out) and `timers` (deadlines, heartbeat,
+//!   session clocks, shutdown).
 //! * `conn` (one connection and its bounded outbox), `hub` (who listens to what),
 //!   `timer_wheel` (deadlines without a clock).
 //! * `http`, `ws` — protocol parsing and encoding, pure.
