@@ -171,10 +171,6 @@ impl Metrics {
         self.ws_closed[reason as usize] += 1;
     }
 
-    pub fn closed_count(&self, reason: CloseReason) -> u64 {
-        self.ws_closed[reason as usize]
-    }
-
     pub fn http_request(&mut self, status: u16) {
         match self.http_requests.iter_mut().find(|(c, _)| *c == status) {
             Some((_, n)) => *n += 1,
