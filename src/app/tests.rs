@@ -31,6 +31,12 @@ impl World {
         }
     }
 
+    /// Run `cmd`, which must succeed.
+    fn ok(&mut self, now: i64, cmd: Command) {
+        let (out, _) = self.run(now, cmd);
+        assert!(out.is_ok(), "{out:?}");
+    }
+
     /// Run `cmd` at `now`; apply its event; return the outcome and the effects.
     fn run(&mut self, now: i64, cmd: Command) -> (AppResult<Outcome>, Vec<Effect>) {
         let out = self
@@ -186,7 +192,7 @@ fn answers_count_up_to_the_total_and_complete_the_interview() {
         AppError::Unauthorized,
         "not activated yet"
     );
-    w.run(T0, Command::Activate { token });
+    w.ok(T0, Command::Activate { token });
     let (out, effects) = w.run(T0 + 1_000, Command::Answer { token });
     let (user, _) = updated(out);
     assert_eq!(user.questions_answered, 1);
@@ -198,7 +204,7 @@ fn answers_count_up_to_the_total_and_complete_the_interview() {
             (Stream::Admin, "user_update".into())
         ]
     );
-    w.run(T0 + 2_000, Command::Answer { token });
+    w.ok(T0 + 2_000, Command::Answer { token });
     let (out, _) = w.run(T0 + 3_000, Command::Answer { token });
     let (user, _) = updated(out);
     assert_eq!(user.questions_answered, 2, "capped at the total");
@@ -214,7 +220,7 @@ fn expiry_waits_for_the_stored_end_and_happens_once() {
     let (out, _) = w.run(T0, Command::ExpireSession { id: u.id });
     assert!(matches!(out, Ok(Outcome::Nothing)), "never activated");
     let token = w.token(u.id);
-    w.run(T0, Command::Activate { token });
+    w.ok(T0, Command::Activate { token });
     let (early, effects) = w.run(T0 + 29 * MIN, Command::ExpireSession { id: u.id });
     match early {
         Ok(Outcome::NotYet { expires_at }) => assert_eq!(expires_at, T0 + 30 * MIN),
@@ -250,7 +256,7 @@ fn a_new_invite_link_kills_the_old_one_and_resets_the_session() {
     let mut w = World::new();
     let u = w.add(T0, "a@x.io", 10);
     let old = w.token(u.id);
-    w.run(T0, Command::Activate { token: old });
+    w.ok(T0, Command::Activate { token: old });
     let (out, effects) = w.run(T0 + MIN, Command::RegenerateInvite { id: u.id });
     let (user, cause) = updated(out);
     assert_eq!(cause, Cause::InviteRegenerated);
