@@ -41,8 +41,9 @@ pub struct Outbox {
     /// Bytes of the front chunk already written.
     front_written: usize,
     queued: usize,
-    /// Bytes of an `initial` snapshot still queued: allowed on top of the limit, since a large
-    /// invitee list may exceed the limit by itself and must still reach a new admin.
+    /// Bytes of a stream's opening frames (`initial` or a replay) still queued: allowed on top
+    /// of the limit, since a large invitee list may exceed the limit by itself and must still
+    /// reach a new admin.
     allowance: usize,
 }
 
@@ -302,11 +303,19 @@ impl Conn {
         }
     }
 
-    /// Queue the `initial` snapshot, which may be larger than the outbox limit on its own.
-    pub fn send_initial(&mut self, frame: &Rc<[u8]>) -> (Sent, usize) {
-        let r = self.send_shared(frame, usize::MAX);
+    /// Queue the first frames of a stream (`initial`, or `resumed` and a replay), which may be
+    /// larger than the outbox limit together: what of them is still queued is allowed on top of
+    /// the limit until it is written. Returns the outcome and the bytes written now.
+    pub fn send_opening(&mut self, frames: &[Rc<[u8]>]) -> (Sent, usize) {
+        let mut written = 0;
+        for f in frames {
+            match self.send_shared(f, usize::MAX) {
+                (Sent::Ok, n) => written += n,
+                (other, n) => return (other, written + n),
+            }
+        }
         self.out.allowance = self.out.queued_bytes();
-        r
+        (Sent::Ok, written)
     }
 
     /// Queue bytes of this connection alone.

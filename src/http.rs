@@ -22,7 +22,7 @@ pub enum Method {
 }
 
 /// One parsed request: the parts the server looks at, owned so the read buffer can move on.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Request {
     pub method: Option<Method>,
     pub path: String,

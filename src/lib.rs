@@ -13,8 +13,9 @@
 //! * `api` — `/api/*` routes and access rules (streams included); `agent` — agent messages.
 //! * `app` — the application: `command` (write rules → `Event`), `App::apply` (event → view
 //!   and `Effect`s); `model` — the user record and its wire form.
-//! * `store` — storage behind one transaction interface (`sqlite`); `auth` — tokens and
-//!   passwords; `worker` — the password-hashing thread.
+//! * `store` — storage behind one transaction interface (`sqlite`); `storage` — the thread
+//!   every storage command runs on; `auth` — tokens and passwords; `worker` — the
+//!   password-hashing thread.
 //! * `clock` — the only reader of the clocks; `config`, `cli`, `metrics`, `assets` — flags,
 //!   admin commands, metric names, embedded web pages.
 
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod model;
 pub mod reactor;
 pub mod session_clock;
+pub mod storage;
 pub mod store;
 pub mod timer_wheel;
 pub mod worker;

@@ -129,6 +129,12 @@ pub struct Metrics {
     refused: [u64; Refusal::ALL.len()],
     pub loop_busy_seconds: Histogram,
     pub open_connections: usize,
+    /// Handshakes that asked to resume, per stream slot: [resumed, initial].
+    resumes: [[u64; 2]; 3],
+    /// Invitees with their session page open (set when rendering).
+    pub presence_sessions: usize,
+    /// Writes answered 503 because storage was busy or unreachable.
+    pub storage_busy: u64,
 }
 
 impl Metrics {
@@ -167,6 +173,13 @@ impl Metrics {
 
     pub fn refused(&mut self, why: Refusal) {
         self.refused[why as usize] += 1;
+    }
+
+    /// A handshake asked to resume and got a replay (`resumed`) or a fresh `initial`.
+    pub fn resume(&mut self, stream: Stream, resumed: bool) {
+        if let Some(i) = stream.metric_slot() {
+            self.resumes[i][usize::from(!resumed)] += 1;
+        }
     }
 
     /// One broadcast to `stream` took `seconds` from the event to its last write.
@@ -273,6 +286,35 @@ impl Metrics {
         }
         header(
             &mut o,
+            "catalytic_resumes_total",
+            "counter",
+            "Handshakes that asked to resume, by stream and by what they got.",
+        );
+        for (i, label) in STREAM_LABELS.iter().enumerate() {
+            for (j, result) in ["resumed", "initial"].iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "catalytic_resumes_total{{stream=\"{label}\",result=\"{result}\"}} {}",
+                    self.resumes[i][j]
+                );
+            }
+        }
+        header(
+            &mut o,
+            "catalytic_presence_sessions",
+            "gauge",
+            "Invitees with their session page open.",
+        );
+        let _ = writeln!(o, "catalytic_presence_sessions {}", self.presence_sessions);
+        header(
+            &mut o,
+            "catalytic_storage_busy_total",
+            "counter",
+            "Writes answered 503 because storage was busy or unreachable.",
+        );
+        let _ = writeln!(o, "catalytic_storage_busy_total {}", self.storage_busy);
+        header(
+            &mut o,
             "catalytic_refused_total",
             "counter",
             "Connections or logins refused by a limit.",
@@ -324,6 +366,8 @@ mod tests {
         m.http_request(404);
         m.http_request(200);
         m.broadcast(Stream::Admin, 0.003);
+        m.resume(Stream::Agent, false);
+        m.storage_busy += 2;
         let t = m.render();
         for line in [
             "catalytic_ws_connections{stream=\"admin\"} 1",
@@ -338,6 +382,10 @@ mod tests {
             "catalytic_broadcast_seconds_count{stream=\"admin\"} 1",
             "catalytic_ws_messages_sent_total 0",
             "catalytic_ws_bytes_sent_total 0",
+            "catalytic_resumes_total{stream=\"agent\",result=\"initial\"} 1",
+            "catalytic_resumes_total{stream=\"admin\",result=\"resumed\"} 0",
+            "catalytic_storage_busy_total 2",
+            "catalytic_presence_sessions 0",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line}\n{t}");
         }

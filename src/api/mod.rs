@@ -11,10 +11,10 @@
 //! `input` (body and field rules), `access` (who may call what, streams included), `users`
 //! (invitees and sessions), `admin` (sign-in, setup, sign-out, the failure limiter).
 
-use crate::app::{App, AppError, Command, Outcome};
+use crate::app::{messages, App, AppError, Command, Outcome};
+use crate::hub::Hub;
 use crate::http::{Method, Request, Response};
 use crate::metrics::Metrics;
-use crate::store::Sqlite;
 use crate::worker;
 use std::net::IpAddr;
 
@@ -52,6 +52,10 @@ pub enum Reply {
 /// How to finish a request once its job is done.
 #[derive(Debug)]
 pub enum Pending {
+    /// The request's admin session was looked up in storage; then it is handled again.
+    Authenticate(Box<Request>),
+    /// A stream handshake's admin session was looked up; the reactor completes the upgrade.
+    Handshake(Box<Request>),
     /// `POST /api/users` → 201 and the user.
     UserCreated,
     /// `PATCH /api/users/{id}`, `POST /api/users/{id}/invite` → 200 and the user.
@@ -77,10 +81,12 @@ pub enum Pending {
 /// Per-request facts and state the handlers use.
 pub struct Ctx<'a> {
     pub app: &'a mut App,
-    /// For admin sessions the view has not seen yet (the CLI mints tokens).
-    pub store: &'a mut Sqlite,
+    /// Who listens to what (for presence).
+    pub hub: &'a Hub,
     /// Wall-clock Unix ms of this request.
     pub now: i64,
+    /// The request's admin session was just looked up in storage: a cache miss now means no.
+    pub looked_up: bool,
     pub client_ip: IpAddr,
     /// Cookies get `Secure` when the public URL is `https://`.
     pub secure_cookies: bool,
@@ -97,10 +103,11 @@ pub fn handle(ctx: &mut Ctx, req: &Request) -> Reply {
         "/api/admin/login" if m == Method::Post => admin::login(ctx, req),
         "/api/admin/logout" if m == Method::Post => admin::logout(ctx, req),
         "/api/users" => match m {
-            Method::Get => Reply::Now(users::list(ctx, req)),
+            Method::Get => users::list(ctx, req),
             Method::Post => users::create(ctx, req),
             _ => Reply::Now(not_allowed("GET, POST")),
         },
+        "/api/presence" if m == Method::Get => presence(ctx, req),
         "/api/session/activate" if m == Method::Post => users::activate(req),
         "/api/session/answer" if m == Method::Post => users::answer(req),
         "/api/admin/setup"
@@ -108,6 +115,7 @@ pub fn handle(ctx: &mut Ctx, req: &Request) -> Reply {
         | "/api/admin/logout"
         | "/api/session/activate"
         | "/api/session/answer" => Reply::Now(not_allowed("POST")),
+        "/api/presence" => Reply::Now(not_allowed("GET")),
         _ => match users::route(path) {
             Some((id, false)) => match m {
                 Method::Patch => users::patch(ctx, req, id),
@@ -124,6 +132,7 @@ pub fn handle(ctx: &mut Ctx, req: &Request) -> Reply {
 /// Finish a request whose job is done.
 pub fn finish(ctx: &mut Ctx, pending: Pending, done: Done) -> Reply {
     match (pending, done) {
+        (Pending::Authenticate(req), Done::Stored(r)) => access::looked_up(ctx, &req, r),
         (Pending::LoginFound(a), Done::Stored(r)) => admin::check_password(a, r),
         (Pending::LoginChecked(a), Done::Hashed(o)) => admin::password_checked(ctx, a, o),
         (Pending::SetupHashed { email }, Done::Hashed(o)) => admin::setup_hashed(email, o),
@@ -139,6 +148,15 @@ pub fn finish(ctx: &mut Ctx, pending: Pending, done: Done) -> Reply {
     }
 }
 
+/// `GET /api/presence`: who is here, as in the `presence` frame.
+fn presence(ctx: &mut Ctx, req: &Request) -> Reply {
+    if let Err(reply) = access::require_admin(ctx, req) {
+        return reply;
+    }
+    let body = messages::presence(&ctx.hub.presence(), false);
+    Reply::Now(Response::new(200).body("application/json", body))
+}
+
 fn not_allowed(allow: &str) -> Response {
     Response::error(405, "method not allowed").header("Allow", allow)
 }
@@ -151,6 +169,11 @@ pub fn app_error(e: AppError) -> Response {
         AppError::Invalid(msg) => Response::error(422, &msg),
         AppError::Unauthorized => Response::error(401, "unknown or replaced link"),
         AppError::Gone(msg) => Response::error(410, msg),
+        AppError::Busy => Response::error(
+            503,
+            "storage is busy; nothing changed, try again in a moment",
+        )
+        .header("Retry-After", "1"),
         AppError::Storage => {
             Response::error(500, "the change could not be stored; nothing changed")
         }

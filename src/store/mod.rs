@@ -33,14 +33,66 @@ pub struct NewUser<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminAccount {
     pub id: i64,
+    pub email: String,
     /// Argon2id PHC string.
     pub password_hash: String,
 }
+
+/// A valid admin session (its token is known only by its digest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSession {
+    pub token_digest: Digest32,
+    pub admin_id: i64,
+    pub email: String,
+    /// Wall-clock Unix ms.
+    pub expires_at: i64,
+}
+
+/// One entry of the event log as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    /// Wall-clock Unix ms of the change.
+    pub at_ms: i64,
+    pub user_id: i64,
+    /// `added`, `updated` or `deleted`.
+    pub kind: &'static str,
+    /// Why an update happened (see `app::Cause::label`).
+    pub cause: Option<&'static str>,
+    /// The admin stream message, exactly as sent.
+    pub admin_message: String,
+    /// The agent stream message, if the change caused one.
+    pub agent_message: Option<String>,
+}
+
+/// Where the log stands: the history it belongs to and the last number written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogHead {
+    pub epoch: String,
+    pub head: u64,
+}
+
+/// How much of the log is kept: at least the last `count` events and every event younger than
+/// `age_ms` (API.md: 1,000 and 10 minutes).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub count: u64,
+    pub age_ms: i64,
+}
+
+/// The contract's retention.
+pub const RETENTION: Retention = Retention {
+    count: 1_000,
+    age_ms: 10 * 60 * 1000,
+};
 
 #[derive(Debug)]
 pub enum DbError {
     /// A UNIQUE constraint (duplicate email) refused the write.
     Conflict,
+    /// Another process holds the database lock (SQLite `SQLITE_BUSY`), or the database cannot
+    /// be reached: nothing was written; try again later.
+    Busy,
     Sqlite(rusqlite::Error),
     Io(String),
 }
@@ -49,6 +101,7 @@ impl std::fmt::Display for DbError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DbError::Conflict => f.write_str("already exists"),
+            DbError::Busy => f.write_str("storage busy"),
             DbError::Sqlite(e) => write!(f, "sqlite: {e}"),
             DbError::Io(e) => f.write_str(e),
         }
@@ -83,13 +136,34 @@ pub trait Tx {
         expires_at: i64,
         now_ms: i64,
     ) -> DbResult<()>;
-    /// Admin id and expiry of an unexpired session with this token digest.
+    /// The unexpired session with this token digest.
     fn admin_session(
         &mut self,
         token_digest: &Digest32,
         now_ms: i64,
-    ) -> DbResult<Option<(i64, i64)>>;
+    ) -> DbResult<Option<AdminSession>>;
+    /// Every unexpired admin session (to warm the cache at start).
+    fn admin_sessions(&mut self, now_ms: i64) -> DbResult<Vec<AdminSession>>;
     fn delete_admin_session(&mut self, token_digest: &Digest32) -> DbResult<()>;
+    /// Delete admin sessions that expired at or before `now_ms`; returns how many.
+    fn prune_admin_sessions(&mut self, now_ms: i64) -> DbResult<usize>;
+
+    /// Where the log stands.
+    fn log_head(&mut self) -> DbResult<LogHead>;
+    /// Take the next event number. It is held by this transaction until it commits, so numbers
+    /// follow commit order.
+    fn next_seq(&mut self) -> DbResult<u64>;
+    fn append_event(&mut self, e: &StoredEvent) -> DbResult<()>;
+    /// Every event still held, oldest first.
+    fn events(&mut self) -> DbResult<Vec<StoredEvent>>;
+    /// Drop events beyond `keep` at `now_ms`; returns how many went.
+    fn trim_events(&mut self, keep: Retention, now_ms: i64) -> DbResult<usize>;
+
+    /// Whether an agent message with this request id was applied at or after `since_ms`.
+    fn agent_request_seen(&mut self, request_id: &str, since_ms: i64) -> DbResult<bool>;
+    fn record_agent_request(&mut self, request_id: &str, now_ms: i64) -> DbResult<()>;
+    /// Forget request ids older than `before_ms`.
+    fn trim_agent_requests(&mut self, before_ms: i64) -> DbResult<usize>;
 }
 
 /// The server key file beside the database.
