@@ -12,7 +12,7 @@
 use crate::api::Pending;
 use crate::auth::Digest32;
 use crate::metrics::{CloseReason, StreamKind};
-use crate::timer_wheel::TimerId;
+use crate::timers::TimerId;
 use mio::net::TcpStream;
 use std::collections::VecDeque;
 use std::io::{self, Write};

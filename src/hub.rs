@@ -9,7 +9,7 @@
 
 use crate::conn::{Conn, Sent};
 use crate::metrics::CloseReason;
-use crate::timer_wheel::TimerId;
+use crate::timers::TimerId;
 use slab::Slab;
 use std::collections::HashMap;
 use std::rc::Rc;

@@ -5,7 +5,7 @@
 //!   `requests` (HTTP), `streams` (WebSocket, fan-out) and `timers` (deadlines, heartbeat,
 //!   session clocks, shutdown).
 //! * `conn` (one connection and its bounded outbox), `hub` (who listens to what),
-//!   `timer_wheel` (deadlines without a clock).
+//!   `timers` (pending deadlines in order, without a clock; `reactor::timers` acts on them).
 //! * `http`, `ws` — protocol parsing and encoding, pure.
 //! * `api`, `agent` — requests and agent messages to application calls.
 //! * `app` — invitees, admins, sessions; `model` — the user record and its wire form.
@@ -26,6 +26,6 @@ pub mod hub;
 pub mod metrics;
 pub mod model;
 pub mod reactor;
-pub mod timer_wheel;
+pub mod timers;
 pub mod worker;
 pub mod ws;

@@ -21,7 +21,7 @@ use crate::conn::{Conn, Phase, Sent, StreamRole, WsState};
 use crate::http::{self, Method, Parsed, Request, Response};
 use crate::hub::{self, Hub};
 use crate::metrics::{CloseReason, Metrics, Refusal, StreamKind};
-use crate::timer_wheel::{TimerId, TimerWheel};
+use crate::timers::{TimerId, Timers};
 use crate::worker::{Requester, Worker};
 use crate::ws::{self, code, FrameParse};
 use mio::net::{TcpListener, TcpStream};
@@ -106,7 +106,7 @@ pub struct Server {
     conns: Slab<Conn>,
     next_gen: u32,
     hub: Hub,
-    wheel: TimerWheel<Timer>,
+    wheel: Timers<Timer>,
     app: App,
     limiter: LoginLimiter,
     metrics: Metrics,
@@ -170,7 +170,7 @@ impl Server {
             conns: Slab::with_capacity(1024),
             next_gen: 0,
             hub: Hub::default(),
-            wheel: TimerWheel::new(TIMER_TICK_MS, 0),
+            wheel: Timers::new(),
             app,
             limiter: LoginLimiter::new(cfg.login_failures_per_minute),
             metrics: Metrics::default(),

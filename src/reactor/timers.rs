@@ -1,4 +1,4 @@
-//! What the timer wheel fires: connection deadlines, heartbeat slices, `time_update`, session
+//! What the timers fire: connection deadlines, heartbeat slices, `time_update`, session
 //! expiry, housekeeping — and shutdown on a signal.
 
 use super::*;
