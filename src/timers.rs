@@ -1,14 +1,15 @@
 //! A clock-free timer set: an ordered map from `(deadline_ms, seq)` to payload.
 //!
-//! The reactor arms every deadline here: connection deadlines (request, handshake, close, drain),
-//! heartbeat slices, per-session `time_update` ticks, session expiries, housekeeping, the retry of
-//! a paused `accept` and the shutdown deadline. It never reads a clock: every time-dependent call
-//! takes `now_ms` from the caller, so the set is deterministic and tested with made-up times.
+//! Every deadline of the server waits in one of two sets: the reactor's (connection deadlines for
+//! a request, handshake, close or drain; heartbeat slices; housekeeping; the retry of a paused
+//! `accept`; the shutdown deadline) and the session clock's (session expiries and `time_update`
+//! ticks). A set never reads a clock: every time-dependent call takes `now_ms` from the caller,
+//! so it is deterministic and tested with made-up times.
 //!
 //! # Why a `BTreeMap`, not a timer wheel
 //!
-//! The load is at most a few thousand live timers (one per connection waiting on a deadline, one
-//! per running session, a handful of global ones), with deadlines of about 10 s, 30 s and 30 min,
+//! The load is at most a few thousand live timers (one per connection waiting on a deadline, two
+//! per watched session, a handful of global ones), with deadlines of about 10 s, 30 s and 30 min,
 //! and most of them are cancelled before they fire (a request completes, a stream closes). At
 //! that size a B-tree is a few levels deep and every operation costs well under a microsecond
 //! (`docs/BENCHMARKS.md`, "Timers"): a request re-arms one deadline (a cancel and an insert) and
@@ -37,9 +38,9 @@
 //! * The set holds no clock, no cursor and no cache, so there is nothing to keep consistent
 //!   besides the map itself.
 //!
-//! The set is bounded by its users: the reactor holds at most one connection deadline per
-//! connection (capped by `--max-connections`), one expiry and one tick per running session, and a
-//! fixed number of global timers.
+//! A set is bounded by its users: the reactor holds at most one deadline per connection (capped
+//! by `--max-connections`) plus a fixed number of global timers, and the session clock at most
+//! one expiry and one tick per running session.
 //!
 //! # Complexity (n = pending timers)
 //!
