@@ -155,8 +155,10 @@ pub struct WsState {
     pub hub_slot: usize,
     /// Digest of the credential presented, for the reconnect metric.
     pub credential: Digest32,
-    /// A fragmented message being assembled: its opcode and bytes so far.
-    pub fragment: Option<(u8, Vec<u8>)>,
+    /// The message layer: fragment assembly, the size cap across fragments, UTF-8, close rules.
+    pub reader: crate::ws::MessageReader,
+    /// The largest frame `parse_frame` accepts on this stream (also what the read backlog must
+    /// leave room for); the reader caps whole messages at the same size.
     pub max_message: usize,
 }
 

@@ -6,7 +6,8 @@
 //!   session clocks, shutdown).
 //! * `conn` (one connection and its bounded outbox), `hub` (who listens to what),
 //!   `timer_wheel` (deadlines without a clock).
-//! * `http`, `ws` — protocol parsing and encoding, pure.
+//! * `http`, `ws` — protocol parsing and encoding, pure; `ws::message` is the WebSocket message
+//!   layer (fragments, size across fragments, UTF-8, close rules) the reactor dispatches from.
 //! * `api`, `agent` — requests and agent messages to application calls.
 //! * `app` — invitees, admins, sessions; `model` — the user record and its wire form.
 //! * `db` — SQLite; `auth` — tokens and passwords; `worker` — the password-hashing thread.
