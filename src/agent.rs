@@ -1,27 +1,41 @@
 //! Messages from the LLM agent on `/agent/stream`: progress, transcript and summary links.
 //!
-//! Each is applied exactly like the HTTP API would apply it (stored, `user_update` to admins,
-//! `progress` to the session's stream) and answered with an `ack`, or with an `error` that
-//! changes nothing.
+//! Each is applied exactly like the HTTP API would apply it (a `UpdateUser` command: stored,
+//! `user_update` to admins, `progress` to the session's stream) and answered with an `ack`, or
+//! with an `error` that changes nothing. Like an API request, a message is read here, its
+//! command runs as a job, and [`finish`] builds the answer.
 
-use crate::api::{app_error, valid_url};
-use crate::app::{App, AppError, Audience, Effect, UserPatch};
+use crate::api::app_error;
+use crate::api::input::valid_url;
+use crate::app::{AppError, Command, Outcome, UserPatch};
 use serde_json::{json, Value};
 use std::rc::Rc;
 
-/// Handle one text message; returns the frame to answer with, if any.
-pub fn handle(app: &mut App, payload: &[u8], effects: &mut Vec<Effect>) -> Option<Rc<[u8]>> {
+/// What to do with one agent message. (Short-lived; see `api::Reply` on its size.)
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Agent {
+    /// Answer at once with this frame (a malformed message).
+    Reply(Rc<[u8]>),
+    /// Nothing to answer (a `pong`).
+    Quiet,
+    /// Run the command, then answer with [`finish`] and the message's `request_id`.
+    Store(Command, Value),
+}
+
+/// Read one text message.
+pub fn read(payload: &[u8]) -> Agent {
     let msg: Value = match serde_json::from_slice(payload) {
         Ok(Value::Object(m)) => Value::Object(m),
-        _ => return Some(error(&Value::Null, "message must be a JSON object")),
+        _ => return Agent::Reply(error(&Value::Null, "message must be a JSON object")),
     };
     let request_id = msg.get("request_id").cloned().unwrap_or(Value::Null);
     let kind = msg.get("type").and_then(Value::as_str).unwrap_or("");
     if kind == "pong" {
-        return None;
+        return Agent::Quiet;
     }
     let Some(user_id) = msg.get("user_id").and_then(Value::as_i64) else {
-        return Some(error(&request_id, "user_id must be an integer"));
+        return Agent::Reply(error(&request_id, "user_id must be an integer"));
     };
     let patch = match kind {
         "progress" => match msg.get("questions_answered").and_then(Value::as_i64) {
@@ -30,7 +44,7 @@ pub fn handle(app: &mut App, payload: &[u8], effects: &mut Vec<Effect>) -> Optio
                 ..UserPatch::default()
             },
             _ => {
-                return Some(error(
+                return Agent::Reply(error(
                     &request_id,
                     "questions_answered must be a whole number",
                 ))
@@ -51,27 +65,30 @@ pub fn handle(app: &mut App, payload: &[u8], effects: &mut Vec<Effect>) -> Optio
                     }
                 }
             }
-            _ => return Some(error(&request_id, "url must be an http(s) URL")),
+            _ => return Agent::Reply(error(&request_id, "url must be an http(s) URL")),
         },
         other => {
-            return Some(error(
+            return Agent::Reply(error(
                 &request_id,
                 &format!("unknown message type `{other}`"),
             ))
         }
     };
-    let before = effects.len();
-    match app.update_user(user_id, patch, effects) {
-        Ok(_) => {
-            // The agent said it; echoing its own progress back would only confuse it.
-            let mine = effects.split_off(before);
-            effects.extend(
-                mine.into_iter()
-                    .filter(|e| !matches!(e, Effect::Broadcast(Audience::Agents, _))),
-            );
-            Some(frame(&json!({ "type": "ack", "request_id": request_id })))
-        }
-        Err(e) => Some(error(&request_id, &describe(e))),
+    Agent::Store(
+        Command::UpdateUser {
+            id: user_id,
+            patch,
+            by_agent: true,
+        },
+        request_id,
+    )
+}
+
+/// The answer to a message whose command ran.
+pub fn finish(request_id: &Value, result: Result<Outcome, AppError>) -> Rc<[u8]> {
+    match result {
+        Ok(_) => frame(&json!({ "type": "ack", "request_id": request_id })),
+        Err(e) => error(request_id, &describe(e)),
     }
 }
 

@@ -1,10 +1,10 @@
 //! `catalytic admin create` and `catalytic admin token`: admin accounts from the shell.
 //! They open the same SQLite file as the server (WAL allows both at once).
 
-use crate::api::valid_email;
-use crate::app::wall_ms;
+use crate::api::input::valid_email;
 use crate::auth;
-use crate::db::{Db, DbError};
+use crate::clock::wall_ms;
+use crate::store::{DbError, Sqlite, Tx};
 use std::io::BufRead;
 use std::path::Path;
 use std::time::Duration;
@@ -26,7 +26,7 @@ pub fn admin_create(email: &str, db_path: &Path) -> Result<(), String> {
         }
     };
     auth::check_password_rules(&password)?;
-    let db = Db::open(db_path).map_err(|e| e.to_string())?;
+    let db = Sqlite::open(db_path, None).map_err(|e| e.to_string())?;
     let hash = auth::hash_password(&password)?;
     match db.create_admin(email, &hash, wall_ms()) {
         Ok(_) => {
@@ -40,16 +40,26 @@ pub fn admin_create(email: &str, db_path: &Path) -> Result<(), String> {
 
 /// A fresh admin session token for `email`, valid for `ttl`.
 pub fn admin_token(email: &str, db_path: &Path, ttl: Duration) -> Result<String, String> {
-    let db = Db::open(db_path).map_err(|e| e.to_string())?;
-    let (id, _) = db
-        .find_admin(email)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| {
-            format!("no admin with email {email}; create one with `catalytic admin create`")
-        })?;
+    let mut db = Sqlite::open(db_path, None).map_err(|e| e.to_string())?;
     let token = auth::new_token().map_err(|e| format!("OS randomness: {e}"))?;
     let now = wall_ms();
-    db.create_admin_session(id, &auth::digest(&token), now + ttl.as_millis() as i64, now)
-        .map_err(|e| e.to_string())?;
+    db.write(|tx| {
+        let admin = tx.find_admin(email)?.ok_or_else(|| {
+            format!("no admin with email {email}; create one with `catalytic admin create`")
+        })?;
+        tx.create_admin_session(
+            admin.id,
+            &auth::digest(&token),
+            now + ttl.as_millis() as i64,
+            now,
+        )?;
+        Ok::<_, String>(())
+    })?;
     Ok(token)
+}
+
+impl From<DbError> for String {
+    fn from(e: DbError) -> String {
+        e.to_string()
+    }
 }

@@ -11,7 +11,8 @@
 
 use crate::api::Pending;
 use crate::auth::Digest32;
-use crate::metrics::{CloseReason, StreamKind};
+use crate::hub::Stream;
+use crate::metrics::CloseReason;
 use crate::timer_wheel::TimerId;
 use mio::net::TcpStream;
 use std::collections::VecDeque;
@@ -128,46 +129,28 @@ impl Outbox {
     }
 }
 
-/// Which stream an upgraded connection serves, and what it authenticated with.
-#[derive(Debug, Clone)]
-pub enum StreamRole {
-    Admin { session: Digest32 },
-    Session { user_id: i64 },
-    Agent,
-    Echo,
-}
-
-impl StreamRole {
-    pub fn kind(&self) -> Option<StreamKind> {
-        match self {
-            StreamRole::Admin { .. } => Some(StreamKind::Admin),
-            StreamRole::Session { .. } => Some(StreamKind::Session),
-            StreamRole::Agent => Some(StreamKind::Agent),
-            StreamRole::Echo => None,
-        }
-    }
-}
-
 /// An open WebSocket.
 pub struct WsState {
-    pub role: StreamRole,
-    /// Position in the hub's set for this role.
+    pub stream: Stream,
+    /// Position in the hub's set for this stream (for `Hub::leave`).
     pub hub_slot: usize,
-    /// Digest of the credential presented, for the reconnect metric.
+    /// Digest of the credential presented (admin session, invite token, agent key), for the
+    /// reconnect metric.
     pub credential: Digest32,
     /// A fragmented message being assembled: its opcode and bytes so far.
     pub fragment: Option<(u8, Vec<u8>)>,
+    /// Largest message accepted, in bytes (1009 beyond).
     pub max_message: usize,
 }
 
-/// The connection's stage. Legal moves: `Http → AwaitingWorker → Http`, `Http → Ws → WsClosing
-/// → Draining`, `Http → WsClosing` (refused stream), and any stage `→ Draining`; see
-/// docs/LIFECYCLE.md.
+/// The connection's stage; see docs/LIFECYCLE.md. It changes only through [`Conn::enter`],
+/// which refuses any move not listed in [`Phase::may_enter`].
 pub enum Phase {
     /// Reading HTTP requests (keep-alive between them).
     Http,
-    /// Waiting for the worker thread to answer the current request; further input waits.
-    AwaitingWorker {
+    /// Waiting for a job (password hash, storage) to finish the current request; further input
+    /// waits in the kernel.
+    AwaitingJob {
         keep_alive: bool,
         pending: Box<Pending>,
     },
@@ -180,13 +163,42 @@ pub enum Phase {
     Draining { shut: bool },
 }
 
+impl Phase {
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::Http => "Http",
+            Phase::AwaitingJob { .. } => "AwaitingJob",
+            Phase::Ws(_) => "Ws",
+            Phase::WsClosing => "WsClosing",
+            Phase::Draining { .. } => "Draining",
+        }
+    }
+
+    /// The legal moves: a request waits for its job and comes back; an upgrade opens a stream
+    /// (or is refused straight into closing); a stream closes; anything but a stream may end
+    /// with a lingering close (a stream first leaves the hub through `WsClosing`).
+    pub fn may_enter(&self, next: &Phase) -> bool {
+        use Phase::*;
+        matches!(
+            (self, next),
+            (Http, AwaitingJob { .. })
+                | (AwaitingJob { .. }, Http)
+                | (Http, Ws(_))
+                | (Http, WsClosing)
+                | (Ws(_), WsClosing)
+                | (Http | AwaitingJob { .. } | WsClosing, Draining { .. })
+        )
+    }
+}
+
 pub struct Conn {
     pub sock: TcpStream,
     pub gen: u32,
     pub peer_ip: IpAddr,
     /// The peer, or the client behind a trusted proxy once a request named it.
     pub client_ip: IpAddr,
-    pub phase: Phase,
+    /// Changed only by [`Conn::enter`].
+    phase: Phase,
     pub rbuf: Vec<u8>,
     pub out: Outbox,
     /// Monotonic ms of the last frame received (heartbeat).
@@ -227,6 +239,35 @@ impl Conn {
             input_paused: false,
             dead: None,
         }
+    }
+
+    /// Move to phase `next`, returning the one left. Panics on a move [`Phase::may_enter`] does
+    /// not allow: that is a bug in the reactor, never a client's doing, and carrying on in a
+    /// state the rest of the code does not expect is worse than stopping.
+    pub fn enter(&mut self, next: Phase) -> Phase {
+        assert!(
+            self.phase.may_enter(&next),
+            "illegal connection phase change {} -> {}",
+            self.phase.name(),
+            next.name()
+        );
+        std::mem::replace(&mut self.phase, next)
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// In `Draining` with every byte written: shut our side of the socket, once, so the client
+    /// reads the end of the answer and then EOF. `Err` when the socket has failed.
+    pub fn shut_when_drained(&mut self) -> io::Result<()> {
+        if let Phase::Draining { shut } = &mut self.phase {
+            if !*shut && self.out.is_empty() {
+                *shut = true;
+                return self.sock.shutdown(std::net::Shutdown::Write);
+            }
+        }
+        Ok(())
     }
 
     pub fn ws(&self) -> Option<&WsState> {

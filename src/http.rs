@@ -17,8 +17,7 @@ pub enum Method {
     Post,
     Patch,
     Delete,
-    Put,
-    Options,
+    /// Any other method: answered 405 or 404 by route.
     Other,
 }
 
@@ -81,20 +80,16 @@ impl Request {
     }
 }
 
-/// A request that cannot be served; always answered, and `close` ends the connection after.
+/// A request that cannot be parsed. It is answered with `status`, and the connection is closed
+/// after: where one request's bytes end is no longer known, so no further request can be trusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpError {
     pub status: u16,
     pub message: &'static str,
-    pub close: bool,
 }
 
 const fn fatal(status: u16, message: &'static str) -> HttpError {
-    HttpError {
-        status,
-        message,
-        close: true,
-    }
+    HttpError { status, message }
 }
 
 #[derive(Debug)]
@@ -141,8 +136,6 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
             "POST" => Method::Post,
             "PATCH" => Method::Patch,
             "DELETE" => Method::Delete,
-            "PUT" => Method::Put,
-            "OPTIONS" => Method::Options,
             _ => Method::Other,
         }),
         path: format!("/{path}"),
@@ -357,18 +350,17 @@ impl Response {
         self.header("Content-Type", content_type)
     }
 
-    pub fn json(self, status: u16, value: &impl serde::Serialize) -> Self {
-        let mut r = self;
-        r.status = status;
+    /// `value` as the JSON body.
+    pub fn json(self, value: &impl serde::Serialize) -> Self {
         match serde_json::to_vec(value) {
-            Ok(b) => r.body("application/json", b),
+            Ok(b) => self.body("application/json", b),
             Err(_) => Response::error(500, "response could not be encoded"),
         }
     }
 
     /// `{"error": message}` with `status`.
     pub fn error(status: u16, message: &str) -> Self {
-        Response::new(status).json(status, &serde_json::json!({ "error": message }))
+        Response::new(status).json(&serde_json::json!({ "error": message }))
     }
 
     pub fn closing(mut self) -> Self {
@@ -409,12 +401,7 @@ impl Response {
 
 impl From<HttpError> for Response {
     fn from(e: HttpError) -> Self {
-        let r = Response::error(e.status, e.message);
-        if e.close {
-            r.closing()
-        } else {
-            r
-        }
+        Response::error(e.status, e.message).closing()
     }
 }
 
@@ -474,9 +461,10 @@ mod tests {
         );
         assert_eq!(error(big.as_bytes()).status, 431);
         let e = error(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert_eq!((e.status, e.close), (411, true));
+        assert_eq!(e.status, 411);
+        assert!(Response::from(e).close);
         let e = error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert_eq!((e.status, e.close), (400, true));
+        assert_eq!(e.status, 400);
         let e = error(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(e.status, 400);
         assert_eq!(

@@ -1,16 +1,22 @@
 //! catalytic: a self-hosted customer-interview server on one mio reactor.
 //!
-//! Module map (dependencies point down):
-//! * `reactor` — the event loop (`mod.rs`: poll, accept, input, output, reaping), with
-//!   `requests` (HTTP), `streams` (WebSocket, fan-out) and `timers` (deadlines, heartbeat,
-//!   session clocks, shutdown).
-//! * `conn` (one connection and its bounded outbox), `hub` (who listens to what),
-//!   `timer_wheel` (deadlines without a clock).
+//! Module map (dependencies point down; nothing below `reactor` touches a socket or the clock):
+//! * `reactor` — the event loop and the only owner of sockets and state: `mod.rs` (poll,
+//!   accept, jobs, reaping), `input` (bytes in and out), `requests` (HTTP), `streams`
+//!   (WebSocket, fan-out, effects) and `timers` (deadlines, heartbeat, session clock, shutdown).
+//! * `conn` — one connection: its phase (changed only by `Conn::enter`) and bounded outbox.
+//! * `hub` — `Stream`, the one name for which stream, and who listens to what; encode-once
+//!   delivery.
+//! * `session_clock` — session expiries and `time_update` ticks, `now` passed in.
+//! * `timer_wheel` — deadlines without a clock.
 //! * `http`, `ws` — protocol parsing and encoding, pure.
-//! * `api`, `agent` — requests and agent messages to application calls.
-//! * `app` — invitees, admins, sessions; `model` — the user record and its wire form.
-//! * `db` — SQLite; `auth` — tokens and passwords; `worker` — the password-hashing thread.
-//! * `config`, `metrics`, `assets` — flags, metric names, embedded web pages.
+//! * `api` — `/api/*` routes and access rules (streams included); `agent` — agent messages.
+//! * `app` — the application: `command` (write rules → `Event`), `App::apply` (event → view
+//!   and `Effect`s); `model` — the user record and its wire form.
+//! * `store` — storage behind one transaction interface (`sqlite`); `auth` — tokens and
+//!   passwords; `worker` — the password-hashing thread.
+//! * `clock` — the only reader of the clocks; `config`, `cli`, `metrics`, `assets` — flags,
+//!   admin commands, metric names, embedded web pages.
 
 pub mod agent;
 pub mod api;
@@ -18,14 +24,16 @@ pub mod app;
 pub mod assets;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod conn;
-pub mod db;
 pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod model;
 pub mod reactor;
+pub mod session_clock;
+pub mod store;
 pub mod timer_wheel;
 pub mod worker;
 pub mod ws;

@@ -3,27 +3,8 @@
 //! Plain counters owned by the reactor (single thread: no atomics needed). The names and labels
 //! are part of the contract; extra metrics below the contract's are marked as such.
 
+use crate::hub::{Stream, STREAM_LABELS};
 use std::fmt::Write as _;
-
-/// The stream a WebSocket connection serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamKind {
-    Admin,
-    Session,
-    Agent,
-}
-
-impl StreamKind {
-    pub const ALL: [StreamKind; 3] = [StreamKind::Admin, StreamKind::Session, StreamKind::Agent];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            StreamKind::Admin => "admin",
-            StreamKind::Session => "session",
-            StreamKind::Agent => "agent",
-        }
-    }
-}
 
 /// Why a stream ended; the label of `catalytic_ws_closed_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,21 +131,24 @@ pub struct Metrics {
     pub open_connections: usize,
 }
 
-fn idx(kind: StreamKind) -> usize {
-    kind as usize
-}
-
 impl Metrics {
-    pub fn stream_opened(&mut self, kind: StreamKind, reconnect: bool) {
-        self.ws_connections[idx(kind)] += 1;
-        self.ws_accepted[idx(kind)] += 1;
+    /// A stream opened (`reconnect`: with a credential whose stream closed less than 60 s ago).
+    /// The echo endpoint is not counted.
+    pub fn stream_opened(&mut self, stream: Stream, reconnect: bool) {
+        let Some(i) = stream.metric_slot() else {
+            return;
+        };
+        self.ws_connections[i] += 1;
+        self.ws_accepted[i] += 1;
         if reconnect {
-            self.ws_reconnects[idx(kind)] += 1;
+            self.ws_reconnects[i] += 1;
         }
     }
 
-    pub fn stream_closed(&mut self, kind: StreamKind) {
-        self.ws_connections[idx(kind)] -= 1;
+    pub fn stream_closed(&mut self, stream: Stream) {
+        if let Some(i) = stream.metric_slot() {
+            self.ws_connections[i] -= 1;
+        }
     }
 
     pub fn closed(&mut self, reason: CloseReason) {
@@ -185,8 +169,11 @@ impl Metrics {
         self.refused[why as usize] += 1;
     }
 
-    pub fn broadcast(&mut self, kind: StreamKind, seconds: f64) {
-        self.broadcast_seconds[idx(kind)].observe(seconds);
+    /// One broadcast to `stream` took `seconds` from the event to its last write.
+    pub fn broadcast(&mut self, stream: Stream, seconds: f64) {
+        if let Some(i) = stream.metric_slot() {
+            self.broadcast_seconds[i].observe(seconds);
+        }
     }
 
     pub fn render(&self) -> String {
@@ -197,12 +184,11 @@ impl Metrics {
             "gauge",
             "Open WebSocket streams.",
         );
-        for k in StreamKind::ALL {
+        for (i, label) in STREAM_LABELS.iter().enumerate() {
             let _ = writeln!(
                 o,
-                "catalytic_ws_connections{{stream=\"{}\"}} {}",
-                k.label(),
-                self.ws_connections[idx(k)]
+                "catalytic_ws_connections{{stream=\"{label}\"}} {}",
+                self.ws_connections[i]
             );
         }
         header(
@@ -211,12 +197,11 @@ impl Metrics {
             "counter",
             "WebSocket streams accepted.",
         );
-        for k in StreamKind::ALL {
+        for (i, label) in STREAM_LABELS.iter().enumerate() {
             let _ = writeln!(
                 o,
-                "catalytic_ws_accepted_total{{stream=\"{}\"}} {}",
-                k.label(),
-                self.ws_accepted[idx(k)]
+                "catalytic_ws_accepted_total{{stream=\"{label}\"}} {}",
+                self.ws_accepted[i]
             );
         }
         header(
@@ -225,12 +210,11 @@ impl Metrics {
             "counter",
             "Handshakes presenting a credential whose stream closed less than 60 s before.",
         );
-        for k in StreamKind::ALL {
+        for (i, label) in STREAM_LABELS.iter().enumerate() {
             let _ = writeln!(
                 o,
-                "catalytic_ws_reconnects_total{{stream=\"{}\"}} {}",
-                k.label(),
-                self.ws_reconnects[idx(k)]
+                "catalytic_ws_reconnects_total{{stream=\"{label}\"}} {}",
+                self.ws_reconnects[i]
             );
         }
         header(
@@ -253,11 +237,11 @@ impl Metrics {
             "histogram",
             "From an event to its last byte handed to the kernel or queued, per stream.",
         );
-        for k in StreamKind::ALL {
-            self.broadcast_seconds[idx(k)].render(
+        for (i, label) in STREAM_LABELS.iter().enumerate() {
+            self.broadcast_seconds[i].render(
                 &mut o,
                 "catalytic_broadcast_seconds",
-                &format!("stream=\"{}\"", k.label()),
+                &format!("stream=\"{label}\""),
             );
         }
         header(
@@ -331,14 +315,15 @@ mod tests {
     #[test]
     fn renders_the_contract_names() {
         let mut m = Metrics::default();
-        m.stream_opened(StreamKind::Admin, false);
-        m.stream_opened(StreamKind::Admin, true);
-        m.stream_closed(StreamKind::Admin);
+        m.stream_opened(Stream::Admin, false);
+        m.stream_opened(Stream::Admin, true);
+        m.stream_opened(Stream::Echo, true);
+        m.stream_closed(Stream::Admin);
         m.closed(CloseReason::SlowConsumer);
         m.http_request(200);
         m.http_request(404);
         m.http_request(200);
-        m.broadcast(StreamKind::Admin, 0.003);
+        m.broadcast(Stream::Admin, 0.003);
         let t = m.render();
         for line in [
             "catalytic_ws_connections{stream=\"admin\"} 1",

@@ -17,7 +17,7 @@ pub enum Status {
     Expired,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub id: i64,
     pub first_name: String,

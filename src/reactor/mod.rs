@@ -1,41 +1,68 @@
-//! The event loop: one `mio::Poll` on one thread owns every socket.
+//! The event loop: one `mio::Poll` on one thread owns every socket, every connection and all
+//! application state. Nothing else touches them, so nothing is locked or shared.
 //!
-//! Each turn, Redis-style:
-//! 1. `poll` with the timeout of the next timer (zero when some connection has more to read);
-//! 2. handle events: accept; read each readable socket until `WouldBlock` or its budget, parsing
-//!    requests and frames as they complete; flush each writable socket's outbox;
-//! 3. pick up password-worker answers (woken through a `mio::Waker`);
-//! 4. fire expired timers (heartbeat slices, `time_update`, session expiry, deadlines);
-//! 5. reap: remove every connection marked dead during the turn.
+//! ## mio's rules, and how this loop keeps them
+//! * **Readiness is a hint.** An event may be spurious, and several may be merged into one.
+//!   Every handler reads or writes until the kernel says `WouldBlock` (or a per-turn budget is
+//!   spent, then `resume` brings the connection back next turn without waiting for a new
+//!   event, since edge-triggered epoll will not report bytes that were already there).
+//! * **Tokens outlive connections.** A slab key is reused as soon as its connection is gone, so
+//!   every token, timer and job answer carries the key *and* a generation; anything that names
+//!   a generation no longer in the slot is ignored (mio says events for closed sockets happen).
+//! * **Never block.** Sockets are non-blocking; what the kernel will not take waits in the
+//!   connection's bounded outbox until a writable event. Password hashing runs on the worker
+//!   thread; its answers come back through a `mio::Waker`.
 //!
-//! Nothing here blocks on a socket: all sockets are non-blocking, writes that the kernel refuses
-//! wait in the connection's bounded outbox for a writable event. Application changes come back
-//! from `app`/`api` as effects and are applied right after the request that caused them.
+//! ## One turn, Redis-style
+//! 1. `poll`, with the timeout of the next timer (zero when some connection has more to read);
+//! 2. handle events: accept; flush each writable socket's outbox; read each readable socket
+//!    (parsing requests and frames as they complete, running the application right away);
+//! 3. `resume`: connections that stopped at their budget or waited for a job read on;
+//! 4. fire expired timers (deadlines, heartbeat slices, session clocks, housekeeping);
+//! 5. reap: remove every connection marked dead during the turn. Nothing is removed from the
+//!    slab anywhere else, so no walk over it ever sees a slot vanish.
+//!
+//! ## Ending a connection — the verbs, and the phase each leads to
+//! * [`Server::mark_dead`] — the only function that marks a connection dead: it is removed at
+//!   the end of the turn (a stream gets a last close frame, best effort, for slow consumers,
+//!   heartbeat timeouts and shutdown). Any phase.
+//! * `linger_close` — the last bytes are queued; once written our side shuts down and we wait
+//!   (≤ 2 s) for the client's FIN, so no reset destroys the answer → `Draining`.
+//! * `close_stream` — the polite WebSocket close: leave the hub, send a close frame, wait
+//!   (≤ 2 s) for the client's close frame → `WsClosing`, then `Draining`.
+//! * `fail_stream` — RFC 6455 §7.1.7 "fail the connection" after a protocol violation: close
+//!   frame, then our FIN at once → `Draining`.
+//! * `refuse_stream` — the contract's refusal: complete the handshake, then close at once with
+//!   1008 and a reason the browser can read → `WsClosing`.
+//!
+//! Application changes come back from `api`/`agent` as jobs; storage jobs run inline today, and
+//! their events are applied (broadcast) before the request is answered.
 
-use crate::api::{self, Ctx, LoginLimiter, Reply};
-use crate::app::{self, App, Audience, Effect};
-use crate::assets;
-use crate::auth::{self, Digest32};
+use crate::api::{self, Ctx, Done, Job, LoginLimiter, Pending, Reply};
+use crate::app::{self, App, Command, Effect, Rules};
+use crate::clock::{Clock, Now};
 use crate::config::ServeConfig;
-use crate::conn::{Conn, Phase, Sent, StreamRole, WsState};
-use crate::http::{self, Method, Parsed, Request, Response};
-use crate::hub::{self, Hub};
-use crate::metrics::{CloseReason, Metrics, Refusal, StreamKind};
-use crate::timer_wheel::{TimerId, TimerWheel};
-use crate::worker::{Requester, Worker};
-use crate::ws::{self, code, FrameParse};
+use crate::conn::{Conn, Phase};
+use crate::hub::Hub;
+use crate::metrics::{CloseReason, Metrics, Refusal};
+use crate::session_clock::SessionClock;
+use crate::store::{self, Sqlite};
+use crate::timer_wheel::TimerWheel;
+use crate::worker::Worker;
+use crate::ws::{self, code};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod input;
 mod requests;
 mod streams;
 mod timers;
@@ -50,41 +77,27 @@ const REQUEST_TIMEOUT_MS: u64 = 10_000;
 const CLOSE_WAIT_MS: u64 = 2_000;
 /// How long shutdown waits for clients to take their close frames.
 const SHUTDOWN_GRACE_MS: u64 = 3_000;
-/// Reads per readiness event before the connection yields to the others.
-const READS_PER_EVENT: usize = 16;
-const SCRATCH_BYTES: usize = 64 * 1024;
-/// Requests or frames handled per connection per turn; the rest waits for the next turn, so a
-/// pipelining client cannot keep everyone else waiting.
-const MESSAGES_PER_TURN: usize = 64;
-/// Unparsed input kept per connection before reading from it stops until it is worked off
-/// (at least one whole request or frame always fits).
-const INPUT_BACKLOG_BYTES: usize = 128 * 1024;
-/// Unread HTTP answers above this pause reading from that client (pipelining flood).
-const HTTP_BACKLOG_BYTES: usize = 256 * 1024;
 /// The heartbeat visits 1/SLICES of the connections per tick, so pings spread over the interval.
 const HEARTBEAT_SLICES: usize = 10;
-const TIME_UPDATE_MS: i64 = 10_000;
 const HOUSEKEEPING_MS: u64 = 10_000;
 /// A handshake with a credential closed less than this ago counts as a reconnect.
 const RECONNECT_WINDOW_MS: u64 = 60_000;
-/// Stream message limits.
-const STREAM_MESSAGE_MAX: usize = 64 * 1024;
-const ECHO_MESSAGE_MAX: usize = 16 * 1024 * 1024;
 /// File descriptors kept free above `--max-connections` for refusing politely.
 const FD_RESERVE: usize = 64;
 const TIMER_TICK_MS: u64 = 10;
+/// How long an admin sign-in lasts (the `admin_session` cookie).
+pub const ADMIN_SESSION_MS: i64 = 7 * 24 * 3600 * 1000;
 
+/// What the reactor's own timers fire. Session clocks have their own ([`SessionClock`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timer {
     /// The deadline of whatever the connection is waiting for (request, close, drain).
-    Conn {
-        key: usize,
-        gen: u32,
-    },
-    SessionTick(i64),
-    SessionExpiry(i64),
+    Conn { key: usize, gen: u32 },
+    /// Ping the next slice of streams, drop the silent ones.
     Heartbeat,
+    /// Forget old reconnect bookkeeping.
     Housekeeping,
+    /// Shutdown grace is over: drop whoever is left.
     ShutdownDeadline,
     /// Accepting failed (out of descriptors): try again.
     ResumeAccept,
@@ -98,34 +111,68 @@ fn split_token(t: Token) -> (usize, u32) {
     (t.0 & 0xffff_ffff, (t.0 >> 32) as u32)
 }
 
+/// The server: every piece of state the loop owns.
 pub struct Server {
+    /// The epoll instance every socket, the signal pipe and the worker's waker are registered in.
     poll: Poll,
+    /// The listening socket; deregistered at shutdown so no new client is accepted.
     listener: TcpListener,
+    /// SIGINT/SIGTERM as a mio source (signal-hook's self-pipe): shutdown starts in the loop.
     signals: Signals,
+    /// The password-hashing thread; its answers arrive through the `WAKER` token.
     worker: Worker,
+    /// Every client connection, by slab key. Entries are removed only in `reap_dead`.
     conns: Slab<Conn>,
+    /// Generation of the last accepted connection; tokens carry it so a reused key is told
+    /// apart from the connection that held it before.
     next_gen: u32,
+    /// Which streams listen to what (slab keys only).
     hub: Hub,
-    wheel: TimerWheel<Timer>,
+    /// The reactor's timers: connection deadlines, heartbeat, housekeeping, shutdown.
+    timers: TimerWheel<Timer>,
+    /// Session expiries and `time_update` ticks.
+    session_clock: SessionClock,
+    /// The in-memory view of users and admin sessions; changed only by applying events.
     app: App,
+    /// The database; commands run against it in one transaction each.
+    store: Sqlite,
+    /// Session length, invite TTL, admin-session length (from the config).
+    rules: Rules,
+    /// Failed sign-ins per address and per account.
     limiter: LoginLimiter,
     metrics: Metrics,
     cfg: ServeConfig,
+    /// The open-connection ceiling (from `--max-connections` or the descriptor limit).
     max_connections: usize,
+    /// Open connections per client address (the per-IP cap); entries at zero are removed.
     per_ip: HashMap<IpAddr, u32>,
-    expiry_timers: HashMap<i64, TimerId>,
+    /// Credential digest → when its stream closed (monotonic ms), for the reconnect metric;
+    /// entries older than the window are dropped by housekeeping.
     recent_closes: HashMap<Digest32, u64>,
+    /// Keys marked dead this turn, removed in `reap_dead`.
     reap: Vec<usize>,
+    /// Keys with input still to handle (budget spent, or back from a job): served next turn,
+    /// and the poll does not sleep while any wait.
     resume: Vec<usize>,
+    /// The loop-wide read buffer: every read lands here first, so idle connections own none.
     scratch: Vec<u8>,
+    /// Reused effect buffer (no allocation per request).
     effects: Vec<Effect>,
-    started: Instant,
+    /// Monotonic time since start, and wall time.
+    time: Clock,
+    /// The origin pages and invite links are reached at.
     public_url: String,
+    /// `{"type":"ping"}`, framed once for every heartbeat.
     ping_frame: Rc<[u8]>,
+    /// Which tenth of the connections the next heartbeat tick visits.
     heartbeat_slice: usize,
+    /// A signal arrived: no accepting; exit once every connection is gone.
     shutting_down: bool,
+    /// `accept` failed (descriptors exhausted); `ResumeAccept` clears it.
     accept_paused: bool,
 }
+
+use crate::auth::Digest32;
 
 impl Server {
     /// Bind, open the database, and get ready to run. Logs `listening on http://HOST:PORT`.
@@ -148,7 +195,8 @@ impl Server {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{local}"));
-        let app = App::open(&cfg, public_url.clone())?;
+        let time = Clock::default();
+        let (store, app) = open_storage(&cfg, public_url.clone(), time.now().wall_ms)?;
         let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
@@ -161,7 +209,11 @@ impl Server {
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| format!("waker: {e}"))?);
         let worker = Worker::start(waker).map_err(|e| format!("worker thread: {e}"))?;
-        let started = Instant::now();
+        let rules = Rules {
+            session_ms: cfg.session_length.as_millis() as i64,
+            invite_ttl_ms: cfg.invite_ttl.as_millis() as i64,
+            admin_session_ms: ADMIN_SESSION_MS,
+        };
         let mut server = Server {
             poll,
             listener,
@@ -170,19 +222,21 @@ impl Server {
             conns: Slab::with_capacity(1024),
             next_gen: 0,
             hub: Hub::default(),
-            wheel: TimerWheel::new(TIMER_TICK_MS, 0),
+            timers: TimerWheel::new(TIMER_TICK_MS, 0),
+            session_clock: SessionClock::new(0),
             app,
+            store,
+            rules,
             limiter: LoginLimiter::new(cfg.login_failures_per_minute),
             metrics: Metrics::default(),
             max_connections,
             per_ip: HashMap::new(),
-            expiry_timers: HashMap::new(),
             recent_closes: HashMap::new(),
             reap: Vec::new(),
             resume: Vec::new(),
-            scratch: vec![0; SCRATCH_BYTES],
+            scratch: vec![0; input::SCRATCH_BYTES],
             effects: Vec::new(),
-            started,
+            time,
             public_url,
             ping_frame: Rc::from(ws::text_frame(br#"{"type":"ping"}"#)),
             heartbeat_slice: 0,
@@ -191,10 +245,11 @@ impl Server {
             cfg,
         };
         let slice_ms = server.heartbeat_slice_ms();
-        server.wheel.insert(slice_ms, Timer::Heartbeat);
-        server.wheel.insert(HOUSEKEEPING_MS, Timer::Housekeeping);
+        server.timers.insert(slice_ms, Timer::Heartbeat);
+        server.timers.insert(HOUSEKEEPING_MS, Timer::Housekeeping);
+        let now = server.time.now();
         for (user_id, expires_at) in server.app.running_sessions() {
-            server.arm_expiry(user_id, expires_at);
+            server.session_clock.start(user_id, expires_at, now);
         }
         let line = format!(
             "listening on http://{local} (public URL {}, {} users, up to {} connections)",
@@ -212,7 +267,7 @@ impl Server {
     }
 
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        self.time.mono_ms()
     }
 
     fn heartbeat_slice_ms(&self) -> u64 {
@@ -240,6 +295,7 @@ impl Server {
                         if self.conns.get(key).is_none_or(|c| c.gen != gen) {
                             continue; // an event for a connection that is gone (mio allows it)
                         }
+                        // Writable first: a flushed outbox may un-pause reading.
                         if event.is_writable() || event.is_write_closed() || event.is_error() {
                             self.on_writable(key);
                         }
@@ -266,12 +322,20 @@ impl Server {
         }
     }
 
+    /// Sleep until the next timer of either set, but not at all while input waits in `resume`.
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.resume.is_empty() {
             return Some(Duration::ZERO);
         }
         let now = self.now_ms();
-        let next = self.wheel.next_deadline().unwrap_or(now + 60_000);
+        let next = [
+            self.timers.next_deadline(),
+            self.session_clock.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + 60_000);
         Some(Duration::from_millis(next.saturating_sub(now)))
     }
 
@@ -291,7 +355,7 @@ impl Server {
                     );
                     self.accept_paused = true;
                     let at = self.now_ms() + 100;
-                    self.wheel.insert(at, Timer::ResumeAccept);
+                    self.timers.insert(at, Timer::ResumeAccept);
                     return;
                 }
             }
@@ -304,6 +368,7 @@ impl Server {
             self.metrics.refused(Refusal::MaxConnections);
             return;
         }
+        // Frames are written whole; Nagle would only hold the last segment of each back.
         let _ = sock.set_nodelay(true);
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
@@ -320,7 +385,7 @@ impl Server {
         }
         let mut conn = Conn::new(sock, gen, addr.ip(), now);
         conn.deadline = Some(
-            self.wheel
+            self.timers
                 .insert(now + REQUEST_TIMEOUT_MS, Timer::Conn { key, gen }),
         );
         entry.insert(conn);
@@ -328,235 +393,86 @@ impl Server {
         log::debug!("conn {key}.{gen} accepted from {addr}");
     }
 
-    // ------------------------------------------------------------------ input
+    // ------------------------------------------------------------------ jobs
 
-    fn on_readable(&mut self, key: usize) {
-        for _ in 0..READS_PER_EVENT {
-            let Some(conn) = self.conns.get_mut(key) else {
-                return;
-            };
-            if conn.dead.is_some()
-                || conn.input_paused
-                || matches!(conn.phase, Phase::AwaitingWorker { .. })
-            {
-                return; // the bytes wait in the kernel; `resume` comes back for them
-            }
-            // Work off what is buffered first, next turn — but never stop short of one whole
-            // frame, or a large message could never complete.
-            let limit = match conn.ws() {
-                Some(ws) => INPUT_BACKLOG_BYTES.max(ws.max_message + SCRATCH_BYTES),
-                None => INPUT_BACKLOG_BYTES,
-            };
-            if conn.rbuf.len() >= limit {
-                break;
-            }
-            match conn.sock.read(&mut self.scratch) {
-                Ok(0) => return self.on_eof(key),
-                Ok(n) => self.on_bytes(key, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.kill(key, CloseReason::Client),
-            }
+    /// The per-request context the API handlers take.
+    fn ctx(&mut self, client_ip: IpAddr, now: i64) -> Ctx<'_> {
+        Ctx {
+            app: &mut self.app,
+            store: &mut self.store,
+            now,
+            client_ip,
+            secure_cookies: self.public_url.starts_with("https://"),
+            limiter: &mut self.limiter,
+            metrics: &mut self.metrics,
         }
-        self.resume.push(key);
     }
 
-    fn on_eof(&mut self, key: usize) {
+    /// Run a storage command now, in one transaction, and apply what it stored: its frames are
+    /// on their way before the caller answers the request that caused it.
+    fn run_command(&mut self, cmd: Command, now: Now, started: Instant) -> Done {
+        let rules = self.rules;
+        let result = self
+            .store
+            .write(|tx| app::command::execute(tx, &rules, now.wall_ms, cmd));
+        if let Ok(app::Outcome::Changed(event)) = &result {
+            let mut effects = std::mem::take(&mut self.effects);
+            self.app.apply(event, now.wall_ms, &mut effects);
+            self.apply_effects(&mut effects, now, started);
+            self.effects = effects;
+        }
+        Done::Stored(result)
+    }
+
+    /// Drive a reply for connection `key` until it is an answer (running storage jobs inline)
+    /// or waits for the hashing thread.
+    fn drive_reply(&mut self, key: usize, mut reply: Reply, keep_alive: bool, started: Instant) {
+        loop {
+            match reply {
+                Reply::Now(resp) => return self.respond(key, resp, keep_alive),
+                Reply::Later(Job::Store(cmd), pending) => {
+                    let now = self.time.now();
+                    let done = self.run_command(cmd, now, started);
+                    let Some(ip) = self.conns.get(key).map(|c| c.client_ip) else {
+                        return;
+                    };
+                    reply = api::finish(&mut self.ctx(ip, now.wall_ms), pending, done);
+                }
+                Reply::Later(Job::Hash(job), pending) => {
+                    return self.await_hash(key, job, pending, keep_alive)
+                }
+            }
+        }
+    }
+
+    /// Hand a password job to the worker; the connection waits in `AwaitingJob`.
+    fn await_hash(
+        &mut self,
+        key: usize,
+        job: crate::worker::Job,
+        pending: Pending,
+        keep_alive: bool,
+    ) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        match conn.phase {
-            // The client half-closed after its request: still answer it, then close.
-            Phase::AwaitingWorker { .. } => conn.input_paused = true,
-            Phase::Http if !conn.out.is_empty() => self.drain(key),
-            _ => self.kill(key, CloseReason::Client),
-        }
-    }
-
-    /// `n` fresh bytes are in `scratch`: parse straight from there when nothing was pending,
-    /// and keep only an incomplete tail on the connection.
-    fn on_bytes(&mut self, key: usize, n: usize) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let pending = self.conns.get_mut(key).map(|c| std::mem::take(&mut c.rbuf));
-        match pending {
-            Some(mut buf) if !buf.is_empty() => {
-                buf.extend_from_slice(&scratch[..n]);
-                let used = self.consume(key, &mut buf);
-                buf.drain(..used);
-                self.keep_tail(key, buf);
-            }
-            Some(_) => {
-                let used = self.consume(key, &mut scratch[..n]);
-                if used < n {
-                    self.keep_tail(key, scratch[used..n].to_vec());
-                }
-            }
-            None => {}
-        }
-        self.scratch = scratch;
-    }
-
-    fn keep_tail(&mut self, key: usize, tail: Vec<u8>) {
-        if let Some(c) = self.conns.get_mut(key) {
-            if c.dead.is_none() && !tail.is_empty() {
-                c.rbuf = tail;
-            }
-        }
-    }
-
-    /// Parse what the connection kept while it could not (waiting for the worker, or paused).
-    fn process_buffered(&mut self, key: usize) {
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        if c.rbuf.is_empty() || c.dead.is_some() {
-            return;
-        }
-        let mut buf = std::mem::take(&mut c.rbuf);
-        let used = self.consume(key, &mut buf);
-        buf.drain(..used);
-        self.keep_tail(key, buf);
-    }
-
-    /// Handle every complete request or frame at the front of `buf`; returns the bytes used.
-    fn consume(&mut self, key: usize, buf: &mut [u8]) -> usize {
-        let mut pos = 0;
-        let mut handled = 0;
-        while pos < buf.len() {
-            if handled == MESSAGES_PER_TURN {
-                self.resume.push(key);
-                return pos;
-            }
-            handled += 1;
-            let Some(conn) = self.conns.get(key) else {
-                return buf.len();
-            };
-            if conn.dead.is_some() {
-                return buf.len();
-            }
-            match &conn.phase {
-                Phase::Http => {
-                    if conn.input_paused {
-                        return pos;
-                    }
-                    match http::parse_request(&buf[pos..]) {
-                        Parsed::Partial => return pos,
-                        Parsed::Complete(req, used) => {
-                            pos += used;
-                            self.on_request(key, *req);
-                        }
-                        Parsed::Error(e) => {
-                            self.respond(key, Response::from(e), false);
-                            return buf.len();
-                        }
-                    }
-                }
-                Phase::AwaitingWorker { .. } => return pos,
-                Phase::Ws(state) => {
-                    let max = state.max_message;
-                    match ws::parse_frame(&mut buf[pos..], max) {
-                        FrameParse::Partial => return pos,
-                        FrameParse::Frame(f, used) => {
-                            pos += used;
-                            self.on_frame(key, f.fin, f.opcode, f.payload);
-                        }
-                        FrameParse::Invalid(v) => {
-                            self.fail_stream(key, v.code, v.reason);
-                            return buf.len();
-                        }
-                    }
-                }
-                Phase::WsClosing => match ws::parse_frame(&mut buf[pos..], STREAM_MESSAGE_MAX) {
-                    FrameParse::Partial => return pos,
-                    FrameParse::Frame(f, used) => {
-                        pos += used;
-                        if f.opcode == ws::OP_CLOSE {
-                            self.drain(key);
-                            return buf.len();
-                        }
-                    }
-                    FrameParse::Invalid(_) => {
-                        self.drain(key);
-                        return buf.len();
-                    }
-                },
-                Phase::Draining { .. } => return buf.len(),
-            }
-        }
-        pos
-    }
-
-    /// Last bytes are queued: shut our side once written, wait for the client's FIN.
-    fn drain(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if matches!(conn.phase, Phase::Draining { .. }) {
-            return;
-        }
-        conn.phase = Phase::Draining { shut: false };
-        conn.rbuf = Vec::new();
-        self.rearm_deadline(key, CLOSE_WAIT_MS);
-        self.finish_draining(key);
-    }
-
-    fn finish_draining(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if let Phase::Draining { shut } = &mut conn.phase {
-            if !*shut && conn.out.is_empty() {
-                *shut = true;
-                if conn.sock.shutdown(std::net::Shutdown::Write).is_err() {
-                    self.kill(key, CloseReason::Client);
-                }
-            }
-        }
-    }
-
-    fn rearm_deadline(&mut self, key: usize, after_ms: u64) {
-        let at = self.now_ms() + after_ms;
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if let Some(t) = conn.deadline.take() {
-            self.wheel.cancel(t);
-        }
-        let gen = conn.gen;
-        conn.deadline = Some(self.wheel.insert(at, Timer::Conn { key, gen }));
-    }
-
-    // ------------------------------------------------------------------ output
-
-    fn on_writable(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if conn.out.is_empty() || conn.dead.is_some() {
-            return;
-        }
-        match conn.flush() {
-            Ok(n) => {
-                if conn.ws().is_some() {
-                    self.metrics.ws_bytes_sent += n as u64;
-                }
-                if conn.input_paused
-                    && conn.out.queued_bytes() <= HTTP_BACKLOG_BYTES / 2
-                    && matches!(conn.phase, Phase::Http)
-                {
-                    conn.input_paused = false;
-                    self.resume.push(key);
-                }
-                self.finish_draining(key);
-            }
-            Err(_) => self.kill(key, CloseReason::WriteError),
+        let who = crate::worker::Requester { key, gen: conn.gen };
+        if self.worker.submit(who, job) {
+            conn.enter(Phase::AwaitingJob {
+                keep_alive,
+                pending: Box::new(pending),
+            });
+        } else {
+            let busy = crate::http::Response::error(503, "sign-in is busy; try again in a moment")
+                .header("Retry-After", "1");
+            self.respond(key, busy, keep_alive);
         }
     }
 
     // ------------------------------------------------------------------ removal
 
-    /// Mark for removal at the end of the loop turn.
-    fn kill(&mut self, key: usize, why: CloseReason) {
+    /// Mark a connection for removal at the end of the loop turn. The one place that does.
+    fn mark_dead(&mut self, key: usize, why: CloseReason) {
         if let Some(conn) = self.conns.get_mut(key) {
             if conn.dead.is_none() {
                 conn.dead = Some(why);
@@ -573,7 +489,7 @@ impl Server {
             let was_stream = self
                 .conns
                 .get(key)
-                .is_some_and(|c| matches!(c.phase, Phase::Ws(_)));
+                .is_some_and(|c| matches!(c.phase(), Phase::Ws(_)));
             self.detach(key, why);
             let mut conn = self.conns.remove(key);
             if was_stream {
@@ -590,13 +506,40 @@ impl Server {
                 }
             }
             if let Some(t) = conn.deadline.take() {
-                self.wheel.cancel(t);
+                self.timers.cancel(t);
             }
             let _ = self.poll.registry().deregister(&mut conn.sock);
             release_ip(&mut self.per_ip, conn.client_ip);
             log::debug!("conn {key}.{} closed ({})", conn.gen, why.label());
         }
     }
+}
+
+/// Open the database (SQLite file and key) and build the in-memory view from it.
+fn open_storage(cfg: &ServeConfig, public_url: String, now: i64) -> Result<(Sqlite, App), String> {
+    let (key, new_key) = store::load_or_create_key(&cfg.db).map_err(|e| e.to_string())?;
+    let mut db = Sqlite::open(&cfg.db, Some(key)).map_err(|e| e.to_string())?;
+    let users = db.load_users().map_err(|e| e.to_string())?;
+    if new_key && !users.is_empty() {
+        log::warn!(
+            "the server key file {} was missing: a new one was made, and the invite links of all {} users changed",
+            store::key_path(&cfg.db).display(),
+            users.len()
+        );
+        db.rehash_invites(&users).map_err(|e| e.to_string())?;
+    }
+    let setup_code = if db.admin_count().map_err(|e| e.to_string())? == 0 {
+        let code = crate::auth::new_token().map_err(|e| e.to_string())?;
+        log::warn!("no admin account yet: create the first one at {public_url}/setup?code={code}");
+        Some(code)
+    } else {
+        None
+    };
+    let pruned = db.prune_admin_sessions(now).unwrap_or(0);
+    if pruned > 0 {
+        log::info!("removed {pruned} expired admin sessions");
+    }
+    Ok((db, App::new(users, public_url, setup_code)))
 }
 
 fn release_ip(per_ip: &mut HashMap<IpAddr, u32>, ip: IpAddr) {

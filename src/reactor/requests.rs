@@ -1,11 +1,14 @@
-//! HTTP requests on the reactor: routing, the API and its password-worker round trip, limits,
+//! HTTP requests on the reactor: routing, the API and its job round trips, connection limits,
 //! and queuing the answer.
 
 use super::*;
+use crate::assets;
+use crate::http::{Method, Request, Response};
+use crate::hub::Stream;
+use crate::worker::Outcome;
 
 impl Server {
-    // ------------------------------------------------------------------ HTTP
-
+    /// One complete request from connection `key`.
     pub(super) fn on_request(&mut self, key: usize, req: Request) {
         let started = Instant::now();
         self.note_client_ip(key, &req);
@@ -13,9 +16,9 @@ impl Server {
             c.served = true;
         }
         let keep_alive = req.keep_alive;
-        let stream_route = self.stream_route(&req.path);
-        if req.wants_websocket || stream_route.is_some() {
-            return self.upgrade(key, &req, stream_route);
+        let stream = Stream::from_path(&req.path, self.cfg.echo_path.as_deref());
+        if req.wants_websocket || stream.is_some() {
+            return self.upgrade(key, &req, stream);
         }
         if let Some(refusal) = self.over_limit(key) {
             let resp = match refusal {
@@ -53,72 +56,52 @@ impl Server {
         self.respond(key, resp, keep_alive);
     }
 
-    pub(super) fn api_request(&mut self, key: usize, req: &Request, started: Instant) {
-        let Some(conn) = self.conns.get(key) else {
+    fn api_request(&mut self, key: usize, req: &Request, started: Instant) {
+        let Some(client_ip) = self.conns.get(key).map(|c| c.client_ip) else {
             return;
         };
-        let (client_ip, gen) = (conn.client_ip, conn.gen);
-        let mut effects = std::mem::take(&mut self.effects);
-        let mut ctx = Ctx {
-            client_ip,
-            secure_cookies: self.public_url.starts_with("https://"),
-            limiter: &mut self.limiter,
-            metrics: &mut self.metrics,
-        };
-        let reply = api::handle(&mut self.app, req, &mut ctx, &mut effects);
-        match reply {
-            Reply::Now(resp) => self.respond(key, resp, req.keep_alive),
-            Reply::Later(job, pending) => {
-                if self.worker.submit(Requester { key, gen }, job) {
-                    if let Some(c) = self.conns.get_mut(key) {
-                        c.phase = Phase::AwaitingWorker {
-                            keep_alive: req.keep_alive,
-                            pending: Box::new(pending),
-                        };
-                    }
-                } else {
-                    let busy = Response::error(503, "sign-in is busy; try again in a moment")
-                        .header("Retry-After", "1");
-                    self.respond(key, busy, req.keep_alive);
-                }
-            }
-        }
-        self.apply_effects(&mut effects, started);
-        self.effects = effects;
+        let now = self.time.now().wall_ms;
+        let reply = api::handle(&mut self.ctx(client_ip, now), req);
+        self.drive_reply(key, reply, req.keep_alive, started);
     }
 
+    /// Password jobs are done: finish the requests that waited for them.
     pub(super) fn on_worker_done(&mut self) {
         let done: Vec<_> = self.worker.finished().collect();
         for (who, outcome) in done {
-            let Some(conn) = self.conns.get_mut(who.key).filter(|c| c.gen == who.gen) else {
-                continue; // the client left while its password was checked
-            };
-            let Phase::AwaitingWorker {
-                keep_alive,
-                pending,
-            } = std::mem::replace(&mut conn.phase, Phase::Http)
-            else {
-                continue;
-            };
-            let client_ip = conn.client_ip;
-            let mut ctx = Ctx {
-                client_ip,
-                secure_cookies: self.public_url.starts_with("https://"),
-                limiter: &mut self.limiter,
-                metrics: &mut self.metrics,
-            };
-            let resp = api::finish(&mut self.app, *pending, outcome, &mut ctx);
-            let half_closed = self
-                .conns
-                .get(who.key)
-                .is_some_and(|c| c.input_paused && c.out.is_empty());
-            self.respond(who.key, resp, keep_alive && !half_closed);
-            self.resume.push(who.key);
+            self.hash_done(who.key, who.gen, outcome);
         }
     }
 
+    fn hash_done(&mut self, key: usize, gen: u32, outcome: Outcome) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
+            return; // the client left while its password was checked
+        };
+        if !matches!(conn.phase(), Phase::AwaitingJob { .. }) {
+            return;
+        }
+        let Phase::AwaitingJob {
+            keep_alive,
+            pending,
+        } = conn.enter(Phase::Http)
+        else {
+            return;
+        };
+        let client_ip = conn.client_ip;
+        // A client that half-closed after its request gets the answer, then the close.
+        let half_closed = conn.input_paused && conn.out.is_empty();
+        let now = self.time.now().wall_ms;
+        let reply = api::finish(
+            &mut self.ctx(client_ip, now),
+            *pending,
+            Done::Hashed(outcome),
+        );
+        self.drive_reply(key, reply, keep_alive && !half_closed, Instant::now());
+        self.resume.push(key);
+    }
+
     /// Behind a trusted proxy, the client is the last `X-Forwarded-For` hop.
-    pub(super) fn note_client_ip(&mut self, key: usize, req: &Request) {
+    fn note_client_ip(&mut self, key: usize, req: &Request) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -166,25 +149,16 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let (Sent::Failed, _) = conn.send_owned(bytes, usize::MAX) {
-            return self.kill(key, CloseReason::Client);
+        if let (crate::conn::Sent::Failed, _) = conn.send_owned(bytes, usize::MAX) {
+            return self.mark_dead(key, CloseReason::Client);
         }
         if close {
-            return self.drain(key);
+            return self.linger_close(key);
         }
-        if conn.out.queued_bytes() > HTTP_BACKLOG_BYTES {
+        if conn.out.queued_bytes() > input::HTTP_BACKLOG_BYTES {
             conn.input_paused = true;
         }
         // The next request has a fresh deadline, counted from now.
-        let gen = conn.gen;
-        if let Some(t) = conn.deadline.take() {
-            self.wheel.cancel(t);
-        }
-        let t = self
-            .wheel
-            .insert(self.now_ms() + REQUEST_TIMEOUT_MS, Timer::Conn { key, gen });
-        if let Some(c) = self.conns.get_mut(key) {
-            c.deadline = Some(t);
-        }
+        self.rearm_deadline(key, REQUEST_TIMEOUT_MS);
     }
 }

@@ -1,25 +1,23 @@
 //! WebSocket streams on the reactor: the upgrade and its checks, frames and messages in,
-//! closing politely or failing the connection, and applying application effects (fan-out).
+//! closing politely or failing the connection, and carrying out application effects (fan-out).
 
 use super::*;
+use crate::agent::{self, Agent};
+use crate::api::access;
+use crate::conn::{Sent, WsState};
+use crate::http::{Request, Response};
+use crate::hub::{self, Left, Stream};
+
+/// Largest message on the contract's streams (bytes); 1009 beyond.
+pub(super) const STREAM_MESSAGE_MAX: usize = 64 * 1024;
+/// Largest message on the conformance echo endpoint (bytes).
+const ECHO_MESSAGE_MAX: usize = 16 * 1024 * 1024;
 
 impl Server {
-    // ------------------------------------------------------------------ WebSocket
-
-    pub(super) fn stream_route(&self, path: &str) -> Option<StreamRoute> {
-        match path {
-            "/admin/stream" => Some(StreamRoute::Admin),
-            "/agent/stream" => Some(StreamRoute::Agent),
-            p if self.cfg.echo_path.as_deref() == Some(p) => Some(StreamRoute::Echo),
-            p => {
-                let id = p.strip_prefix("/session/")?.strip_suffix("/stream")?;
-                Some(StreamRoute::Session(id.parse::<i64>().unwrap_or(0)))
-            }
-        }
-    }
-
-    pub(super) fn upgrade(&mut self, key: usize, req: &Request, route: Option<StreamRoute>) {
-        let Some(route) = route else {
+    /// An upgrade request (or a request for a stream path): check the handshake, limits and
+    /// credentials, then open the stream or refuse it.
+    pub(super) fn upgrade(&mut self, key: usize, req: &Request, stream: Option<Stream>) {
+        let Some(stream) = stream else {
             return self.respond(
                 key,
                 Response::error(404, "no WebSocket endpoint here"),
@@ -47,42 +45,19 @@ impl Server {
             };
             return self.refuse_stream(key, handshake, code::TRY_AGAIN_LATER, reason);
         }
-        let now = app::wall_ms();
-        let authorized = match route {
-            StreamRoute::Admin => req
-                .cookie("admin_session")
-                .filter(|t| self.app.admin_for_cookie(t).is_some())
-                .map(|t| {
-                    (
-                        StreamRole::Admin {
-                            session: auth::digest(t),
-                        },
-                        auth::digest(t),
-                    )
-                })
-                .ok_or("Unauthorized"),
-            StreamRoute::Session(id) => {
-                let token = req
-                    .query_param("token")
-                    .or_else(|| req.cookie("session_token").map(String::from));
-                match token {
-                    Some(t) if self.app.session_token_ok(id, &t, now) => {
-                        Ok((StreamRole::Session { user_id: id }, auth::digest(&t)))
-                    }
-                    _ => Err("Invalid or expired session"),
-                }
-            }
-            StreamRoute::Agent => match (&self.cfg.agent_key, req.bearer()) {
-                (None, _) => Err("Agent stream disabled"),
-                (Some(k), Some(given)) if auth::ct_eq(k.as_bytes(), given.as_bytes()) => {
-                    Ok((StreamRole::Agent, auth::digest(k)))
-                }
-                _ => Err("Unauthorized"),
-            },
-            StreamRoute::Echo => Ok((StreamRole::Echo, [0; 32])),
+        let Some(client_ip) = self.conns.get(key).map(|c| c.client_ip) else {
+            return;
         };
-        match authorized {
-            Ok((role, credential)) => self.open_stream(key, handshake, role, credential),
+        let now = self.time.now().wall_ms;
+        let agent_key = self.cfg.agent_key.clone();
+        let verdict = access::authorize_stream(
+            &mut self.ctx(client_ip, now),
+            stream,
+            req,
+            agent_key.as_deref(),
+        );
+        match verdict {
+            Ok(credential) => self.open_stream(key, handshake, stream, credential),
             Err(reason) => {
                 self.metrics.closed(CloseReason::Unauthorized);
                 log::info!("conn {key} stream refused: {reason}");
@@ -93,85 +68,72 @@ impl Server {
 
     /// Complete the handshake, then close at once with `code` and `reason` (the contract's way
     /// of refusing a stream, so browsers see the reason).
-    pub(super) fn refuse_stream(
-        &mut self,
-        key: usize,
-        handshake: Vec<u8>,
-        close_code: u16,
-        reason: &str,
-    ) {
+    fn refuse_stream(&mut self, key: usize, handshake: Vec<u8>, close_code: u16, reason: &str) {
         let mut bytes = handshake;
         bytes.extend_from_slice(&ws::close_frame(close_code, reason));
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.phase = Phase::WsClosing;
+        conn.enter(Phase::WsClosing);
         if let (Sent::Failed, _) = conn.send_owned(bytes, usize::MAX) {
-            return self.kill(key, CloseReason::Client);
+            return self.mark_dead(key, CloseReason::Client);
         }
         self.rearm_deadline(key, CLOSE_WAIT_MS);
     }
 
-    pub(super) fn open_stream(
+    fn open_stream(
         &mut self,
         key: usize,
         handshake: Vec<u8>,
-        role: StreamRole,
+        stream: Stream,
         credential: Digest32,
     ) {
-        let now = self.now_ms();
+        let now = self.time.now();
         let reconnect = self
             .recent_closes
             .get(&credential)
-            .is_some_and(|t| now.saturating_sub(*t) < RECONNECT_WINDOW_MS);
-        let hub_slot = match &role {
-            StreamRole::Admin { .. } => self.hub.admins.insert(key),
-            StreamRole::Agent => self.hub.agents.insert(key),
-            StreamRole::Session { user_id } => self.hub.join_session(*user_id, key),
-            StreamRole::Echo => 0,
-        };
-        let max_message = if matches!(role, StreamRole::Echo) {
+            .is_some_and(|t| now.mono_ms.saturating_sub(*t) < RECONNECT_WINDOW_MS);
+        let hub_slot = self.hub.join(stream, key, credential);
+        let max_message = if stream == Stream::Echo {
             ECHO_MESSAGE_MAX
         } else {
             STREAM_MESSAGE_MAX
         };
-        if let Some(kind) = role.kind() {
-            self.metrics.stream_opened(kind, reconnect);
-        }
+        self.metrics.stream_opened(stream, reconnect);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        log::debug!("conn {key}.{} stream {role:?} open", conn.gen);
-        conn.last_seen_ms = now;
+        log::debug!("conn {key}.{} stream {stream:?} open", conn.gen);
+        conn.last_seen_ms = now.mono_ms;
         if let Some(t) = conn.deadline.take() {
-            self.wheel.cancel(t);
+            self.timers.cancel(t);
         }
-        conn.phase = Phase::Ws(Box::new(WsState {
-            role: role.clone(),
+        conn.enter(Phase::Ws(Box::new(WsState {
+            stream,
             hub_slot,
             credential,
             fragment: None,
             max_message,
-        }));
+        })));
         if let (Sent::Failed, _) = conn.send_owned(handshake, usize::MAX) {
-            return self.kill(key, CloseReason::WriteError);
+            return self.mark_dead(key, CloseReason::WriteError);
         }
-        match role {
-            StreamRole::Admin { .. } => {
-                let frame = self.app.initial_frame(app::wall_ms());
+        match stream {
+            Stream::Admin => {
+                let frame = self.app.initial_frame(now.wall_ms);
                 self.send_initial(key, &frame);
             }
-            StreamRole::Session { user_id } => {
-                if let Some(frame) = self.app.time_update_frame(user_id, app::wall_ms()) {
+            Stream::Session(user_id) => {
+                if let Some(frame) = self.app.time_update_frame(user_id, now.wall_ms) {
                     self.send_frame(key, &frame);
                 }
-                self.ensure_session_tick(user_id);
+                self.session_clock.watch(user_id, now);
             }
-            StreamRole::Agent | StreamRole::Echo => {}
+            Stream::Agent | Stream::Echo => {}
         }
     }
 
-    pub(super) fn send_initial(&mut self, key: usize, frame: &Rc<[u8]>) {
+    fn send_initial(&mut self, key: usize, frame: &Rc<[u8]>) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -179,11 +141,11 @@ impl Server {
         self.metrics.ws_messages_sent += 1;
         self.metrics.ws_bytes_sent += written as u64;
         if sent == Sent::Failed {
-            self.kill(key, CloseReason::WriteError);
+            self.mark_dead(key, CloseReason::WriteError);
         }
     }
 
-    /// Send one frame to one stream, under the outbox limit.
+    /// Send one frame to one stream, under its outbox limit.
     pub(super) fn send_frame(&mut self, key: usize, frame: &Rc<[u8]>) {
         let limit = self.outbox_limit(key);
         let Some(conn) = self.conns.get_mut(key) else {
@@ -194,17 +156,16 @@ impl Server {
         self.metrics.ws_bytes_sent += written as u64;
         match sent {
             Sent::Ok => {}
-            Sent::Overflow => self.kill(key, CloseReason::SlowConsumer),
-            Sent::Failed => self.kill(key, CloseReason::WriteError),
+            Sent::Overflow => self.mark_dead(key, CloseReason::SlowConsumer),
+            Sent::Failed => self.mark_dead(key, CloseReason::WriteError),
         }
     }
 
-    pub(super) fn outbox_limit(&self, key: usize) -> usize {
+    fn outbox_limit(&self, key: usize) -> usize {
         match self.conns.get(key).and_then(|c| c.ws()) {
-            Some(WsState {
-                role: StreamRole::Echo,
-                ..
-            }) => self.cfg.max_outbox_bytes.max(2 * ECHO_MESSAGE_MAX),
+            Some(w) if w.stream == Stream::Echo => {
+                self.cfg.max_outbox_bytes.max(2 * ECHO_MESSAGE_MAX)
+            }
             _ => self.cfg.max_outbox_bytes,
         }
     }
@@ -235,7 +196,7 @@ impl Server {
                         };
                         conn.send_owned(frame, usize::MAX);
                     }
-                    self.drain(key);
+                    self.linger_close(key);
                 }
                 Err(v) => self.fail_stream(key, v.code, v.reason),
             },
@@ -280,83 +241,68 @@ impl Server {
         if opcode == ws::OP_TEXT && std::str::from_utf8(payload).is_err() {
             return self.fail_stream(key, code::INVALID_PAYLOAD, "text message is not UTF-8");
         }
-        let Some(role) = self
-            .conns
-            .get(key)
-            .and_then(|c| c.ws())
-            .map(|w| w.role.clone())
-        else {
+        let Some(stream) = self.conns.get(key).and_then(|c| c.ws()).map(|w| w.stream) else {
             return;
         };
-        match role {
-            StreamRole::Echo => self.send_frame(key, &Rc::from(ws::frame(opcode, payload))),
-            StreamRole::Agent => {
-                let started = Instant::now();
-                let mut effects = std::mem::take(&mut self.effects);
-                let reply = crate::agent::handle(&mut self.app, payload, &mut effects);
-                if let Some(reply) = reply {
-                    self.send_frame(key, &reply);
-                }
-                self.apply_effects(&mut effects, started);
-                self.effects = effects;
-            }
+        match stream {
+            Stream::Echo => self.send_frame(key, &Rc::from(ws::frame(opcode, payload))),
+            Stream::Agent => self.on_agent_message(key, payload),
             // Admin and session clients only answer pings; anything they say keeps them alive.
-            StreamRole::Admin { .. } | StreamRole::Session { .. } => {}
+            Stream::Admin | Stream::Session(_) => {}
         }
     }
 
-    /// Leave the hub and count the stream as closed. Idempotent: acts only on an open stream.
+    /// An agent message: run its command like an API request would, then answer it.
+    fn on_agent_message(&mut self, key: usize, payload: &[u8]) {
+        let reply = match agent::read(payload) {
+            Agent::Reply(frame) => frame,
+            Agent::Quiet => return,
+            Agent::Store(cmd, request_id) => {
+                let started = Instant::now();
+                let Done::Stored(result) = self.run_command(cmd, self.time.now(), started) else {
+                    return;
+                };
+                agent::finish(&request_id, result)
+            }
+        };
+        self.send_frame(key, &reply);
+    }
+
+    /// Leave the hub and count the stream as closed (`Ws → WsClosing`). Idempotent: acts only
+    /// on an open stream.
     pub(super) fn detach(&mut self, key: usize, why: CloseReason) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if !matches!(conn.phase, Phase::Ws(_)) {
+        if !matches!(conn.phase(), Phase::Ws(_)) {
             return;
         }
-        let Phase::Ws(state) = std::mem::replace(&mut conn.phase, Phase::WsClosing) else {
+        let Phase::Ws(state) = conn.enter(Phase::WsClosing) else {
             return;
         };
-        match state.role {
-            StreamRole::Admin { .. } => {
-                self.hub.admins.try_remove(state.hub_slot);
-            }
-            StreamRole::Agent => {
-                self.hub.agents.try_remove(state.hub_slot);
-            }
-            StreamRole::Session { user_id } => {
-                if let Some(tick) = self.hub.leave_session(user_id, state.hub_slot) {
-                    self.wheel.cancel(tick);
-                }
-            }
-            StreamRole::Echo => {}
+        if let Left::LastOfSession(user_id) = self.hub.leave(state.stream, state.hub_slot, key) {
+            self.session_clock.unwatch(user_id);
         }
-        if let Some(kind) = state.role.kind() {
-            self.metrics.stream_closed(kind);
+        if state.stream != Stream::Echo {
+            self.metrics.stream_closed(state.stream);
             self.metrics.closed(why);
             self.recent_closes.insert(state.credential, self.now_ms());
         }
         log::debug!("conn {key} stream closed: {}", why.label());
     }
 
-    /// Close an open stream politely: close frame, then wait for the client's.
-    pub(super) fn close_stream(
-        &mut self,
-        key: usize,
-        close_code: u16,
-        reason: &str,
-        why: CloseReason,
-    ) {
+    /// Close an open stream politely: close frame, then wait (≤ 2 s) for the client's.
+    fn close_stream(&mut self, key: usize, close_code: u16, reason: &str, why: CloseReason) {
         self.detach(key, why);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.dead.is_some() {
+        if conn.dead.is_some() || !matches!(conn.phase(), Phase::WsClosing) {
             return;
         }
-        conn.phase = Phase::WsClosing;
         if let (Sent::Failed, _) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX)
         {
-            return self.kill(key, CloseReason::Client);
+            return self.mark_dead(key, CloseReason::Client);
         }
         self.rearm_deadline(key, CLOSE_WAIT_MS);
     }
@@ -370,36 +316,51 @@ impl Server {
         };
         if let (Sent::Failed, _) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX)
         {
-            return self.kill(key, CloseReason::Client);
+            return self.mark_dead(key, CloseReason::Client);
         }
-        self.drain(key);
+        self.linger_close(key);
+    }
+
+    /// Close every open stream with 1001 (a signal arrived); other connections just go.
+    pub(super) fn close_all_for_shutdown(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            match self.conns.get(key).map(|c| c.phase()) {
+                Some(Phase::Ws(_)) => self.close_stream(
+                    key,
+                    code::GOING_AWAY,
+                    "Server shutting down",
+                    CloseReason::Shutdown,
+                ),
+                Some(Phase::WsClosing | Phase::Draining { .. }) => {}
+                _ => self.mark_dead(key, CloseReason::Shutdown),
+            }
+        }
     }
 
     // ------------------------------------------------------------------ effects
 
-    pub(super) fn apply_effects(&mut self, effects: &mut Vec<Effect>, started: Instant) {
+    /// Carry out what applying an event asked for. `started` is when the event's cause
+    /// arrived, for the broadcast latency metric.
+    pub(super) fn apply_effects(&mut self, effects: &mut Vec<Effect>, now: Now, started: Instant) {
         for effect in effects.drain(..) {
             match effect {
-                Effect::Broadcast(audience, frame) => {
-                    let (members, kind) = match audience {
-                        Audience::Admins => (&self.hub.admins, StreamKind::Admin),
-                        Audience::Agents => (&self.hub.agents, StreamKind::Agent),
-                        Audience::Session(id) => match self.hub.session_members(id) {
-                            Some(m) => (m, StreamKind::Session),
-                            None => continue,
-                        },
-                    };
+                Effect::Broadcast(stream, frame) => {
                     let d = hub::deliver(
                         &mut self.conns,
-                        members,
+                        self.hub.members(stream),
                         &frame,
                         self.cfg.max_outbox_bytes,
-                        &mut self.reap,
                     );
+                    for (key, why) in d.failed {
+                        self.mark_dead(key, why);
+                    }
                     self.metrics.ws_messages_sent += d.recipients;
                     self.metrics.ws_bytes_sent += d.bytes_written;
-                    self.metrics
-                        .broadcast(kind, started.elapsed().as_secs_f64());
+                    if self.hub.has_members(stream) || !matches!(stream, Stream::Session(_)) {
+                        self.metrics
+                            .broadcast(stream, started.elapsed().as_secs_f64());
+                    }
                 }
                 Effect::CloseSession {
                     user_id,
@@ -407,28 +368,13 @@ impl Server {
                     reason,
                     why,
                 } => {
-                    let keys: Vec<usize> = self
-                        .hub
-                        .session_members(user_id)
-                        .map(|m| m.iter().map(|(_, k)| *k).collect())
-                        .unwrap_or_default();
+                    let keys: Vec<usize> = self.hub.members(Stream::Session(user_id)).collect();
                     for key in keys {
                         self.close_stream(key, code, reason, why);
                     }
                 }
                 Effect::CloseAdminSession(session) => {
-                    let keys: Vec<usize> = self
-                        .hub
-                        .admins
-                        .iter()
-                        .map(|(_, k)| *k)
-                        .filter(|k| {
-                            self.conns.get(*k).and_then(|c| c.ws()).is_some_and(
-                                |w| matches!(&w.role, StreamRole::Admin { session: s } if *s == session),
-                            )
-                        })
-                        .collect();
-                    for key in keys {
+                    for key in self.hub.admins_with_session(&session) {
                         self.close_stream(
                             key,
                             code::POLICY,
@@ -437,62 +383,12 @@ impl Server {
                         );
                     }
                 }
-                Effect::ArmExpiry {
+                Effect::StartClock {
                     user_id,
                     expires_at,
-                } => self.arm_expiry(user_id, expires_at),
-                Effect::DisarmExpiry(user_id) => {
-                    if let Some(t) = self.expiry_timers.remove(&user_id) {
-                        self.wheel.cancel(t);
-                    }
-                }
+                } => self.session_clock.start(user_id, expires_at, now),
+                Effect::StopClock(user_id) => self.session_clock.stop(user_id),
             }
         }
     }
-
-    pub(super) fn arm_expiry(&mut self, user_id: i64, expires_at: i64) {
-        if let Some(t) = self.expiry_timers.remove(&user_id) {
-            self.wheel.cancel(t);
-        }
-        let in_ms = (expires_at - app::wall_ms()).max(0) as u64;
-        let t = self
-            .wheel
-            .insert(self.now_ms() + in_ms, Timer::SessionExpiry(user_id));
-        self.expiry_timers.insert(user_id, t);
-    }
-
-    /// `time_update` every 10 s, on the session's own 10-second marks (remaining 30:00, 29:50…).
-    pub(super) fn ensure_session_tick(&mut self, user_id: i64) {
-        let Some(subs) = self.hub.sessions.get(&user_id) else {
-            return;
-        };
-        if subs.tick.is_some() || subs.members.is_empty() {
-            return;
-        }
-        let Some(expires_at) = self.app.user(user_id).and_then(|u| u.session_expires_at) else {
-            return;
-        };
-        let remaining = expires_at - app::wall_ms();
-        if remaining <= 0 {
-            return;
-        }
-        let mut next = remaining % TIME_UPDATE_MS;
-        if next < 500 {
-            next += TIME_UPDATE_MS;
-        }
-        let t = self
-            .wheel
-            .insert(self.now_ms() + next as u64, Timer::SessionTick(user_id));
-        if let Some(subs) = self.hub.sessions.get_mut(&user_id) {
-            subs.tick = Some(t);
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(super) enum StreamRoute {
-    Admin,
-    Session(i64),
-    Agent,
-    Echo,
 }

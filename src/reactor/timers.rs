@@ -1,50 +1,23 @@
-//! What the timer wheel fires: connection deadlines, heartbeat slices, `time_update`, session
-//! expiry, housekeeping — and shutdown on a signal.
+//! What fires on time: connection deadlines, heartbeat slices, housekeeping, the session clock
+//! (expiry and `time_update`), and shutdown on a signal.
 
 use super::*;
+use crate::http::Response;
+use crate::session_clock::Due;
 
 impl Server {
-    // ------------------------------------------------------------------ timers
-
     pub(super) fn fire_timers(&mut self) {
         let mut fired = Vec::new();
-        self.wheel.advance(self.now_ms(), &mut fired);
+        self.timers.advance(self.now_ms(), &mut fired);
         for timer in fired {
             match timer {
                 Timer::Conn { key, gen } => self.on_deadline(key, gen),
-                Timer::SessionTick(user_id) => {
-                    if let Some(subs) = self.hub.sessions.get_mut(&user_id) {
-                        subs.tick = None;
-                    }
-                    if let Some(frame) = self.app.time_update_frame(user_id, app::wall_ms()) {
-                        let mut effects =
-                            vec![Effect::Broadcast(Audience::Session(user_id), frame)];
-                        self.apply_effects(&mut effects, Instant::now());
-                    }
-                    self.ensure_session_tick(user_id);
-                }
-                Timer::SessionExpiry(user_id) => {
-                    self.expiry_timers.remove(&user_id);
-                    let started = Instant::now();
-                    let mut effects = std::mem::take(&mut self.effects);
-                    if let Err(e) = self.app.expire_session(user_id, &mut effects) {
-                        log::error!(
-                            "session {user_id} could not be expired: {e:?}; retrying in 1 s"
-                        );
-                        let t = self
-                            .wheel
-                            .insert(self.now_ms() + 1000, Timer::SessionExpiry(user_id));
-                        self.expiry_timers.insert(user_id, t);
-                    }
-                    self.apply_effects(&mut effects, started);
-                    self.effects = effects;
-                }
                 Timer::Heartbeat => self.heartbeat(),
                 Timer::Housekeeping => self.housekeeping(),
                 Timer::ShutdownDeadline => {
                     let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                     for key in keys {
-                        self.kill(key, CloseReason::Shutdown);
+                        self.mark_dead(key, CloseReason::Shutdown);
                     }
                 }
                 Timer::ResumeAccept => {
@@ -53,17 +26,52 @@ impl Server {
                 }
             }
         }
+        self.fire_session_clock();
     }
 
-    pub(super) fn on_deadline(&mut self, key: usize, gen: u32) {
+    /// Expiries and `time_update` ticks that came due.
+    fn fire_session_clock(&mut self) {
+        let now = self.time.now();
+        let mut due = Vec::new();
+        self.session_clock.advance(now, &mut due);
+        for d in due {
+            match d {
+                Due::TimeUpdate(user_id) => {
+                    if let Some(frame) = self.app.time_update_frame(user_id, now.wall_ms) {
+                        let mut effects = vec![Effect::Broadcast(Stream::Session(user_id), frame)];
+                        self.apply_effects(&mut effects, now, Instant::now());
+                    }
+                }
+                Due::Expire(user_id) => self.expire_session(user_id, now),
+            }
+        }
+    }
+
+    /// Record that a session ran out; its event closes its streams and tells admins and agents.
+    fn expire_session(&mut self, user_id: i64, now: Now) {
+        let started = Instant::now();
+        match self.run_command(Command::ExpireSession { id: user_id }, now, started) {
+            Done::Stored(Ok(app::Outcome::NotYet { expires_at })) => {
+                // The timer fired early (the wall clock moved): wait for the stored end.
+                self.session_clock.start(user_id, expires_at, now);
+            }
+            Done::Stored(Err(e)) => {
+                log::error!("session {user_id} could not be expired: {e:?}; retrying in 1 s");
+                self.session_clock.retry_expiry(user_id, now);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_deadline(&mut self, key: usize, gen: u32) {
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
             return;
         };
         conn.deadline = None;
-        match conn.phase {
+        match conn.phase() {
             Phase::Http if conn.rbuf.is_empty() && conn.served && conn.out.is_empty() => {
                 // An idle keep-alive connection: close quietly.
-                self.kill(key, CloseReason::Client);
+                self.mark_dead(key, CloseReason::Client);
             }
             Phase::Http => {
                 log::debug!("conn {key} request timeout");
@@ -74,14 +82,15 @@ impl Server {
                 );
             }
             // The worker answers within milliseconds; a deadline here means a stuck queue.
-            Phase::AwaitingWorker { .. } => self.rearm_deadline(key, REQUEST_TIMEOUT_MS),
+            Phase::AwaitingJob { .. } => self.rearm_deadline(key, REQUEST_TIMEOUT_MS),
             Phase::Ws(_) => {}
-            Phase::WsClosing | Phase::Draining { .. } => self.kill(key, CloseReason::Client),
+            Phase::WsClosing | Phase::Draining { .. } => self.mark_dead(key, CloseReason::Client),
         }
     }
 
-    /// One slice of the heartbeat: ping this slice's streams, drop those silent for two intervals.
-    pub(super) fn heartbeat(&mut self) {
+    /// One slice of the heartbeat: ping this slice's streams, drop those silent for two
+    /// intervals. Slicing spreads the pings (and their writes) over the whole interval.
+    fn heartbeat(&mut self) {
         let now = self.now_ms();
         let silent_after = 2 * self.cfg.heartbeat.as_millis() as u64;
         let slice = self.heartbeat_slice;
@@ -91,21 +100,23 @@ impl Server {
         let (mut sent, mut bytes) = (0, 0);
         while key < end {
             if let Some(conn) = self.conns.get_mut(key) {
-                let pinged = conn.is_live_stream()
-                    && conn
-                        .ws()
-                        .is_some_and(|w| !matches!(w.role, StreamRole::Echo));
+                let pinged =
+                    conn.is_live_stream() && conn.ws().is_some_and(|w| w.stream.has_heartbeat());
                 if pinged {
                     if now.saturating_sub(conn.last_seen_ms) > silent_after {
                         log::info!("conn {key} silent for two heartbeats: closing");
-                        self.kill(key, CloseReason::Heartbeat);
+                        self.mark_dead(key, CloseReason::Heartbeat);
                     } else {
                         let (r, w) = conn.send_shared(&self.ping_frame, self.cfg.max_outbox_bytes);
                         bytes += w as u64;
                         match r {
-                            Sent::Ok => sent += 1,
-                            Sent::Overflow => self.kill(key, CloseReason::SlowConsumer),
-                            Sent::Failed => self.kill(key, CloseReason::WriteError),
+                            crate::conn::Sent::Ok => sent += 1,
+                            crate::conn::Sent::Overflow => {
+                                self.mark_dead(key, CloseReason::SlowConsumer)
+                            }
+                            crate::conn::Sent::Failed => {
+                                self.mark_dead(key, CloseReason::WriteError)
+                            }
                         }
                     }
                 }
@@ -115,19 +126,21 @@ impl Server {
         self.metrics.ws_messages_sent += sent;
         self.metrics.ws_bytes_sent += bytes;
         let at = now + self.heartbeat_slice_ms();
-        self.wheel.insert(at, Timer::Heartbeat);
+        self.timers.insert(at, Timer::Heartbeat);
     }
 
-    pub(super) fn housekeeping(&mut self) {
+    fn housekeeping(&mut self) {
         let now = self.now_ms();
         self.recent_closes
             .retain(|_, t| now.saturating_sub(*t) < RECONNECT_WINDOW_MS);
-        self.wheel
+        self.timers
             .insert(now + HOUSEKEEPING_MS, Timer::Housekeeping);
     }
 
     // ------------------------------------------------------------------ shutdown
 
+    /// SIGINT/SIGTERM: stop accepting, close every stream with 1001, give clients a grace
+    /// period to take their close frames, then exit once all are gone.
     pub(super) fn on_signal(&mut self) {
         let got: Vec<i32> = self.signals.pending().collect();
         if got.is_empty() || self.shutting_down {
@@ -136,20 +149,10 @@ impl Server {
         log::info!("signal received: closing {} connections", self.conns.len());
         self.shutting_down = true;
         let _ = self.poll.registry().deregister(&mut self.listener);
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            match self.conns.get(key).map(|c| &c.phase) {
-                Some(Phase::Ws(_)) => self.close_stream(
-                    key,
-                    code::GOING_AWAY,
-                    "Server shutting down",
-                    CloseReason::Shutdown,
-                ),
-                Some(Phase::WsClosing | Phase::Draining { .. }) => {}
-                _ => self.kill(key, CloseReason::Shutdown),
-            }
-        }
+        self.close_all_for_shutdown();
         let at = self.now_ms() + SHUTDOWN_GRACE_MS;
-        self.wheel.insert(at, Timer::ShutdownDeadline);
+        self.timers.insert(at, Timer::ShutdownDeadline);
     }
 }
+
+use crate::hub::Stream;

@@ -1,0 +1,203 @@
+//! Invitees (`/api/users…`, admins only) and their sessions (`/api/session/…`, by token).
+
+use super::access::require_admin;
+use super::input::{
+    email_field, int_field, json_object, name_field, parse_patch, required_string, string_field,
+    try_resp,
+};
+use super::{app_error, cookie, Ctx, Job, Pending, Reply};
+use crate::app::{AppError, Command, Event, Outcome, UserChange};
+use crate::auth;
+use crate::clock::rfc3339;
+use crate::http::{Request, Response};
+use crate::model::User;
+use serde_json::json;
+
+/// Questions in an interview when the admin does not say.
+const DEFAULT_QUESTIONS: i64 = 10;
+
+/// `/api/users/{id}` → (id, false); `/api/users/{id}/invite` → (id, true). An id that is not a
+/// positive integer names no user: the caller answers 404 (as for any unknown id).
+pub fn route(path: &str) -> Option<(i64, bool)> {
+    let rest = path.strip_prefix("/api/users/")?;
+    let (id, invite) = match rest.split_once('/') {
+        Some((id, "invite")) => (id, true),
+        Some(_) => return None,
+        None => (rest, false),
+    };
+    if id.is_empty() || id.len() > 18 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Some((0, invite));
+    }
+    Some((id.parse().ok()?, invite))
+}
+
+/// A storage job for an admin-only route: 401 before anything else, then the command `cmd`
+/// builds from the request (or its 4xx answer).
+fn as_admin(
+    ctx: &mut Ctx,
+    req: &Request,
+    cmd: impl FnOnce() -> Result<Command, Response>,
+    then: Pending,
+) -> Reply {
+    if let Err(resp) = require_admin(ctx, req) {
+        return Reply::Now(resp);
+    }
+    match cmd() {
+        Ok(cmd) => Reply::Later(Job::Store(cmd), then),
+        Err(resp) => Reply::Now(resp),
+    }
+}
+
+pub fn list(ctx: &mut Ctx, req: &Request) -> Response {
+    try_resp!(require_admin(ctx, req));
+    Response::new(200).json(&ctx.app.list(ctx.now))
+}
+
+pub fn create(ctx: &mut Ctx, req: &Request) -> Reply {
+    as_admin(
+        ctx,
+        req,
+        || {
+            let body = json_object(req)?;
+            Ok(Command::CreateUser {
+                first_name: required_string(&body, "first_name")
+                    .and_then(|v| name_field(v, "first_name"))?,
+                last_name: required_string(&body, "last_name")
+                    .and_then(|v| name_field(v, "last_name"))?,
+                email: required_string(&body, "email").and_then(email_field)?,
+                questions_total: int_field(&body, "questions_total", 1)?
+                    .unwrap_or(DEFAULT_QUESTIONS),
+            })
+        },
+        Pending::UserCreated,
+    )
+}
+
+pub fn patch(ctx: &mut Ctx, req: &Request, id: i64) -> Reply {
+    if let Err(resp) = require_admin(ctx, req) {
+        return Reply::Now(resp);
+    }
+    // An unknown id is 404 whatever the body says.
+    if ctx.app.user(id).is_none() {
+        return Reply::Now(app_error(AppError::NotFound));
+    }
+    let patch = try_resp!(json_object(req)
+        .and_then(|b| parse_patch(&b))
+        .map_err(Reply::Now));
+    if patch.is_empty() {
+        return Reply::Now(Response::error(
+            422,
+            "give at least one of first_name, last_name, email, questions_total, questions_answered, transcript_url, summary_url",
+        ));
+    }
+    Reply::Later(
+        Job::Store(Command::UpdateUser {
+            id,
+            patch,
+            by_agent: false,
+        }),
+        Pending::UserChanged,
+    )
+}
+
+pub fn delete(ctx: &mut Ctx, req: &Request, id: i64) -> Reply {
+    as_admin(
+        ctx,
+        req,
+        || Ok(Command::DeleteUser { id }),
+        Pending::UserDeleted,
+    )
+}
+
+pub fn regenerate_invite(ctx: &mut Ctx, req: &Request, id: i64) -> Reply {
+    as_admin(
+        ctx,
+        req,
+        || Ok(Command::RegenerateInvite { id }),
+        Pending::UserChanged,
+    )
+}
+
+pub fn activate(req: &Request) -> Reply {
+    let body = try_resp!(json_object(req).map_err(Reply::Now));
+    let token = try_resp!(required_string(&body, "token").map_err(Reply::Now));
+    Reply::Later(
+        Job::Store(Command::Activate {
+            token: auth::digest(&token),
+        }),
+        Pending::Activated { token },
+    )
+}
+
+/// The token comes in the body or, once the page has activated, in the `session_token` cookie.
+pub fn answer(req: &Request) -> Reply {
+    let body = try_resp!(json_object(req).map_err(Reply::Now));
+    let token = match try_resp!(string_field(&body, "token").map_err(Reply::Now)) {
+        Some(t) => t,
+        None => match req.cookie("session_token") {
+            Some(t) => t.to_string(),
+            None => return Reply::Now(Response::error(401, "session token required")),
+        },
+    };
+    Reply::Later(
+        Job::Store(Command::Answer {
+            token: auth::digest(&token),
+        }),
+        Pending::Answered,
+    )
+}
+
+/// The answer to a stored user command.
+pub fn finish(ctx: &mut Ctx, pending: Pending, result: Result<Outcome, AppError>) -> Response {
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => return app_error(e),
+    };
+    let user = match &outcome {
+        Outcome::Changed(Event::User(UserChange::Added(u) | UserChange::Updated(u, _))) => {
+            Some(&**u)
+        }
+        Outcome::Unchanged(u) => Some(&**u),
+        _ => None,
+    };
+    match (pending, user) {
+        (Pending::UserCreated, Some(u)) => user_answer(ctx, 201, u),
+        (Pending::UserChanged, Some(u)) => user_answer(ctx, 200, u),
+        (Pending::UserDeleted, None) => Response::new(204),
+        (Pending::Activated { token }, Some(u)) => Response::new(200)
+            .header(
+                "Set-Cookie",
+                &cookie("session_token", &token, ctx.secure_cookies),
+            )
+            .json(&json!({
+                "session_id": u.id,
+                "expires_at": rfc3339(u.session_expires_at.unwrap_or(ctx.now)),
+                "remaining_seconds": u.remaining_seconds(ctx.now),
+            })),
+        (Pending::Answered, Some(u)) => Response::new(200).json(&json!({
+            "questions_answered": u.questions_answered,
+            "questions_total": u.questions_total,
+        })),
+        (p, _) => {
+            log::error!("a storage answer that does not fit {p:?}: {outcome:?}");
+            Response::error(500, "internal mix-up of storage answers")
+        }
+    }
+}
+
+fn user_answer(ctx: &Ctx, status: u16, u: &User) -> Response {
+    Response::new(status).body("application/json", ctx.app.user_json(u, ctx.now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_routes() {
+        assert_eq!(route("/api/users/12"), Some((12, false)));
+        assert_eq!(route("/api/users/12/invite"), Some((12, true)));
+        assert_eq!(route("/api/users/abc"), Some((0, false)));
+        assert_eq!(route("/api/users/1/other"), None);
+    }
+}

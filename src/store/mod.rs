@@ -1,0 +1,151 @@
+//! Storage: what the application keeps, behind one transaction interface.
+//!
+//! [`Tx`] is everything a command may read or write, inside one transaction: a command either
+//! commits all of its changes or none. The backends implement it (today SQLite, in
+//! [`sqlite`]); the application's rules in `app::command` are written once against it.
+//!
+//! The server key (`<db>.key`) is the secret invite tokens are derived from; see `auth.rs`.
+
+use crate::auth::Digest32;
+use crate::model::User;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub mod sqlite;
+
+pub use sqlite::Sqlite;
+
+/// A user as the API creates it; the store assigns the id.
+pub struct NewUser<'a> {
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub email: &'a str,
+    pub questions_total: i64,
+    pub invite_nonce: &'a [u8],
+    /// Wall-clock Unix ms.
+    pub invite_expires_at: i64,
+    /// Wall-clock Unix ms.
+    pub created_at: i64,
+}
+
+/// An admin account as sign-in needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminAccount {
+    pub id: i64,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+}
+
+#[derive(Debug)]
+pub enum DbError {
+    /// A UNIQUE constraint (duplicate email) refused the write.
+    Conflict,
+    Sqlite(rusqlite::Error),
+    Io(String),
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbError::Conflict => f.write_str("already exists"),
+            DbError::Sqlite(e) => write!(f, "sqlite: {e}"),
+            DbError::Io(e) => f.write_str(e),
+        }
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// One transaction's view of the store. Users come back with their invite token derived under
+/// the server key.
+pub trait Tx {
+    fn user(&mut self, id: i64) -> DbResult<Option<User>>;
+    /// The user whose current invite token has this SHA-256 digest.
+    fn user_by_token(&mut self, token_digest: &Digest32) -> DbResult<Option<User>>;
+    /// The invite token of user `id` with invite nonce `nonce`, under the server key.
+    fn invite_token(&self, id: i64, nonce: &[u8]) -> DbResult<String>;
+    /// Insert a user; returns the stored row (id assigned, token derived).
+    fn insert_user(&mut self, new: &NewUser) -> DbResult<User>;
+    /// Write every mutable column of `u`; `false` if there is no such user.
+    fn write_user(&mut self, u: &User) -> DbResult<bool>;
+    /// `false` if there was no such user.
+    fn delete_user(&mut self, id: i64) -> DbResult<bool>;
+
+    /// Create the first admin only if there is none yet; `None` if one exists.
+    fn create_first_admin(&mut self, email: &str, hash: &str, now_ms: i64)
+        -> DbResult<Option<i64>>;
+    fn find_admin(&mut self, email: &str) -> DbResult<Option<AdminAccount>>;
+    fn create_admin_session(
+        &mut self,
+        admin_id: i64,
+        token_digest: &Digest32,
+        expires_at: i64,
+        now_ms: i64,
+    ) -> DbResult<()>;
+    /// Admin id and expiry of an unexpired session with this token digest.
+    fn admin_session(
+        &mut self,
+        token_digest: &Digest32,
+        now_ms: i64,
+    ) -> DbResult<Option<(i64, i64)>>;
+    fn delete_admin_session(&mut self, token_digest: &Digest32) -> DbResult<()>;
+}
+
+/// The server key file beside the database.
+pub fn key_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".key");
+    PathBuf::from(p)
+}
+
+/// Load the server key, or create one. Returns the key and whether it is new.
+pub fn load_or_create_key(db: &Path) -> DbResult<([u8; 32], bool)> {
+    let path = key_path(db);
+    match fs::read(&path) {
+        Ok(bytes) if bytes.len() == 32 => {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(&bytes);
+            return Ok((k, false));
+        }
+        Ok(_) => {
+            return Err(DbError::Io(format!(
+                "{} is not a 32-byte key file; move it away to start with a new key",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(DbError::Io(format!("cannot read {}: {e}", path.display()))),
+    }
+    let key = crate::auth::random_bytes::<32>()
+        .map_err(|e| DbError::Io(format!("OS randomness: {e}")))?;
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let write = |opts: &fs::OpenOptions| -> std::io::Result<()> {
+        let mut f = opts.open(&path)?;
+        f.write_all(&key)?;
+        f.sync_all()
+    };
+    write(&opts).map_err(|e| DbError::Io(format!("cannot create {}: {e}", path.display())))?;
+    Ok((key, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.db");
+        let (k1, new1) = load_or_create_key(&p).unwrap();
+        let (k2, new2) = load_or_create_key(&p).unwrap();
+        assert!(new1 && !new2);
+        assert_eq!(k1, k2);
+    }
+}

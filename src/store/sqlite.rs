@@ -1,0 +1,466 @@
+//! SQLite storage: open, migrate, and the [`Tx`] interface over one embedded database file.
+//!
+//! Durability: WAL journal with `synchronous=NORMAL`. A commit is in the WAL (in the OS page
+//! cache) before the HTTP answer is written, so a killed or crashed *process* loses no
+//! acknowledged write; only a power cut can drop the last few commits, and even then the file
+//! stays consistent. `FULL` would add an fsync (milliseconds) to every API write; see
+//! docs/SECURITY.md for the trade-off.
+//!
+//! Writes run in `BEGIN IMMEDIATE` transactions: the write lock is taken up front, so two
+//! writers (the server and the `admin` CLI) never deadlock upgrading a read lock, and a
+//! command's reads see exactly the state it changes.
+
+use super::{AdminAccount, DbError, DbResult, NewUser, Tx};
+use crate::auth::{self, Digest32};
+use crate::model::User;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use std::path::Path;
+
+/// Migrations, applied in order inside one transaction each; `PRAGMA user_version` counts them.
+const MIGRATIONS: &[&str] = &[include_str!("../../sql/0001_init.sql")];
+
+/// How long a statement waits for another process's lock before giving up (`SQLITE_BUSY`).
+const BUSY_TIMEOUT_MS: u64 = 2000;
+
+/// Columns of a user row, in the order [`user_from_row`] reads them.
+const USER_COLUMNS: &str = "id, first_name, last_name, email, invite_nonce, invite_expires_at,
+    token_activated, session_started_at, session_expires_at, session_expired,
+    questions_answered, questions_total, transcript_url, summary_url, created_at";
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+            {
+                DbError::Conflict
+            }
+            _ => DbError::Sqlite(e),
+        }
+    }
+}
+
+/// One SQLite database.
+pub struct Sqlite {
+    conn: Connection,
+    /// The server key invite tokens are derived under. `None` for the admin CLI, which never
+    /// reads users (and must not create a key: a server finding its key missing re-keys the
+    /// stored invite digests, which it could not do if the CLI had made a new key first).
+    key: Option<[u8; 32]>,
+}
+
+impl Sqlite {
+    /// Open (creating if needed) and migrate the database at `path`.
+    pub fn open(path: &Path, key: Option<[u8; 32]>) -> DbResult<Sqlite> {
+        let conn = Connection::open(path)
+            .map_err(|e| DbError::Io(format!("cannot open database {}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut db = Sqlite { conn, key };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    fn migrate(&mut self) -> DbResult<()> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+            log::info!("database migrated to version {}", i + 1);
+        }
+        Ok(())
+    }
+
+    /// Run `f` in a write transaction: committed if it returns `Ok`, rolled back otherwise.
+    pub fn write<T, E: From<DbError>>(
+        &mut self,
+        f: impl FnOnce(&mut SqliteTx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(DbError::from)?;
+        let mut stx = SqliteTx { tx, key: self.key };
+        let out = f(&mut stx)?;
+        stx.tx.commit().map_err(DbError::from)?;
+        Ok(out)
+    }
+
+    /// Run `f` in a read transaction (a consistent snapshot; never waits for writers in WAL).
+    pub fn read<T, E: From<DbError>>(
+        &mut self,
+        f: impl FnOnce(&mut SqliteTx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self.conn.transaction().map_err(DbError::from)?;
+        let mut stx = SqliteTx { tx, key: self.key };
+        f(&mut stx)
+    }
+
+    /// Every user, oldest first.
+    pub fn load_users(&mut self) -> DbResult<Vec<User>> {
+        self.read(|tx| {
+            let key = tx.key()?;
+            let mut stmt = tx
+                .tx
+                .prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))?;
+            let rows = stmt.query_map([], |r| user_from_row(r, &key))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Re-derive and store every invite digest (after the server key had to be replaced).
+    pub fn rehash_invites(&mut self, users: &[User]) -> DbResult<()> {
+        self.write(|tx| {
+            for u in users {
+                tx.tx.execute(
+                    "UPDATE users SET invite_token_hash = ?1 WHERE id = ?2",
+                    params![&auth::digest(&u.invite_token)[..], u.id],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn admin_count(&self) -> DbResult<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM admins", [], |r| r.get(0))?)
+    }
+
+    /// Create an admin account (the `admin create` CLI).
+    pub fn create_admin(&self, email: &str, password_hash: &str, now_ms: i64) -> DbResult<i64> {
+        self.conn.execute(
+            "INSERT INTO admins (email, password_hash, created_at) VALUES (?1, ?2, ?3)",
+            params![email, password_hash, now_ms],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Delete admin sessions that expired before `now_ms`; returns how many.
+    pub fn prune_admin_sessions(&self, now_ms: i64) -> DbResult<usize> {
+        Ok(self.conn.execute(
+            "DELETE FROM admin_sessions WHERE expires_at <= ?1",
+            [now_ms],
+        )?)
+    }
+}
+
+/// A user row as a [`User`], its token derived under `key`.
+fn user_from_row(r: &Row<'_>, key: &[u8; 32]) -> rusqlite::Result<User> {
+    let id: i64 = r.get(0)?;
+    let invite_nonce: Vec<u8> = r.get(4)?;
+    Ok(User {
+        id,
+        first_name: r.get(1)?,
+        last_name: r.get(2)?,
+        email: r.get(3)?,
+        invite_token: auth::invite_token(key, id, &invite_nonce),
+        invite_nonce,
+        invite_expires_at: r.get(5)?,
+        token_activated: r.get(6)?,
+        session_started_at: r.get(7)?,
+        session_expires_at: r.get(8)?,
+        session_expired: r.get(9)?,
+        questions_answered: r.get(10)?,
+        questions_total: r.get(11)?,
+        transcript_url: r.get(12)?,
+        summary_url: r.get(13)?,
+        created_at: r.get(14)?,
+    })
+}
+
+/// An open SQLite transaction.
+pub struct SqliteTx<'c> {
+    tx: rusqlite::Transaction<'c>,
+    key: Option<[u8; 32]>,
+}
+
+impl SqliteTx<'_> {
+    fn key(&self) -> DbResult<[u8; 32]> {
+        self.key
+            .ok_or_else(|| DbError::Io("users need the server key, which was not loaded".into()))
+    }
+
+    fn user_where(&mut self, clause: &str, value: &dyn rusqlite::ToSql) -> DbResult<Option<User>> {
+        let key = self.key()?;
+        Ok(self
+            .tx
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE {clause}"))?
+            .query_row([value], |r| user_from_row(r, &key))
+            .optional()?)
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn invite_token(&self, id: i64, nonce: &[u8]) -> DbResult<String> {
+        Ok(auth::invite_token(&self.key()?, id, nonce))
+    }
+
+    fn user(&mut self, id: i64) -> DbResult<Option<User>> {
+        self.user_where("id = ?1", &id)
+    }
+
+    fn user_by_token(&mut self, token_digest: &Digest32) -> DbResult<Option<User>> {
+        self.user_where("invite_token_hash = ?1", &&token_digest[..])
+    }
+
+    /// The token digest is written in the same transaction so the row never exists without one.
+    fn insert_user(&mut self, u: &NewUser) -> DbResult<User> {
+        // A placeholder digest that cannot collide (it is the nonce, 16 bytes, not 32).
+        self.tx
+            .prepare_cached(
+                "INSERT INTO users (first_name, last_name, email, invite_nonce, invite_token_hash,
+                                    invite_expires_at, questions_total, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                u.first_name,
+                u.last_name,
+                u.email,
+                u.invite_nonce,
+                u.invite_expires_at,
+                u.questions_total,
+                u.created_at
+            ])?;
+        let id = self.tx.last_insert_rowid();
+        let token = self.invite_token(id, u.invite_nonce)?;
+        self.tx
+            .prepare_cached("UPDATE users SET invite_token_hash = ?1 WHERE id = ?2")?
+            .execute(params![&auth::digest(&token)[..], id])?;
+        Ok(User {
+            id,
+            first_name: u.first_name.to_string(),
+            last_name: u.last_name.to_string(),
+            email: u.email.to_string(),
+            invite_token: token,
+            invite_nonce: u.invite_nonce.to_vec(),
+            invite_expires_at: u.invite_expires_at,
+            token_activated: false,
+            session_started_at: None,
+            session_expires_at: None,
+            session_expired: false,
+            questions_answered: 0,
+            questions_total: u.questions_total,
+            transcript_url: None,
+            summary_url: None,
+            created_at: u.created_at,
+        })
+    }
+
+    fn write_user(&mut self, u: &User) -> DbResult<bool> {
+        let n = self
+            .tx
+            .prepare_cached(
+                "UPDATE users SET first_name = ?2, last_name = ?3, email = ?4, invite_nonce = ?5,
+                    invite_token_hash = ?6, invite_expires_at = ?7, token_activated = ?8,
+                    session_started_at = ?9, session_expires_at = ?10, session_expired = ?11,
+                    questions_answered = ?12, questions_total = ?13, transcript_url = ?14,
+                    summary_url = ?15
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                u.id,
+                u.first_name,
+                u.last_name,
+                u.email,
+                u.invite_nonce,
+                &auth::digest(&u.invite_token)[..],
+                u.invite_expires_at,
+                u.token_activated,
+                u.session_started_at,
+                u.session_expires_at,
+                u.session_expired,
+                u.questions_answered,
+                u.questions_total,
+                u.transcript_url,
+                u.summary_url,
+            ])?;
+        Ok(n == 1)
+    }
+
+    fn delete_user(&mut self, id: i64) -> DbResult<bool> {
+        let n = self
+            .tx
+            .prepare_cached("DELETE FROM users WHERE id = ?1")?
+            .execute([id])?;
+        Ok(n == 1)
+    }
+
+    /// One statement, so the "no admin yet" check and the insert cannot be split by the CLI.
+    fn create_first_admin(
+        &mut self,
+        email: &str,
+        hash: &str,
+        now_ms: i64,
+    ) -> DbResult<Option<i64>> {
+        let n = self.tx.execute(
+            "INSERT INTO admins (email, password_hash, created_at)
+             SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM admins)",
+            params![email, hash, now_ms],
+        )?;
+        Ok((n == 1).then(|| self.tx.last_insert_rowid()))
+    }
+
+    fn find_admin(&mut self, email: &str) -> DbResult<Option<AdminAccount>> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT id, password_hash FROM admins WHERE email = ?1")?
+            .query_row([email], |r| {
+                Ok(AdminAccount {
+                    id: r.get(0)?,
+                    password_hash: r.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn create_admin_session(
+        &mut self,
+        admin_id: i64,
+        token_digest: &Digest32,
+        expires_at: i64,
+        now_ms: i64,
+    ) -> DbResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO admin_sessions (token_hash, admin_id, expires_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![&token_digest[..], admin_id, expires_at, now_ms])?;
+        Ok(())
+    }
+
+    fn admin_session(
+        &mut self,
+        token_digest: &Digest32,
+        now_ms: i64,
+    ) -> DbResult<Option<(i64, i64)>> {
+        let row: Option<(Vec<u8>, i64, i64)> = self
+            .tx
+            .prepare_cached(
+                "SELECT token_hash, admin_id, expires_at FROM admin_sessions
+                 WHERE token_hash = ?1 AND expires_at > ?2",
+            )?
+            .query_row(params![&token_digest[..], now_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        // The index found the row; the final check is in constant time anyway.
+        Ok(row.and_then(|(h, id, exp)| auth::ct_eq(&h, token_digest).then_some((id, exp))))
+    }
+
+    fn delete_admin_session(&mut self, token_digest: &Digest32) -> DbResult<()> {
+        self.tx
+            .prepare_cached("DELETE FROM admin_sessions WHERE token_hash = ?1")?
+            .execute([&token_digest[..]])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 32] = [9; 32];
+
+    fn temp_db() -> (tempfile::TempDir, Sqlite) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&dir.path().join("t.db"), Some(KEY)).unwrap();
+        (dir, db)
+    }
+
+    fn new_user<'a>(email: &'a str, nonce: &'a [u8]) -> NewUser<'a> {
+        NewUser {
+            first_name: "A",
+            last_name: "B",
+            email,
+            questions_total: 10,
+            invite_nonce: nonce,
+            invite_expires_at: 100,
+            created_at: 1,
+        }
+    }
+
+    #[test]
+    fn users_round_trip_and_email_is_unique() {
+        let (_d, mut db) = temp_db();
+        let u = db
+            .write(|tx| tx.insert_user(&new_user("a@x.io", b"n1")))
+            .unwrap();
+        assert_eq!(u.invite_token, auth::invite_token(&KEY, u.id, b"n1"));
+        assert!(matches!(
+            db.write(|tx| tx.insert_user(&new_user("A@X.IO", b"n2"))),
+            Err(DbError::Conflict)
+        ));
+        let mut users = db.load_users().unwrap();
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].invite_token, u.invite_token);
+        let by_token = db
+            .read(|tx| tx.user_by_token(&auth::digest(&u.invite_token)))
+            .unwrap();
+        assert_eq!(by_token.map(|x| x.id), Some(u.id));
+        users[0].questions_answered = 4;
+        assert!(db.write(|tx| tx.write_user(&users[0])).unwrap());
+        assert_eq!(db.load_users().unwrap()[0].questions_answered, 4);
+        assert!(db.write(|tx| tx.delete_user(u.id)).unwrap());
+        assert!(!db.write(|tx| tx.delete_user(u.id)).unwrap());
+        let check: String = db
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+    }
+
+    #[test]
+    fn a_failed_transaction_changes_nothing() {
+        let (_d, mut db) = temp_db();
+        let r: DbResult<()> = db.write(|tx| {
+            tx.insert_user(&new_user("a@x.io", b"n1"))?;
+            Err(DbError::Io("changed my mind".into()))
+        });
+        assert!(r.is_err());
+        assert!(db.load_users().unwrap().is_empty());
+    }
+
+    #[test]
+    fn admin_sessions_expire() {
+        let (_d, mut db) = temp_db();
+        let id = db.create_admin("root@x.io", "hash", 0).unwrap();
+        db.write(|tx| {
+            assert_eq!(tx.create_first_admin("b@x.io", "h", 0)?, None);
+            let h = auth::digest("tok");
+            tx.create_admin_session(id, &h, 1000, 0)?;
+            assert_eq!(tx.admin_session(&h, 999)?, Some((id, 1000)));
+            assert_eq!(tx.admin_session(&h, 1000)?, None);
+            assert_eq!(tx.admin_session(&auth::digest("other"), 0)?, None);
+            tx.delete_admin_session(&h)?;
+            assert_eq!(tx.admin_session(&h, 0)?, None);
+            assert_eq!(
+                tx.find_admin("ROOT@x.io")?.map(|a| a.id),
+                Some(id),
+                "emails compare case-insensitively"
+            );
+            Ok::<_, DbError>(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn migrations_apply_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.db");
+        drop(Sqlite::open(&p, None).unwrap());
+        let db = Sqlite::open(&p, None).unwrap();
+        let v: i64 = db
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+    }
+}
