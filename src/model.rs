@@ -190,7 +190,11 @@ pub(crate) mod tests {
         assert_eq!(u.status(), Status::InProgress);
         assert_eq!(u.remaining_seconds(10_000), 61);
         assert_eq!(u.remaining_seconds(70_500), 0);
-        assert_eq!(u.status(), Status::InProgress, "the deadline alone changes nothing");
+        assert_eq!(
+            u.status(),
+            Status::InProgress,
+            "the deadline alone changes nothing"
+        );
         u.session_expired = true;
         assert_eq!(u.status(), Status::Expired);
         u.questions_answered = 10;

@@ -79,7 +79,12 @@ impl<T: Send + 'static> Storage<T> {
 }
 
 /// Run one command in its own transaction, giving up at `deadline`.
-fn run(db: &mut Sqlite, rules: &Rules, cmd: Command, deadline: Instant) -> Result<Outcome, AppError> {
+fn run(
+    db: &mut Sqlite,
+    rules: &Rules,
+    cmd: Command,
+    deadline: Instant,
+) -> Result<Outcome, AppError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(AppError::Busy);

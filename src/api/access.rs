@@ -11,8 +11,8 @@
 use super::{app_error, Ctx, Job, Pending, Reply};
 use crate::app::{AppError, Command, Outcome};
 use crate::auth::{self, Digest32};
-use crate::hub::Stream;
 use crate::http::{Request, Response};
+use crate::hub::Stream;
 
 /// Why a credential did not open the door.
 pub enum Denied {

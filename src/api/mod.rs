@@ -12,8 +12,8 @@
 //! (invitees and sessions), `admin` (sign-in, setup, sign-out, the failure limiter).
 
 use crate::app::{messages, App, AppError, Command, Outcome};
-use crate::hub::Hub;
 use crate::http::{Method, Request, Response};
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::worker;
 use std::net::IpAddr;

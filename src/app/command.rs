@@ -145,7 +145,10 @@ pub enum Outcome {
     /// The stored end is still ahead (the timer fired early): try again then (wall ms).
     NotYet { expires_at: i64 },
     /// An admin signed in: the new session and its token (the cookie value).
-    SignedIn { session: AdminSession, token: String },
+    SignedIn {
+        session: AdminSession,
+        token: String,
+    },
     /// `FindAdmin`'s answer.
     Admin(Option<AdminAccount>),
     /// `LookupAdminSession`'s answer.
@@ -199,7 +202,14 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             }
             let progressed = before != (u.questions_answered, u.questions_total);
             let by_agent = agent_request.is_some();
-            updated(tx, u, Cause::Edited { progressed, by_agent })
+            updated(
+                tx,
+                u,
+                Cause::Edited {
+                    progressed,
+                    by_agent,
+                },
+            )
         }
         Command::DeleteUser { id } => {
             if !tx.delete_user(id)? {

@@ -159,7 +159,9 @@ mod tests {
             kind: "updated",
             cause: None,
             admin_message: format!(r#"{{"seq":{seq}}}"#),
-            agent_message: seq.is_multiple_of(2).then(|| format!(r#"{{"agent":{seq}}}"#)),
+            agent_message: seq
+                .is_multiple_of(2)
+                .then(|| format!(r#"{{"agent":{seq}}}"#)),
         }
     }
 

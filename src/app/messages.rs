@@ -163,7 +163,10 @@ mod tests {
     fn logged_messages_carry_their_number_in_the_contract_order() {
         let change = UserChange::Added(Box::new(user()));
         let m = admin(&change, 42, "http://h", 0);
-        assert!(m.starts_with(r#"{"type":"user_added","seq":42,"data":{"id":7,"#), "{m}");
+        assert!(
+            m.starts_with(r#"{"type":"user_added","seq":42,"data":{"id":7,"#),
+            "{m}"
+        );
         assert_eq!(agent(&change, 42, "http://h", 0), None);
         let gone = admin(&UserChange::Deleted(7), 43, "http://h", 0);
         assert_eq!(gone, r#"{"type":"user_deleted","seq":43,"data":{"id":7}}"#);
@@ -178,10 +181,21 @@ mod tests {
         };
         assert_eq!(msg(Cause::Activated).unwrap()["type"], "session_started");
         let p = msg(Cause::Answered).unwrap();
-        assert_eq!((p["type"].as_str(), p["seq"].as_u64(), p["user_id"].as_i64()), (Some("progress"), Some(9), Some(7)));
+        assert_eq!(
+            (p["type"].as_str(), p["seq"].as_u64(), p["user_id"].as_i64()),
+            (Some("progress"), Some(9), Some(7))
+        );
         assert_eq!(msg(Cause::SessionExpired).unwrap()["data"]["id"], 7);
-        assert!(msg(Cause::Edited { progressed: true, by_agent: true }).is_none());
-        assert!(msg(Cause::Edited { progressed: false, by_agent: false }).is_none());
+        assert!(msg(Cause::Edited {
+            progressed: true,
+            by_agent: true
+        })
+        .is_none());
+        assert!(msg(Cause::Edited {
+            progressed: false,
+            by_agent: false
+        })
+        .is_none());
         assert!(msg(Cause::InviteExpired).is_none());
         assert!(msg(Cause::InviteRegenerated).is_none());
     }
@@ -207,7 +221,10 @@ mod tests {
     fn initial_and_resumed() {
         let u = user();
         let i: Value = serde_json::from_slice(&initial("e1", 5, &[u.view("http://h", 0)])).unwrap();
-        assert_eq!((i["type"].as_str(), i["epoch"].as_str(), i["seq"].as_u64()), (Some("initial"), Some("e1"), Some(5)));
+        assert_eq!(
+            (i["type"].as_str(), i["epoch"].as_str(), i["seq"].as_u64()),
+            (Some("initial"), Some("e1"), Some(5))
+        );
         assert_eq!(i["data"][0]["id"], 7);
         assert_eq!(
             resumed("e1", 5),

@@ -54,7 +54,8 @@ impl World {
         let out = if cmd.is_read() {
             self.store.read(|tx| command::execute(tx, &rules, now, cmd))
         } else {
-            self.store.write(|tx| command::execute(tx, &rules, now, cmd))
+            self.store
+                .write(|tx| command::execute(tx, &rules, now, cmd))
         };
         let mut effects = Vec::new();
         if let Ok(Outcome::Changed(e)) = &out {
@@ -409,7 +410,10 @@ fn the_initial_snapshot_is_shared_until_the_list_changes() {
     let mut w = World::new();
     w.add(T0, "a@x.io", 10);
     let first = initial(&mut w, Stream::Admin, T0);
-    assert!(Rc::ptr_eq(&first, &initial(&mut w, Stream::Admin, T0 + 5_000)));
+    assert!(Rc::ptr_eq(
+        &first,
+        &initial(&mut w, Stream::Admin, T0 + 5_000)
+    ));
     w.add(T0, "b@x.io", 10);
     let second = initial(&mut w, Stream::Admin, T0);
     assert!(!Rc::ptr_eq(&first, &second));
@@ -471,7 +475,10 @@ fn a_stream_resumes_with_exactly_what_it_missed_even_after_a_restart() {
     let msgs: Vec<Value> = opening.frames.iter().map(|f| payload(f)).collect();
     assert_eq!(msgs[0]["type"], "resumed");
     assert_eq!(msgs[0]["seq"], 2);
-    let seqs: Vec<u64> = msgs[1..].iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = msgs[1..]
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, [3, 4, 5]);
     let up_to_date = w.app.open(Stream::Admin, Some(&at(5)), T0);
     assert!(up_to_date.resumed && up_to_date.frames.len() == 1);
@@ -511,7 +518,11 @@ fn agents_get_the_running_sessions_and_their_own_replay() {
         .map(|f| payload(f))
         .collect();
     let kinds: Vec<_> = replay.iter().map(|m| m["type"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["resumed", "session_started"], "event 2 had no agent message");
+    assert_eq!(
+        kinds,
+        ["resumed", "session_started"],
+        "event 2 had no agent message"
+    );
     assert_eq!(replay[1]["seq"], 3);
 }
 
@@ -541,7 +552,10 @@ fn an_unused_invite_runs_out_once_and_admins_hear_of_it() {
         e,
         Effect::InviteClock { expires_at: Some(at), .. } if *at == T0 + 2 * INVITE_TTL
     )));
-    assert_eq!(w.app.user(u.id).unwrap().status(), crate::model::Status::Invited);
+    assert_eq!(
+        w.app.user(u.id).unwrap().status(),
+        crate::model::Status::Invited
+    );
 }
 
 #[test]

@@ -55,7 +55,13 @@ impl Server {
     }
 
     /// Carry out a reply for connection `key`: answer it, or hand its job over and wait.
-    pub(super) fn drive_reply(&mut self, key: usize, reply: Reply, keep_alive: bool, started: Instant) {
+    pub(super) fn drive_reply(
+        &mut self,
+        key: usize,
+        reply: Reply,
+        keep_alive: bool,
+        started: Instant,
+    ) {
         match reply {
             Reply::Now(resp) => self.respond(key, resp, keep_alive),
             Reply::Later(Job::Store(cmd), pending) => {
@@ -147,7 +153,11 @@ impl Server {
                 request_id,
                 ..
             } => {
-                if self.conns.get(key).is_some_and(|c| c.gen == gen && c.is_live_stream()) {
+                if self
+                    .conns
+                    .get(key)
+                    .is_some_and(|c| c.gen == gen && c.is_live_stream())
+                {
                     let reply = agent::finish(&request_id, result);
                     self.send_frame(key, &reply);
                 }
@@ -235,7 +245,12 @@ impl Server {
     /// A stream handshake's admin session was looked up: remember it and upgrade, or refuse.
     /// Storage that could not answer gets 503: a credential that cannot be checked is never
     /// refused as if it were wrong (API.md).
-    fn handshake_looked_up(&mut self, key: usize, req: &Request, result: Result<Outcome, AppError>) {
+    fn handshake_looked_up(
+        &mut self,
+        key: usize,
+        req: &Request,
+        result: Result<Outcome, AppError>,
+    ) {
         match result {
             Ok(Outcome::AdminSession(found)) => {
                 if let Some(session) = found {

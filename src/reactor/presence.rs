@@ -51,8 +51,10 @@ impl Server {
                 return Rc::clone(frame);
             }
         }
-        let frame: Rc<[u8]> =
-            Rc::from(ws::text_frame(&messages::presence(&self.hub.presence(), true)));
+        let frame: Rc<[u8]> = Rc::from(ws::text_frame(&messages::presence(
+            &self.hub.presence(),
+            true,
+        )));
         self.presence.cached = Some((version, now.mono_ms, Rc::clone(&frame)));
         frame
     }

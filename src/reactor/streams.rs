@@ -143,7 +143,11 @@ impl Server {
         match stream {
             Stream::Admin | Stream::Agent => {
                 let asked = resume_point(req);
-                let opening = self.app.open(stream, asked.as_ref().ok().and_then(|p| p.as_ref()), now.wall_ms);
+                let opening = self.app.open(
+                    stream,
+                    asked.as_ref().ok().and_then(|p| p.as_ref()),
+                    now.wall_ms,
+                );
                 if !matches!(asked, Ok(None)) {
                     self.metrics.resume(stream, opening.resumed);
                 }

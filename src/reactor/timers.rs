@@ -46,13 +46,19 @@ impl Server {
                 // streams and tells admins and agents. A full queue means: try again shortly.
                 Due::Expire(user_id) => {
                     let cmd = Command::ExpireSession { id: user_id };
-                    if !self.storage.submit(jobs::Ticket::SessionExpiry(user_id), cmd) {
+                    if !self
+                        .storage
+                        .submit(jobs::Ticket::SessionExpiry(user_id), cmd)
+                    {
                         self.session_clock.retry_expiry(user_id, now);
                     }
                 }
                 Due::InviteExpired(user_id) => {
                     let cmd = Command::ExpireInvite { id: user_id };
-                    if !self.storage.submit(jobs::Ticket::InviteExpiry(user_id), cmd) {
+                    if !self
+                        .storage
+                        .submit(jobs::Ticket::InviteExpiry(user_id), cmd)
+                    {
                         self.session_clock.retry_invite(user_id, now);
                     }
                 }

@@ -162,7 +162,6 @@ impl Sqlite {
         )?;
         Ok(self.conn.last_insert_rowid())
     }
-
 }
 
 /// A user row as a [`User`], its token derived under `key`.
@@ -579,7 +578,10 @@ mod tests {
             let h = auth::digest("tok");
             tx.create_admin_session(id, &h, 1000, 0)?;
             let s = tx.admin_session(&h, 999)?.unwrap();
-            assert_eq!((s.admin_id, s.email.as_str(), s.expires_at), (id, "root@x.io", 1000));
+            assert_eq!(
+                (s.admin_id, s.email.as_str(), s.expires_at),
+                (id, "root@x.io", 1000)
+            );
             assert_eq!(tx.admin_sessions(999)?, vec![s]);
             assert_eq!(tx.admin_session(&h, 1000)?, None);
             assert_eq!(tx.admin_session(&auth::digest("other"), 0)?, None);
