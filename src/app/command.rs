@@ -116,6 +116,11 @@ pub enum Command {
     },
     /// Read: every valid admin session.
     AdminSessions,
+    /// Read: the logged events numbered `from..=to` (a resume from beyond the memory tail).
+    ReadEvents {
+        from: u64,
+        to: u64,
+    },
     /// Housekeeping: trim the event log and the agent request ids to what must be kept, prune
     /// expired admin sessions.
     Maintain,
@@ -126,7 +131,10 @@ impl Command {
     pub fn is_read(&self) -> bool {
         matches!(
             self,
-            Command::FindAdmin { .. } | Command::LookupAdminSession { .. } | Command::AdminSessions
+            Command::FindAdmin { .. }
+                | Command::LookupAdminSession { .. }
+                | Command::AdminSessions
+                | Command::ReadEvents { .. }
         )
     }
 }
@@ -155,6 +163,10 @@ pub enum Outcome {
     AdminSession(Option<AdminSession>),
     /// `AdminSessions`' answer.
     AdminSessions(Vec<AdminSession>),
+    /// `ReadEvents`' answer.
+    Events(Vec<StoredEvent>),
+    /// `Maintain` trimmed the log: storage now holds events from this number on.
+    Trimmed { stored_from: u64 },
 }
 
 /// Run `cmd` at wall time `now` (Unix ms) against an open transaction.
@@ -309,6 +321,7 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             Ok(Outcome::AdminSession(tx.admin_session(&token, now)?))
         }
         Command::AdminSessions => Ok(Outcome::AdminSessions(tx.admin_sessions(now)?)),
+        Command::ReadEvents { from, to } => Ok(Outcome::Events(tx.events_between(from, to)?)),
         Command::Maintain => {
             let events = tx.trim_events(RETENTION, now)?;
             let requests = tx.trim_agent_requests(now - AGENT_REQUEST_MEMORY_MS)?;
@@ -318,7 +331,9 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
                     "housekeeping: {events} old events, {requests} agent request ids, {sessions} expired admin sessions removed"
                 );
             }
-            Ok(Outcome::Nothing)
+            let head = tx.log_head()?.head;
+            let stored_from = tx.oldest_event()?.unwrap_or(head + 1);
+            Ok(Outcome::Trimmed { stored_from })
         }
     }
 }

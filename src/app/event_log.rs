@@ -7,19 +7,22 @@
 //!   view and this tail always stand at the same position: a stream that takes the view
 //!   (`initial`) or a replay from here, and then joins the broadcast in the same loop turn, can
 //!   neither miss nor repeat an event.
-//! * It holds what storage holds ([`RETENTION`]: the last 1,000 events and every event of the
-//!   last 10 minutes), loaded at start, so a resume works across a restart; beyond
-//!   [`MEMORY_CAP`] events the oldest go even if younger than 10 minutes (a reconnecting client
-//!   then gets a fresh `initial`, never a wrong replay).
+//! * Memory keeps the last [`MEMORY_CAP`] events (about a megabyte): the replays a reconnect
+//!   wave needs (seconds of missed events) are served from here. Storage keeps what the
+//!   contract promises ([`crate::store::RETENTION`]: the last 1,000 events and every event of
+//!   the last 10 minutes), with the data, so a resume also works across a restart; `stored_from`
+//!   is the first number storage still holds, and a resume from between it and the memory tail
+//!   is read from storage ([`Replay::Storage`]). Anything older gets a fresh `initial`, never a
+//!   wrong replay.
 
-use crate::store::{Retention, StoredEvent, RETENTION};
+use crate::store::StoredEvent;
 use crate::ws;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-/// Events kept in memory at most, whatever their age (about 40 MB of messages). Ten minutes
-/// of writes at 160 per second.
-pub const MEMORY_CAP: usize = 100_000;
+/// Events kept in memory at most (about 1 MB of messages): far more than a client that drops
+/// for a few seconds misses, far less than ten minutes of a busy import.
+pub const MEMORY_CAP: usize = 2_048;
 
 /// One logged change, framed once for every stream that will ever be sent it.
 #[derive(Debug, Clone)]
@@ -48,11 +51,33 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// The frame a stream of this kind gets for the entry (agents: only changes that caused
+    /// an agent message).
+    pub fn for_stream(&self, agent: bool) -> Option<Rc<[u8]>> {
+        if agent {
+            self.agent.clone()
+        } else {
+            Some(Rc::clone(&self.admin))
+        }
+    }
+}
+
 /// A client's claim of where it stopped: `?epoch=E&since=N`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumePoint {
     pub epoch: String,
     pub since: u64,
+}
+
+/// How a resume can be served.
+pub enum Replay<'a> {
+    /// From memory: these entries, in order (possibly none: the client is up to date).
+    Memory(Box<dyn Iterator<Item = &'a Entry> + 'a>),
+    /// From storage: events `from..=to`; the ones after `to` are in memory or still to come.
+    Storage { from: u64, to: u64 },
+    /// Not at all: another history, a number ahead of the log, or events no longer held.
+    Impossible,
 }
 
 pub struct EventLog {
@@ -61,13 +86,14 @@ pub struct EventLog {
     /// Number of the last change applied (0: none yet).
     head: u64,
     entries: VecDeque<Entry>,
-    retention: Retention,
+    /// The first number storage still holds (`head + 1` when it holds none).
+    stored_from: u64,
 }
 
 impl EventLog {
-    /// The log at `head`, with the stored events still held (oldest first). Only the run of
-    /// consecutive numbers that ends at `head` is kept.
-    pub fn new(epoch: String, head: u64, stored: &[StoredEvent]) -> EventLog {
+    /// The log at `head`, with the newest stored events (oldest first) and the first number
+    /// storage holds. Only the run of consecutive numbers that ends at `head` is kept.
+    pub fn new(epoch: String, head: u64, stored: &[StoredEvent], stored_from: u64) -> EventLog {
         let mut entries = VecDeque::new();
         let mut want = head;
         for e in stored.iter().rev() {
@@ -81,8 +107,13 @@ impl EventLog {
             epoch,
             head,
             entries,
-            retention: RETENTION,
+            stored_from: stored_from.min(head + 1),
         }
+    }
+
+    /// Storage trimmed its log: it now holds events from `seq` on.
+    pub fn set_stored_from(&mut self, seq: u64) {
+        self.stored_from = seq.min(self.head + 1);
     }
 
     pub fn epoch(&self) -> &str {
@@ -108,37 +139,25 @@ impl EventLog {
         true
     }
 
-    /// Drop what the retention rule no longer requires at `now` (wall ms).
-    pub fn trim(&mut self, now: i64) {
-        let oldest_kept = self.head.saturating_sub(self.retention.count);
-        while let Some(front) = self.entries.front() {
-            if front.seq <= oldest_kept && front.at_ms < now - self.retention.age_ms {
-                self.entries.pop_front();
-            } else {
-                break;
-            }
-        }
-    }
-
-    /// The entries after `point`, if this log can replay them: same epoch, `since` not ahead of
-    /// the log, and every entry after it still held. `None` means "send a fresh `initial`".
-    pub fn since(&self, point: &ResumePoint) -> Option<impl Iterator<Item = &Entry>> {
+    /// How to replay what came after `point`: same epoch, `since` not ahead of the log, and
+    /// every event after it still held, in memory or in storage.
+    pub fn since(&self, point: &ResumePoint) -> Replay<'_> {
         if point.epoch != self.epoch || point.since > self.head {
-            return None;
+            return Replay::Impossible;
         }
         let first_needed = point.since + 1;
-        let held_from = self.entries.front().map_or(self.head + 1, |e| e.seq);
-        if first_needed < held_from {
-            return None;
+        let in_memory_from = self.entries.front().map_or(self.head + 1, |e| e.seq);
+        if first_needed >= in_memory_from {
+            let skip = (first_needed - in_memory_from) as usize;
+            return Replay::Memory(Box::new(self.entries.iter().skip(skip)));
         }
-        let skip = (first_needed - held_from) as usize;
-        Some(self.entries.iter().skip(skip))
-    }
-
-    #[cfg(test)]
-    pub fn with_retention(mut self, retention: Retention) -> Self {
-        self.retention = retention;
-        self
+        if first_needed >= self.stored_from {
+            return Replay::Storage {
+                from: first_needed,
+                to: self.head,
+            };
+        }
+        Replay::Impossible
     }
 
     /// Events held.
@@ -176,59 +195,75 @@ mod tests {
         }
     }
 
-    fn seqs<'a>(it: impl Iterator<Item = &'a Entry>) -> Vec<u64> {
-        it.map(|e| e.seq).collect()
+    fn seqs(replay: Replay<'_>) -> Vec<u64> {
+        match replay {
+            Replay::Memory(it) => it.map(|e| e.seq).collect(),
+            Replay::Storage { from, to } => panic!("from storage: {from}..={to}"),
+            Replay::Impossible => panic!("not at all"),
+        }
     }
 
     #[test]
     fn replays_exactly_what_was_missed() {
         let all: Vec<_> = (1..=5).map(|s| stored(s, 0)).collect();
-        let log = EventLog::new("e".into(), 5, &all);
-        assert_eq!(seqs(log.since(&at("e", 2)).unwrap()), [3, 4, 5]);
-        assert_eq!(seqs(log.since(&at("e", 5)).unwrap()), Vec::<u64>::new());
-        assert_eq!(seqs(log.since(&at("e", 0)).unwrap()), [1, 2, 3, 4, 5]);
-        assert!(log.since(&at("other", 2)).is_none(), "another history");
-        assert!(log.since(&at("e", 6)).is_none(), "ahead of the log");
+        let log = EventLog::new("e".into(), 5, &all, 1);
+        assert_eq!(seqs(log.since(&at("e", 2))), [3, 4, 5]);
+        assert_eq!(seqs(log.since(&at("e", 5))), Vec::<u64>::new());
+        assert_eq!(seqs(log.since(&at("e", 0))), [1, 2, 3, 4, 5]);
+        assert!(
+            matches!(log.since(&at("other", 2)), Replay::Impossible),
+            "another history"
+        );
+        assert!(
+            matches!(log.since(&at("e", 6)), Replay::Impossible),
+            "ahead of the log"
+        );
     }
 
     #[test]
     fn only_the_run_ending_at_head_is_loaded() {
         let with_gap = [stored(1, 0), stored(3, 0), stored(4, 0)];
-        let log = EventLog::new("e".into(), 4, &with_gap);
+        let log = EventLog::new("e".into(), 4, &with_gap, 3);
         assert_eq!(log.held(), 2);
-        assert!(log.since(&at("e", 1)).is_none(), "event 2 is not held");
-        assert_eq!(seqs(log.since(&at("e", 2)).unwrap()), [3, 4]);
-        let empty = EventLog::new("e".into(), 9, &[]);
-        assert_eq!(seqs(empty.since(&at("e", 9)).unwrap()), Vec::<u64>::new());
-        assert!(empty.since(&at("e", 8)).is_none());
+        assert!(
+            matches!(log.since(&at("e", 1)), Replay::Impossible),
+            "event 2 is not held"
+        );
+        assert_eq!(seqs(log.since(&at("e", 2))), [3, 4]);
+        let empty = EventLog::new("e".into(), 9, &[], 10);
+        assert_eq!(seqs(empty.since(&at("e", 9))), Vec::<u64>::new());
+        assert!(matches!(empty.since(&at("e", 8)), Replay::Impossible));
     }
 
     #[test]
     fn push_refuses_anything_but_the_next_number() {
-        let mut log = EventLog::new("e".into(), 0, &[]);
+        let mut log = EventLog::new("e".into(), 0, &[], 1);
         assert!(log.push(entry(1, 0)));
         assert!(!log.push(entry(1, 0)), "a duplicate");
         assert!(!log.push(entry(3, 0)), "a gap");
         assert!(log.push(entry(2, 0)));
         assert_eq!(log.head(), 2);
-        assert_eq!(seqs(log.since(&at("e", 0)).unwrap()), [1, 2]);
+        assert_eq!(seqs(log.since(&at("e", 0))), [1, 2]);
     }
 
     #[test]
-    fn trimming_keeps_the_last_n_and_the_recent_ones() {
-        let keep = Retention {
-            count: 3,
-            age_ms: 1_000,
-        };
-        let mut log = EventLog::new("e".into(), 0, &[]).with_retention(keep);
-        for s in 1..=10 {
-            // Events 1..=6 are old, 7..=10 recent.
-            log.push(entry(s, if s <= 6 { 0 } else { 10_000 }));
+    fn older_events_come_from_storage_while_it_holds_them() {
+        let mut log = EventLog::new("e".into(), 0, &[], 1);
+        let n = MEMORY_CAP as u64 + 10;
+        for s in 1..=n {
+            log.push(entry(s, 0));
         }
-        log.trim(10_500);
-        assert_eq!(seqs(log.since(&at("e", 6)).unwrap()), [7, 8, 9, 10]);
-        assert!(log.since(&at("e", 5)).is_none());
-        log.trim(20_000);
-        assert_eq!(log.held(), 3, "the last three stay however old");
+        assert_eq!(log.held(), MEMORY_CAP);
+        assert_eq!(seqs(log.since(&at("e", 10))).len(), MEMORY_CAP);
+        assert!(matches!(
+            log.since(&at("e", 3)),
+            Replay::Storage { from: 4, to } if to == n
+        ));
+        log.set_stored_from(6);
+        assert!(matches!(log.since(&at("e", 5)), Replay::Storage { from: 6, .. }));
+        assert!(
+            matches!(log.since(&at("e", 4)), Replay::Impossible),
+            "event 5 was trimmed from storage"
+        );
     }
 }

@@ -34,7 +34,7 @@ mod tests;
 
 pub use command::{Command, Outcome, Rules, UserPatch};
 pub use event::{Cause, Event, Logged, UserChange};
-pub use event_log::ResumePoint;
+pub use event_log::{Replay, ResumePoint};
 
 /// What the reactor must do after an event was applied.
 #[derive(Debug)]
@@ -111,11 +111,13 @@ impl Snapshot {
 /// Admin sessions cached at most (a flood of distinct valid tokens clears the cache).
 const ADMIN_SESSION_CACHE: usize = 100_000;
 
-/// What a stream gets first: `initial` (or `resumed` and the missed events).
-pub struct Opening {
-    pub frames: Vec<Rc<[u8]>>,
-    /// Whether this is a replay (`resumed`) rather than a fresh `initial`.
-    pub resumed: bool,
+/// What a stream gets first: `initial`, or `resumed` and the missed events.
+pub enum Opening {
+    /// Send these frames (`initial`; or `resumed` and the replay from memory).
+    Frames { frames: Vec<Rc<[u8]>>, resumed: bool },
+    /// The replay starts beyond the memory tail: read events `from..=to` from storage, then
+    /// [`App::resumed_from_storage`] (and what was broadcast meanwhile).
+    ReadStorage { from: u64, to: u64 },
 }
 
 /// The in-memory view of the invitee list and of signed-in admins.
@@ -147,6 +149,7 @@ impl App {
         users: Vec<User>,
         head: LogHead,
         events: &[StoredEvent],
+        stored_from: u64,
         public_url: String,
         setup_code: Option<String>,
     ) -> App {
@@ -154,7 +157,7 @@ impl App {
             public_url,
             users: BTreeMap::new(),
             by_token: HashMap::new(),
-            log: event_log::EventLog::new(head.epoch, head.head, events),
+            log: event_log::EventLog::new(head.epoch, head.head, events, stored_from),
             admin_snapshot: None,
             agent_snapshot: None,
             setup_code,
@@ -234,30 +237,54 @@ impl App {
 
     /// What a new admin or agent stream gets first at `now`: a replay from `resume` when the
     /// log still holds everything after it, else a fresh `initial`. Both come from the same
-    /// position as the broadcasts that follow (see `log.rs`).
+    /// position as the broadcasts that follow (see `event_log.rs`).
     pub fn open(&mut self, stream: Stream, resume: Option<&ResumePoint>, now: i64) -> Opening {
         let agent = stream == Stream::Agent;
-        if let Some(tail) = resume.and_then(|p| self.log.since(p)) {
-            let mut frames = vec![Rc::from(ws::text_frame(&messages::resumed(
-                self.log.epoch(),
-                resume.map_or(0, |p| p.since),
-            )))];
-            frames.extend(tail.filter_map(|e| {
-                if agent {
-                    e.agent.clone()
-                } else {
-                    Some(Rc::clone(&e.admin))
+        if let Some(point) = resume {
+            match self.log.since(point) {
+                Replay::Memory(tail) => {
+                    let mut frames = vec![self.resumed_frame(point.since)];
+                    frames.extend(tail.filter_map(|e| e.for_stream(agent)));
+                    return Opening::Frames {
+                        frames,
+                        resumed: true,
+                    };
                 }
-            }));
-            return Opening {
-                frames,
-                resumed: true,
-            };
+                Replay::Storage { from, to } => return Opening::ReadStorage { from, to },
+                Replay::Impossible => {}
+            }
         }
-        Opening {
+        Opening::Frames {
             frames: vec![self.initial_frame(agent, now)],
             resumed: false,
         }
+    }
+
+    /// The opening of a stream whose replay was read from storage: `resumed` at `since`, then
+    /// the stored events, framed for the stream.
+    pub fn resumed_from_storage(&self, stream: Stream, since: u64, events: &[StoredEvent]) -> Vec<Rc<[u8]>> {
+        let agent = stream == Stream::Agent;
+        let mut frames = vec![self.resumed_frame(since)];
+        frames.extend(
+            events
+                .iter()
+                .filter_map(|e| event_log::Entry::from_stored(e).for_stream(agent)),
+        );
+        frames
+    }
+
+    /// A fresh `initial` for `stream` at `now` (a replay that could not be read).
+    pub fn initial(&mut self, stream: Stream, now: i64) -> Rc<[u8]> {
+        self.initial_frame(stream == Stream::Agent, now)
+    }
+
+    fn resumed_frame(&self, since: u64) -> Rc<[u8]> {
+        Rc::from(ws::text_frame(&messages::resumed(self.log.epoch(), since)))
+    }
+
+    /// Storage trimmed its log: it now holds events from `seq` on.
+    pub fn stored_from(&mut self, seq: u64) {
+        self.log.set_stored_from(seq);
     }
 
     /// `{"type":"initial",...}`: built once per change of the list and shared by every stream
@@ -307,11 +334,6 @@ impl App {
     /// `{"type":"progress"}` for the session of `user_id`, if it exists.
     pub fn progress_frame(&self, user_id: i64) -> Option<Rc<[u8]>> {
         Some(frame(messages::session_progress(self.users.get(&user_id)?)))
-    }
-
-    /// Forget what the retention rule no longer requires of the log at `now`.
-    pub fn trim_log(&mut self, now: i64) {
-        self.log.trim(now);
     }
 
     // ---------------------------------------------------------------- admins

@@ -90,10 +90,23 @@ impl World {
 
 fn load(store: &mut Sqlite) -> App {
     let users = store.load_users().unwrap();
-    let (head, events) = store
-        .read(|tx| Ok::<_, crate::store::DbError>((tx.log_head()?, tx.events()?)))
+    let (head, events, from) = store
+        .read(|tx| {
+            let head = tx.log_head()?;
+            let events = tx.events_between(1, head.head)?;
+            let from = tx.oldest_event()?.unwrap_or(head.head + 1);
+            Ok::<_, crate::store::DbError>((head, events, from))
+        })
         .unwrap();
-    App::new(users, head, &events, "http://h".into(), None)
+    App::new(users, head, &events, from, "http://h".into(), None)
+}
+
+/// The frames of an opening that did not need storage.
+fn frames(o: Opening) -> (Vec<Rc<[u8]>>, bool) {
+    match o {
+        Opening::Frames { frames, resumed } => (frames, resumed),
+        Opening::ReadStorage { from, to } => panic!("storage replay {from}..={to}"),
+    }
 }
 
 /// The JSON of a server text frame (header of 2, 4 or 10 bytes).
@@ -399,10 +412,10 @@ fn edits_are_checked_and_the_agent_is_not_told_what_it_said() {
 }
 
 fn initial(w: &mut World, stream: Stream, now: i64) -> Rc<[u8]> {
-    let opening = w.app.open(stream, None, now);
-    assert!(!opening.resumed);
-    assert_eq!(opening.frames.len(), 1);
-    Rc::clone(&opening.frames[0])
+    let (frames, resumed) = frames(w.app.open(stream, None, now));
+    assert!(!resumed);
+    assert_eq!(frames.len(), 1);
+    Rc::clone(&frames[0])
 }
 
 #[test]
@@ -470,9 +483,9 @@ fn a_stream_resumes_with_exactly_what_it_missed_even_after_a_restart() {
         epoch: epoch.clone(),
         since,
     };
-    let opening = w.app.open(Stream::Admin, Some(&at(2)), T0);
-    assert!(opening.resumed);
-    let msgs: Vec<Value> = opening.frames.iter().map(|f| payload(f)).collect();
+    let (opening, resumed) = frames(w.app.open(Stream::Admin, Some(&at(2)), T0));
+    assert!(resumed);
+    let msgs: Vec<Value> = opening.iter().map(|f| payload(f)).collect();
     assert_eq!(msgs[0]["type"], "resumed");
     assert_eq!(msgs[0]["seq"], 2);
     let seqs: Vec<u64> = msgs[1..]
@@ -480,8 +493,8 @@ fn a_stream_resumes_with_exactly_what_it_missed_even_after_a_restart() {
         .map(|m| m["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, [3, 4, 5]);
-    let up_to_date = w.app.open(Stream::Admin, Some(&at(5)), T0);
-    assert!(up_to_date.resumed && up_to_date.frames.len() == 1);
+    let (up_to_date, resumed) = frames(w.app.open(Stream::Admin, Some(&at(5)), T0));
+    assert!(resumed && up_to_date.len() == 1);
     for wrong in [
         ResumePoint {
             epoch: "0000000000000000".into(),
@@ -489,9 +502,9 @@ fn a_stream_resumes_with_exactly_what_it_missed_even_after_a_restart() {
         },
         at(6),
     ] {
-        let o = w.app.open(Stream::Admin, Some(&wrong), T0);
-        assert!(!o.resumed, "{wrong:?}");
-        assert_eq!(payload(&o.frames[0])["type"], "initial");
+        let (o, resumed) = frames(w.app.open(Stream::Admin, Some(&wrong), T0));
+        assert!(!resumed, "{wrong:?}");
+        assert_eq!(payload(&o[0])["type"], "initial");
     }
 }
 
@@ -510,10 +523,8 @@ fn agents_get_the_running_sessions_and_their_own_replay() {
         epoch: first["epoch"].as_str().unwrap().into(),
         since: 1,
     };
-    let replay: Vec<Value> = w
-        .app
-        .open(Stream::Agent, Some(&point), T0)
-        .frames
+    let replay: Vec<Value> = frames(w.app.open(Stream::Agent, Some(&point), T0))
+        .0
         .iter()
         .map(|f| payload(f))
         .collect();

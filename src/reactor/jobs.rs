@@ -31,6 +31,17 @@ pub enum Ticket {
         request_id: Value,
         started: Instant,
     },
+    /// A resuming stream's missed events, read from storage; it holds what is broadcast
+    /// meanwhile.
+    Replay {
+        key: usize,
+        gen: u32,
+        stream: Stream,
+        /// The client has events up to this number…
+        since: u64,
+        /// …and storage was asked for the ones up to this (the head when it asked).
+        to: u64,
+    },
     /// The session clock of this user ran out.
     SessionExpiry(i64),
     /// The unused invite link of this user ran out.
@@ -185,11 +196,18 @@ impl Server {
                 }
                 Ok(_) => {}
             },
-            Ticket::Housekeeping => {
-                if let Err(e) = result {
-                    log::warn!("housekeeping in storage failed: {e:?}");
-                }
-            }
+            Ticket::Replay {
+                key,
+                gen,
+                stream,
+                since,
+                to,
+            } => self.replayed(key, gen, stream, (since, to), result, now),
+            Ticket::Housekeeping => match result {
+                Ok(Outcome::Trimmed { stored_from }) => self.app.stored_from(stored_from),
+                Ok(_) => {}
+                Err(e) => log::warn!("housekeeping in storage failed: {e:?}"),
+            },
         }
     }
 
@@ -208,6 +226,54 @@ impl Server {
         }
         effects.clear();
         self.effects = effects;
+    }
+
+    /// The events a resuming stream missed came back from storage: send `resumed`, them, and
+    /// what was held meanwhile. If storage could not give every one of them (busy, or trimmed
+    /// in between), a fresh `initial` replaces it all — it already reflects the held events.
+    fn replayed(
+        &mut self,
+        key: usize,
+        gen: u32,
+        stream: Stream,
+        (since, to): (u64, u64),
+        result: Result<Outcome, AppError>,
+        now: Now,
+    ) {
+        let live = self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.gen == gen && c.is_live_stream() && c.is_holding());
+        if !live {
+            return;
+        }
+        let complete = match &result {
+            Ok(Outcome::Events(events))
+                if events.len() as u64 == to - since
+                    && events.iter().zip(since + 1..).all(|(e, n)| e.seq == n) =>
+            {
+                Some(events)
+            }
+            _ => None,
+        };
+        let (frames, resumed) = match complete {
+            Some(events) => (self.app.resumed_from_storage(stream, since, events), true),
+            None => (vec![self.app.initial(stream, now.wall_ms)], false),
+        };
+        self.metrics.resume(stream, resumed);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let (sent, written) = conn.release_held(frames, resumed);
+        self.metrics.ws_bytes_sent += written as u64;
+        if sent == crate::conn::Sent::Failed {
+            return self.mark_dead(key, CloseReason::WriteError);
+        }
+        if !resumed && stream == Stream::Admin {
+            // The held presence frame went with the rest: send the current one.
+            let presence = self.presence_frame(now);
+            self.send_frame(key, &presence);
+        }
     }
 
     /// A job of the request waiting on connection `key`.`gen` is done: finish it.

@@ -44,6 +44,7 @@
 //! that caused it is answered.
 
 use crate::api::{self, Ctx, Done, Job, LoginLimiter, Pending, Reply};
+use crate::app::event_log::MEMORY_CAP;
 use crate::app::{App, Command, Effect, Rules};
 use crate::auth::Digest32;
 use crate::clock::{Clock, Now};
@@ -481,23 +482,27 @@ fn open_storage(cfg: &ServeConfig, public_url: String, now: i64) -> Result<(Sqli
     } else {
         None
     };
-    let (head, events, sessions) = db
+    let (head, events, stored_from, sessions) = db
         .write(|tx| {
             let pruned = tx.prune_admin_sessions(now)?;
             if pruned > 0 {
                 log::info!("removed {pruned} expired admin sessions");
             }
             tx.trim_events(RETENTION, now)?;
-            Ok::<_, store::DbError>((tx.log_head()?, tx.events()?, tx.admin_sessions(now)?))
+            let head = tx.log_head()?;
+            let tail_from = head.head.saturating_sub(MEMORY_CAP as u64) + 1;
+            let events = tx.events_between(tail_from, head.head)?;
+            let stored_from = tx.oldest_event()?.unwrap_or(head.head + 1);
+            Ok::<_, store::DbError>((head, events, stored_from, tx.admin_sessions(now)?))
         })
         .map_err(|e| e.to_string())?;
     log::info!(
-        "event log {} at {} ({} events held)",
+        "event log {} at {} ({} events held from {stored_from})",
         head.epoch,
         head.head,
-        events.len()
+        head.head + 1 - stored_from
     );
-    let mut app = App::new(users, head, &events, public_url, setup_code);
+    let mut app = App::new(users, head, &events, stored_from, public_url, setup_code);
     for s in sessions {
         app.remember_admin_session(s);
     }

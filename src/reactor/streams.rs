@@ -4,7 +4,7 @@
 use super::*;
 use crate::agent::{self, Agent};
 use crate::api::access::{self, Credential, Denied};
-use crate::app::ResumePoint;
+use crate::app::{Opening, ResumePoint};
 use crate::conn::{Sent, WsState};
 use crate::http::{Request, Response};
 use crate::hub::{self, Left, Stream};
@@ -143,15 +143,18 @@ impl Server {
         match stream {
             Stream::Admin | Stream::Agent => {
                 let asked = resume_point(req);
-                let opening = self.app.open(
-                    stream,
-                    asked.as_ref().ok().and_then(|p| p.as_ref()),
-                    now.wall_ms,
-                );
-                if !matches!(asked, Ok(None)) {
-                    self.metrics.resume(stream, opening.resumed);
+                let point = asked.as_ref().ok().and_then(|p| p.as_ref());
+                match self.app.open(stream, point, now.wall_ms) {
+                    Opening::Frames { frames, resumed } => {
+                        if !matches!(asked, Ok(None)) {
+                            self.metrics.resume(stream, resumed);
+                        }
+                        self.send_opening(key, &frames);
+                    }
+                    Opening::ReadStorage { from, to } => {
+                        self.replay_from_storage(key, stream, from, to, now)
+                    }
                 }
-                self.send_opening(key, &opening.frames);
                 if stream == Stream::Admin {
                     let presence = self.presence_frame(now);
                     self.send_frame(key, &presence);
@@ -170,6 +173,31 @@ impl Server {
         }
         if matches!(stream, Stream::Admin | Stream::Session(_)) {
             self.presence_changed(now);
+        }
+    }
+
+    /// A resume from beyond the memory tail: hold what is broadcast to the stream from now on,
+    /// and read the events it missed from storage (`jobs::Ticket::Replay` finishes it). If the
+    /// read cannot even be queued, the stream gets a fresh `initial` at once.
+    fn replay_from_storage(&mut self, key: usize, stream: Stream, from: u64, to: u64, now: Now) {
+        let Some(gen) = self.conns.get(key).map(|c| c.gen) else {
+            return;
+        };
+        let ticket = jobs::Ticket::Replay {
+            key,
+            gen,
+            stream,
+            since: from - 1,
+            to,
+        };
+        if self.storage.submit(ticket, Command::ReadEvents { from, to }) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.hold();
+            }
+        } else {
+            self.metrics.resume(stream, false);
+            let initial = self.app.initial(stream, now.wall_ms);
+            self.send_opening(key, &[initial]);
         }
     }
 

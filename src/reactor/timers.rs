@@ -132,15 +132,14 @@ impl Server {
         self.timers.insert(at, Timer::Heartbeat);
     }
 
-    /// Every 10 s: forget old reconnect bookkeeping. Every minute: trim the log in memory and
-    /// in storage to what retention requires, and prune expired admin sessions.
+    /// Every 10 s: forget old reconnect bookkeeping. Every minute: trim the log in storage to
+    /// what retention requires, and prune expired admin sessions.
     fn housekeeping(&mut self) {
         let now = self.time.now();
         self.recent_closes
             .retain(|_, t| now.mono_ms.saturating_sub(*t) < RECONNECT_WINDOW_MS);
         self.housekeeping_round += 1;
         if self.housekeeping_round.is_multiple_of(6) {
-            self.app.trim_log(now.wall_ms);
             // Best effort: a full queue skips one round.
             self.storage
                 .submit(jobs::Ticket::Housekeeping, Command::Maintain);

@@ -154,8 +154,10 @@ pub trait Tx {
     /// follow commit order.
     fn next_seq(&mut self) -> DbResult<u64>;
     fn append_event(&mut self, e: &StoredEvent) -> DbResult<()>;
-    /// Every event still held, oldest first.
-    fn events(&mut self) -> DbResult<Vec<StoredEvent>>;
+    /// The events numbered `from..=to` still held, oldest first.
+    fn events_between(&mut self, from: u64, to: u64) -> DbResult<Vec<StoredEvent>>;
+    /// The number of the oldest event still held.
+    fn oldest_event(&mut self) -> DbResult<Option<u64>>;
     /// Drop events beyond `keep` at `now_ms`; returns how many went.
     fn trim_events(&mut self, keep: Retention, now_ms: i64) -> DbResult<usize>;
 

@@ -463,13 +463,20 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn events(&mut self) -> DbResult<Vec<StoredEvent>> {
-        let mut stmt = self.tx.prepare(
+    fn events_between(&mut self, from: u64, to: u64) -> DbResult<Vec<StoredEvent>> {
+        let mut stmt = self.tx.prepare_cached(
             "SELECT seq, at_ms, user_id, kind, cause, admin_message, agent_message
-             FROM events ORDER BY seq",
+             FROM events WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
         )?;
-        let rows = stmt.query_map([], event_from_row)?;
+        let rows = stmt.query_map(params![from as i64, to as i64], event_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn oldest_event(&mut self) -> DbResult<Option<u64>> {
+        let seq: Option<i64> = self
+            .tx
+            .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))?;
+        Ok(seq.map(|s| s as u64))
     }
 
     fn trim_events(&mut self, keep: Retention, now_ms: i64) -> DbResult<usize> {
