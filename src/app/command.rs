@@ -98,6 +98,20 @@ pub enum Command {
     FindAdmin {
         email: String,
     },
+    /// Read: whether this OpenID Connect login attempt was used already.
+    OidcAttemptUsed {
+        attempt: [u8; 16],
+    },
+    /// Sign in through OpenID Connect, in one transaction: record the attempt as used (once
+    /// only), find the admin with this (provider-verified) email or, when `may_create`,
+    /// create one, and create a session.
+    OidcSignIn {
+        attempt: [u8; 16],
+        /// When the attempt stops being usable (Unix ms).
+        attempt_expires_at: i64,
+        email: String,
+        may_create: bool,
+    },
 }
 
 /// What a command did.
@@ -115,7 +129,16 @@ pub enum Outcome {
     SignedIn { admin_id: i64, token: String },
     /// `FindAdmin`'s answer.
     Admin(Option<AdminAccount>),
+    /// `OidcAttemptUsed`'s answer.
+    AttemptUsed(bool),
+    /// Sign-in refused with this reason; the transaction commits (the attempt is spent).
+    Refused(&'static str),
 }
+
+/// Why an OpenID Connect sign-in was refused after the provider vouched for the email.
+pub const OIDC_ATTEMPT_USED: &str = "this sign-in was already used; start again";
+pub const OIDC_NOT_ALLOWED: &str =
+    "there is no admin account for this email, and its domain may not create one";
 
 /// Run `cmd` at wall time `now` (Unix ms) against an open transaction.
 pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppResult<Outcome> {
@@ -241,6 +264,31 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             Ok(Outcome::Changed(Event::AdminSessionEnded(token)))
         }
         Command::FindAdmin { email } => Ok(Outcome::Admin(tx.find_admin(&email)?)),
+        Command::OidcAttemptUsed { attempt } => {
+            Ok(Outcome::AttemptUsed(tx.oidc_attempt_used(&attempt)?))
+        }
+        Command::OidcSignIn {
+            attempt,
+            attempt_expires_at,
+            email,
+            may_create,
+        } => {
+            if !tx.use_oidc_attempt(&attempt, attempt_expires_at, now)? {
+                return Ok(Outcome::Refused(OIDC_ATTEMPT_USED));
+            }
+            let id = match tx.find_admin(&email)? {
+                Some(admin) => admin.id,
+                // No password: only the provider signs this account in (the dummy hash
+                // matches no password, at the cost of a real check).
+                None if may_create => {
+                    let id = tx.insert_admin(&email, auth::DUMMY_PASSWORD_HASH, now)?;
+                    log::info!("admin {email} created on first sign-in through OpenID Connect");
+                    id
+                }
+                None => return Ok(Outcome::Refused(OIDC_NOT_ALLOWED)),
+            };
+            sign_in(tx, rules, now, id)
+        }
     }
 }
 

@@ -11,7 +11,8 @@
 //!   a generation no longer in the slot is ignored (mio says events for closed sockets happen).
 //! * **Never block.** Sockets are non-blocking; what the kernel will not take waits in the
 //!   connection's bounded outbox until a writable event. Password hashing runs on the worker
-//!   thread; its answers come back through a `mio::Waker`.
+//!   thread and calls to the identity provider on the OIDC thread; their answers come back
+//!   through the one shared `mio::Waker`.
 //!
 //! ## One turn, Redis-style
 //! 1. `poll`, with the timeout of the next timer (zero when some connection has more to read);
@@ -45,6 +46,7 @@ use crate::config::ServeConfig;
 use crate::conn::{Conn, Phase};
 use crate::hub::Hub;
 use crate::metrics::{CloseReason, Metrics, Refusal};
+use crate::oidc::Oidc;
 use crate::session_clock::SessionClock;
 use crate::store::{self, Sqlite};
 use crate::timer_wheel::TimerWheel;
@@ -121,6 +123,9 @@ pub struct Server {
     signals: Signals,
     /// The password-hashing thread; its answers arrive through the `WAKER` token.
     worker: Worker,
+    /// Sign-in through the identity provider (when configured): its thread answers through the
+    /// same `WAKER` (mio allows one waker per poll).
+    oidc: Option<Oidc>,
     /// Every client connection, by slab key. Entries are removed only in `reap_dead`.
     conns: Slab<Conn>,
     /// Generation of the last accepted connection; tokens carry it so a reused key is told
@@ -208,6 +213,7 @@ impl Server {
             .map_err(|e| format!("register signals: {e}"))?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| format!("waker: {e}"))?);
+        let oidc = start_oidc(&cfg, &public_url, local, waker.clone())?;
         let worker = Worker::start(waker).map_err(|e| format!("worker thread: {e}"))?;
         let rules = Rules {
             session_ms: cfg.session_length.as_millis() as i64,
@@ -219,6 +225,7 @@ impl Server {
             listener,
             signals,
             worker,
+            oidc,
             conns: Slab::with_capacity(1024),
             next_gen: 0,
             hub: Hub::default(),
@@ -405,6 +412,8 @@ impl Server {
             secure_cookies: self.public_url.starts_with("https://"),
             limiter: &mut self.limiter,
             metrics: &mut self.metrics,
+            oidc: self.oidc.as_ref(),
+            password_login: self.cfg.password_login,
         }
     }
 
@@ -439,25 +448,36 @@ impl Server {
                     reply = api::finish(&mut self.ctx(ip, now.wall_ms), pending, done);
                 }
                 Reply::Later(Job::Hash(job), pending) => {
-                    return self.await_hash(key, job, pending, keep_alive)
+                    return self
+                        .await_job(key, pending, keep_alive, |s, who| s.worker.submit(who, job))
+                }
+                Reply::Later(Job::Oidc(job), pending) => {
+                    return self.await_job(key, pending, keep_alive, |s, who| {
+                        s.oidc.as_ref().is_some_and(|o| o.submit(who, job))
+                    })
                 }
             }
         }
     }
 
-    /// Hand a password job to the worker; the connection waits in `AwaitingJob`.
-    fn await_hash(
+    /// Hand a job to a helper thread (`submit` queues it, `false` when the queue is full);
+    /// the connection waits in `AwaitingJob` until `job_done`.
+    fn await_job(
         &mut self,
         key: usize,
-        job: crate::worker::Job,
         pending: Pending,
         keep_alive: bool,
+        submit: impl FnOnce(&Self, crate::worker::Requester) -> bool,
     ) {
+        let Some(gen) = self.conns.get(key).map(|c| c.gen) else {
+            return;
+        };
+        let who = crate::worker::Requester { key, gen };
+        let queued = submit(self, who);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let who = crate::worker::Requester { key, gen: conn.gen };
-        if self.worker.submit(who, job) {
+        if queued {
             conn.enter(Phase::AwaitingJob {
                 keep_alive,
                 pending: Box::new(pending),
@@ -513,6 +533,37 @@ impl Server {
             log::debug!("conn {key}.{} closed ({})", conn.gen, why.label());
         }
     }
+}
+
+/// Start sign-in through the identity provider, when configured. The redirect URI is built
+/// from the public URL, so a server listening on every address needs `--public-url`.
+fn start_oidc(
+    cfg: &ServeConfig,
+    public_url: &str,
+    local: SocketAddr,
+    waker: Arc<Waker>,
+) -> Result<Option<Oidc>, String> {
+    let Some(oidc_cfg) = &cfg.oidc else {
+        return Ok(None);
+    };
+    if cfg.public_url.is_none() && local.ip().is_unspecified() {
+        return Err(format!(
+            "OpenID Connect needs --public-url when listening on {local}: the provider \
+             sends browsers back to <public-url>{}",
+            crate::oidc::CALLBACK_PATH
+        ));
+    }
+    let settings = crate::oidc::Settings::load(oidc_cfg, public_url)?;
+    log::info!(
+        "sign-in with {} ({}); register the redirect URI {}",
+        settings.name,
+        settings.issuer,
+        settings.redirect_uri
+    );
+    // The attempt keys derive from the deployment's server key (already created by
+    // `open_storage`), so every node of a deployment accepts every attempt.
+    let (key, _) = store::load_or_create_key(&cfg.db).map_err(|e| e.to_string())?;
+    Oidc::start(settings, &key, waker).map(Some)
 }
 
 /// Open the database (SQLite file and key) and build the in-memory view from it.

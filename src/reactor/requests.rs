@@ -5,7 +5,6 @@ use super::*;
 use crate::assets;
 use crate::http::{Method, Request, Response};
 use crate::hub::Stream;
-use crate::worker::Outcome;
 
 impl Server {
     /// One complete request from connection `key`.
@@ -65,15 +64,23 @@ impl Server {
         self.drive_reply(key, reply, req.keep_alive, started);
     }
 
-    /// Password jobs are done: finish the requests that waited for them.
+    /// Helper threads answered (the waker is shared): finish the requests that waited.
     pub(super) fn on_worker_done(&mut self) {
         let done: Vec<_> = self.worker.finished().collect();
         for (who, outcome) in done {
-            self.hash_done(who.key, who.gen, outcome);
+            self.job_done(who.key, who.gen, Done::Hashed(outcome));
+        }
+        let oidc = self
+            .oidc
+            .as_mut()
+            .map(|o| o.take_answers())
+            .unwrap_or_default();
+        for (who, outcome) in oidc {
+            self.job_done(who.key, who.gen, Done::Oidc(outcome));
         }
     }
 
-    fn hash_done(&mut self, key: usize, gen: u32, outcome: Outcome) {
+    fn job_done(&mut self, key: usize, gen: u32, done: Done) {
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
             return; // the client left while its password was checked
         };
@@ -91,11 +98,7 @@ impl Server {
         // A client that half-closed after its request gets the answer, then the close.
         let half_closed = conn.input_paused && conn.out.is_empty();
         let now = self.time.now().wall_ms;
-        let reply = api::finish(
-            &mut self.ctx(client_ip, now),
-            *pending,
-            Done::Hashed(outcome),
-        );
+        let reply = api::finish(&mut self.ctx(client_ip, now), *pending, done);
         self.drive_reply(key, reply, keep_alive && !half_closed, Instant::now());
         self.resume.push(key);
     }

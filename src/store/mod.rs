@@ -90,6 +90,19 @@ pub trait Tx {
         now_ms: i64,
     ) -> DbResult<Option<(i64, i64)>>;
     fn delete_admin_session(&mut self, token_digest: &Digest32) -> DbResult<()>;
+
+    /// Create an admin account; returns its id (`Conflict` if the email exists).
+    fn insert_admin(&mut self, email: &str, password_hash: &str, now_ms: i64) -> DbResult<i64>;
+    /// Whether the OpenID Connect login attempt with this id was used already.
+    fn oidc_attempt_used(&mut self, attempt: &[u8; 16]) -> DbResult<bool>;
+    /// Record the attempt as used; `false` if it was used already. Rows of attempts that
+    /// expired before `now_ms` are removed on the way.
+    fn use_oidc_attempt(
+        &mut self,
+        attempt: &[u8; 16],
+        expires_at: i64,
+        now_ms: i64,
+    ) -> DbResult<bool>;
 }
 
 /// The server key file beside the database.
