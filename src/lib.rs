@@ -8,8 +8,10 @@
 //! * `hub` — `Stream`, the one name for which stream, and who listens to what; encode-once
 //!   delivery.
 //! * `session_clock` — session expiries and `time_update` ticks, `now` passed in.
-//! * `timer_wheel` — deadlines without a clock.
-//! * `http`, `ws` — protocol parsing and encoding, pure.
+//! * `timers` — pending deadlines fired in order (an ordered map), without a clock; armed by
+//!   the reactor and `session_clock`.
+//! * `http`, `ws` — protocol parsing and encoding, pure; `ws::message` is the WebSocket message
+//!   layer (fragments, size across fragments, UTF-8, close rules) the reactor dispatches from.
 //! * `api` — `/api/*` routes and access rules (streams included); `agent` — agent messages.
 //! * `app` — the application: `command` (write rules → `Event`), `App::apply` (event → view
 //!   and `Effect`s); `model` — the user record and its wire form.
@@ -37,6 +39,6 @@ pub mod oidc;
 pub mod reactor;
 pub mod session_clock;
 pub mod store;
-pub mod timer_wheel;
+pub mod timers;
 pub mod worker;
 pub mod ws;
