@@ -22,7 +22,7 @@ use super::Settings;
 use crate::worker::Requester;
 use mio::Waker;
 use serde::Deserialize;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -110,10 +110,7 @@ impl Helper {
 
     /// Queue a job; `false` when the queue is full (or the thread is gone).
     pub fn submit(&self, who: Requester, job: Job) -> bool {
-        match self.jobs.try_send((who, job)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-        }
+        self.jobs.try_send((who, job)).is_ok()
     }
 
     /// Answers so far, without waiting.
