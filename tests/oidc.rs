@@ -557,6 +557,24 @@ fn tampered_expired_and_misaddressed_id_tokens_are_refused() {
         let page = b.sign_in(&cat, "ada");
         assert_refused(&b, &cat, &page, needle);
     }
+    // A key the provider does not publish: the keys are fetched again once (the `kid` might be
+    // a rotation), and not again within the minute however many such tokens arrive.
+    p.set_mode("rogue-key");
+    for _ in 0..2 {
+        let mut b = Browser::new();
+        let page = b.sign_in(&cat, "ada");
+        assert_refused(&b, &cat, &page, "key the provider does not publish");
+    }
+    let refetches = |cat: &Cat| {
+        cat.logs
+            .lines()
+            .iter()
+            .filter(|l| l.contains("fetched again"))
+            .count()
+    };
+    assert_eq!(refetches(&cat), 1, "{}", cat.logs.joined());
+    assert_eq!(oidc_logins(&cat, "failed"), 5.0);
+
     p.set_mode("none");
     let mut b = Browser::new();
     let page = b.sign_in(&cat, "ada");

@@ -11,9 +11,10 @@
 // a key rotation as the relying party sees it.
 //
 // Test-only control, for cases a well-behaved provider never produces: `POST /__test/mode` with
-// the body `tamper`, `expired`, `wrong-aud` or `none` changes the ID token of the following
-// token responses (signed again with the provider's own key, except `tamper`, which edits the
-// payload and keeps the old signature).
+// the body `tamper`, `expired`, `wrong-aud`, `rogue-key` or `none` changes the ID token of the
+// following token responses: signed again with the provider's own key (`expired`, `wrong-aud`),
+// the payload edited under the old signature (`tamper`), or signed with a key the provider
+// never publishes (`rogue-key`).
 
 import Provider from 'oidc-provider';
 import * as jose from 'jose';
@@ -81,13 +82,14 @@ const provider = new Provider(issuer, {
   },
 });
 
+const rogue = (await jose.generateKeyPair(opts.alg)).privateKey;
 let mode = 'none';
 const now = () => Math.floor(Date.now() / 1000);
 
-async function resign(payload) {
+async function resign(payload, key = privateKey, kid = opts.kid) {
   return new jose.SignJWT(payload)
-    .setProtectedHeader({ alg: opts.alg, kid: opts.kid, typ: 'JWT' })
-    .sign(privateKey);
+    .setProtectedHeader({ alg: opts.alg, kid, typ: 'JWT' })
+    .sign(key);
 }
 
 async function mangle(idToken) {
@@ -102,6 +104,8 @@ async function mangle(idToken) {
       return resign({ ...payload, iat: now() - 1200, exp: now() - 600 });
     case 'wrong-aud':
       return resign({ ...payload, aud: 'another-application' });
+    case 'rogue-key':
+      return resign(payload, rogue, 'rogue');
     default:
       return idToken;
   }
