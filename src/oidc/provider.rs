@@ -58,8 +58,6 @@ pub enum Failure {
     Refused,
     /// The ID token did not pass validation.
     Token(Rejection),
-    /// Too many sign-ins at once.
-    Busy,
 }
 
 impl Failure {
@@ -68,7 +66,6 @@ impl Failure {
             Failure::Unavailable => "the identity provider is unreachable; try again shortly",
             Failure::Refused => "the identity provider refused the sign-in; start again",
             Failure::Token(r) => r.message(),
-            Failure::Busy => "sign-in is busy; try again in a moment",
         }
     }
 }
@@ -84,7 +81,8 @@ pub enum Answer {
     Done(Requester, Outcome),
 }
 
-/// The reactor's end of the OIDC thread.
+/// The reactor's end of the OIDC thread. The answer channel needs no bound of its own: each
+/// job gives one answer and discovery one `Ready`, so at most `QUEUE + 1` wait in it.
 pub struct Helper {
     jobs: SyncSender<(Requester, Job)>,
     answers: Receiver<Answer>,
