@@ -17,7 +17,8 @@
 //!   and `Effect`s); `model` — the user record and its wire form.
 //! * `store` — storage behind one transaction interface (`sqlite`); `storage` — the thread
 //!   every storage command runs on; `auth` — tokens and passwords; `worker` — the
-//!   password-hashing thread.
+//!   password-hashing thread; `oidc` — sign-in through the organisation's identity provider
+//!   (login attempts, ID tokens, and the OIDC thread that talks to the provider).
 //! * `clock` — the only reader of the clocks; `config`, `cli`, `metrics`, `assets` — flags,
 //!   admin commands, metric names, embedded web pages.
 
@@ -34,6 +35,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod model;
+pub mod oidc;
 pub mod reactor;
 pub mod session_clock;
 pub mod storage;

@@ -116,6 +116,31 @@ impl Histogram {
     }
 }
 
+/// How an admin signed in; a label of `catalytic_logins_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginMethod {
+    Password,
+    Oidc,
+}
+
+/// How a sign-in ended; a label of `catalytic_logins_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginResult {
+    Ok,
+    Failed,
+    Limited,
+}
+
+const LOGIN_METHODS: [(LoginMethod, &str); 2] = [
+    (LoginMethod::Password, "password"),
+    (LoginMethod::Oidc, "oidc"),
+];
+const LOGIN_RESULTS: [(LoginResult, &str); 3] = [
+    (LoginResult::Ok, "ok"),
+    (LoginResult::Failed, "failed"),
+    (LoginResult::Limited, "limited"),
+];
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub ws_connections: [i64; 3],
@@ -127,6 +152,7 @@ pub struct Metrics {
     pub ws_bytes_sent: u64,
     http_requests: Vec<(u16, u64)>,
     refused: [u64; Refusal::ALL.len()],
+    logins: [[u64; 3]; 2],
     pub loop_busy_seconds: Histogram,
     pub open_connections: usize,
     /// Handshakes that asked to resume, per stream slot: [resumed, initial].
@@ -180,6 +206,11 @@ impl Metrics {
         if let Some(i) = stream.metric_slot() {
             self.resumes[i][usize::from(!resumed)] += 1;
         }
+    }
+
+    /// A sign-in ended with `result`.
+    pub fn login(&mut self, method: LoginMethod, result: LoginResult) {
+        self.logins[method as usize][result as usize] += 1;
     }
 
     /// One broadcast to `stream` took `seconds` from the event to its last write.
@@ -329,6 +360,21 @@ impl Metrics {
         }
         header(
             &mut o,
+            "catalytic_logins_total",
+            "counter",
+            "Admin sign-ins, by method and outcome.",
+        );
+        for (m, ml) in LOGIN_METHODS {
+            for (r, rl) in LOGIN_RESULTS {
+                let _ = writeln!(
+                    o,
+                    "catalytic_logins_total{{method=\"{ml}\",result=\"{rl}\"}} {}",
+                    self.logins[m as usize][r as usize]
+                );
+            }
+        }
+        header(
+            &mut o,
             "catalytic_open_connections",
             "gauge",
             "Open TCP connections of any kind.",
@@ -368,6 +414,7 @@ mod tests {
         m.broadcast(Stream::Admin, 0.003);
         m.resume(Stream::Agent, false);
         m.storage_busy += 2;
+        m.login(LoginMethod::Oidc, LoginResult::Failed);
         let t = m.render();
         for line in [
             "catalytic_ws_connections{stream=\"admin\"} 1",
@@ -386,6 +433,8 @@ mod tests {
             "catalytic_resumes_total{stream=\"admin\",result=\"resumed\"} 0",
             "catalytic_storage_busy_total 2",
             "catalytic_presence_sessions 0",
+            "catalytic_logins_total{method=\"oidc\",result=\"failed\"} 1",
+            "catalytic_logins_total{method=\"password\",result=\"ok\"} 0",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line}\n{t}");
         }

@@ -21,6 +21,7 @@ use std::net::IpAddr;
 pub mod access;
 pub mod admin;
 pub mod input;
+pub mod oidc;
 pub mod users;
 
 pub use admin::LoginLimiter;
@@ -32,6 +33,8 @@ pub enum Job {
     Store(Command),
     /// A password hash or check, on the hashing thread.
     Hash(worker::Job),
+    /// A call to the identity provider, on the OIDC thread.
+    Oidc(crate::oidc::Job),
 }
 
 /// What a job gave back.
@@ -39,6 +42,7 @@ pub enum Job {
 pub enum Done {
     Stored(Result<Outcome, AppError>),
     Hashed(worker::Outcome),
+    Oidc(crate::oidc::Outcome),
 }
 
 /// A request answered now, or after a job. (A short-lived value, moved once or twice per
@@ -76,6 +80,8 @@ pub enum Pending {
     SignedIn { first_admin: bool },
     /// `POST /api/admin/logout` → 204 and the cookie cleared.
     SignedOut,
+    /// A sign-in through the identity provider, between its steps.
+    Oidc(oidc::Step),
 }
 
 /// Per-request facts and state the handlers use.
@@ -92,6 +98,10 @@ pub struct Ctx<'a> {
     pub secure_cookies: bool,
     pub limiter: &'a mut LoginLimiter,
     pub metrics: &'a mut Metrics,
+    /// Sign-in through the identity provider, when configured.
+    pub oidc: Option<&'a crate::oidc::Oidc>,
+    /// `--password-login` (on unless turned off).
+    pub password_login: bool,
 }
 
 /// Route one `/api/*` request.
@@ -102,6 +112,12 @@ pub fn handle(ctx: &mut Ctx, req: &Request) -> Reply {
         "/api/admin/setup" if m == Method::Post => admin::setup(ctx, req),
         "/api/admin/login" if m == Method::Post => admin::login(ctx, req),
         "/api/admin/logout" if m == Method::Post => admin::logout(ctx, req),
+        "/api/admin/auth" if m == Method::Get => Reply::Now(oidc::auth(ctx)),
+        "/api/admin/oidc/login" if m == Method::Get => Reply::Now(oidc::login(ctx)),
+        "/api/admin/oidc/callback" if m == Method::Get => oidc::callback(ctx, req),
+        "/api/admin/auth" | "/api/admin/oidc/login" | "/api/admin/oidc/callback" => {
+            Reply::Now(not_allowed("GET"))
+        }
         "/api/users" => match m {
             Method::Get => users::list(ctx, req),
             Method::Post => users::create(ctx, req),
@@ -140,9 +156,10 @@ pub fn finish(ctx: &mut Ctx, pending: Pending, done: Done) -> Reply {
             Reply::Now(admin::signed_in(ctx, first_admin, r))
         }
         (Pending::SignedOut, Done::Stored(r)) => Reply::Now(admin::signed_out(ctx, r)),
+        (Pending::Oidc(step), done) => oidc::finish(ctx, step, done),
         (p, Done::Stored(r)) => Reply::Now(users::finish(ctx, p, r)),
-        (p, Done::Hashed(o)) => {
-            log::error!("a hashing answer for {p:?} ({o:?})");
+        (p, done) => {
+            log::error!("a job answer for {p:?} ({done:?})");
             Reply::Now(Response::error(500, "internal mix-up of worker answers"))
         }
     }

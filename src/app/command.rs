@@ -124,6 +124,20 @@ pub enum Command {
     /// Housekeeping: trim the event log and the agent request ids to what must be kept, prune
     /// expired admin sessions.
     Maintain,
+    /// Read: whether this OpenID Connect login attempt was used already.
+    OidcAttemptUsed {
+        attempt: [u8; 16],
+    },
+    /// Sign in through OpenID Connect, in one transaction: record the attempt as used (once
+    /// only), find the admin with this (provider-verified) email or, when `may_create`,
+    /// create one, and create a session.
+    OidcSignIn {
+        attempt: [u8; 16],
+        /// When the attempt stops being usable (Unix ms).
+        attempt_expires_at: i64,
+        email: String,
+        may_create: bool,
+    },
 }
 
 impl Command {
@@ -135,6 +149,7 @@ impl Command {
                 | Command::LookupAdminSession { .. }
                 | Command::AdminSessions
                 | Command::ReadEvents { .. }
+                | Command::OidcAttemptUsed { .. }
         )
     }
 }
@@ -167,7 +182,16 @@ pub enum Outcome {
     Events(Vec<StoredEvent>),
     /// `Maintain` trimmed the log: storage now holds events from this number on.
     Trimmed { stored_from: u64 },
+    /// `OidcAttemptUsed`'s answer.
+    AttemptUsed(bool),
+    /// Sign-in refused with this reason; the transaction commits (the attempt is spent).
+    Refused(&'static str),
 }
+
+/// Why an OpenID Connect sign-in was refused after the provider vouched for the email.
+pub const OIDC_ATTEMPT_USED: &str = "this sign-in was already used; start again";
+pub const OIDC_NOT_ALLOWED: &str =
+    "there is no admin account for this email, and its domain may not create one";
 
 /// Run `cmd` at wall time `now` (Unix ms) against an open transaction.
 pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppResult<Outcome> {
@@ -334,6 +358,31 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             let head = tx.log_head()?.head;
             let stored_from = tx.oldest_event()?.unwrap_or(head + 1);
             Ok(Outcome::Trimmed { stored_from })
+        }
+        Command::OidcAttemptUsed { attempt } => {
+            Ok(Outcome::AttemptUsed(tx.oidc_attempt_used(&attempt)?))
+        }
+        Command::OidcSignIn {
+            attempt,
+            attempt_expires_at,
+            email,
+            may_create,
+        } => {
+            if !tx.use_oidc_attempt(&attempt, attempt_expires_at, now)? {
+                return Ok(Outcome::Refused(OIDC_ATTEMPT_USED));
+            }
+            let id = match tx.find_admin(&email)? {
+                Some(admin) => admin.id,
+                // No password: only the provider signs this account in (the dummy hash
+                // matches no password, at the cost of a real check).
+                None if may_create => {
+                    let id = tx.insert_admin(&email, auth::DUMMY_PASSWORD_HASH, now)?;
+                    log::info!("admin {email} created on first sign-in through OpenID Connect");
+                    id
+                }
+                None => return Ok(Outcome::Refused(OIDC_NOT_ALLOWED)),
+            };
+            sign_in(tx, rules, now, id, email)
         }
     }
 }

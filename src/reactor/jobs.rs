@@ -12,7 +12,7 @@ use crate::agent;
 use crate::app::{AppError, Outcome};
 use crate::http::{Request, Response};
 use crate::hub::Stream;
-use crate::worker::{self, Requester};
+use crate::worker::Requester;
 use serde_json::Value;
 
 /// Who is waiting for a storage command, and for what.
@@ -62,6 +62,8 @@ impl Server {
             secure_cookies: self.public_url.starts_with("https://"),
             limiter: &mut self.limiter,
             metrics: &mut self.metrics,
+            oidc: self.oidc.as_ref(),
+            password_login: self.cfg.password_login,
         }
     }
 
@@ -78,7 +80,14 @@ impl Server {
             Reply::Later(Job::Store(cmd), pending) => {
                 self.await_storage(key, cmd, pending, keep_alive, started)
             }
-            Reply::Later(Job::Hash(job), pending) => self.await_hash(key, job, pending, keep_alive),
+            Reply::Later(Job::Hash(job), pending) => {
+                self.await_thread(key, pending, keep_alive, |s, who| s.worker.submit(who, job))
+            }
+            Reply::Later(Job::Oidc(job), pending) => {
+                self.await_thread(key, pending, keep_alive, |s, who| {
+                    s.oidc.as_ref().is_some_and(|o| o.submit(who, job))
+                })
+            }
         }
     }
 
@@ -110,17 +119,25 @@ impl Server {
         }
     }
 
-    /// Hand a password job to the hashing thread; the connection waits in `AwaitingJob`.
-    fn await_hash(&mut self, key: usize, job: worker::Job, pending: Pending, keep_alive: bool) {
-        let Some(conn) = self.conns.get_mut(key) else {
+    /// Hand a job to a helper thread (`submit` queues it; `false` when its queue is full): the
+    /// password pool or the OIDC thread. The connection waits in `AwaitingJob`.
+    fn await_thread(
+        &mut self,
+        key: usize,
+        pending: Pending,
+        keep_alive: bool,
+        submit: impl FnOnce(&Self, Requester) -> bool,
+    ) {
+        let Some(gen) = self.conns.get(key).map(|c| c.gen) else {
             return;
         };
-        let who = Requester { key, gen: conn.gen };
-        if self.worker.submit(who, job) {
-            conn.enter(Phase::AwaitingJob {
-                keep_alive,
-                pending: Box::new(pending),
-            });
+        if submit(self, Requester { key, gen }) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.enter(Phase::AwaitingJob {
+                    keep_alive,
+                    pending: Box::new(pending),
+                });
+            }
         } else {
             let busy = Response::error(503, "sign-in is busy; try again in a moment")
                 .header("Retry-After", "1");
@@ -128,11 +145,19 @@ impl Server {
         }
     }
 
-    /// The `WAKER` token fired: pick up every answer of both threads.
+    /// The `WAKER` token fired: pick up every answer of every helper thread.
     pub(super) fn on_jobs_done(&mut self) {
         let hashed: Vec<_> = self.worker.finished().collect();
         for (who, outcome) in hashed {
             self.job_done(who.key, who.gen, Done::Hashed(outcome), Instant::now());
+        }
+        let signed: Vec<_> = self
+            .oidc
+            .as_mut()
+            .map(|o| o.take_answers())
+            .unwrap_or_default();
+        for (who, outcome) in signed {
+            self.job_done(who.key, who.gen, Done::Oidc(outcome), Instant::now());
         }
         let stored: Vec<_> = self.storage.finished().collect();
         for (ticket, result) in stored {

@@ -11,7 +11,8 @@
 //!   a generation no longer in the slot is ignored (mio says events for closed sockets happen).
 //! * **Never block.** Sockets are non-blocking; what the kernel will not take waits in the
 //!   connection's bounded outbox until a writable event. Password hashing runs on the worker
-//!   thread; its answers come back through a `mio::Waker`.
+//!   thread and calls to the identity provider on the OIDC thread; their answers come back
+//!   through the one shared `mio::Waker`.
 //!
 //! ## One turn, Redis-style
 //! 1. `poll`, with the timeout of the next timer (zero when some connection has more to read);
@@ -52,6 +53,7 @@ use crate::config::ServeConfig;
 use crate::conn::{Conn, Phase};
 use crate::hub::Hub;
 use crate::metrics::{CloseReason, Metrics, Refusal};
+use crate::oidc::Oidc;
 use crate::session_clock::SessionClock;
 use crate::storage::Storage;
 use crate::store::{self, Sqlite, Tx, RETENTION};
@@ -135,6 +137,9 @@ pub struct Server {
     worker: Worker,
     /// The storage thread; its answers arrive through the `WAKER` token too.
     storage: Storage<jobs::Ticket>,
+    /// Sign-in through the identity provider (when configured): its thread answers through the
+    /// same `WAKER` (mio allows one waker per poll).
+    oidc: Option<Oidc>,
     /// Every client connection, by slab key. Entries are removed only in `reap_dead`.
     conns: Slab<Conn>,
     /// Generation of the last accepted connection; tokens carry it so a reused key is told
@@ -229,6 +234,7 @@ impl Server {
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| format!("waker: {e}"))?);
         let worker =
             Worker::start(Arc::clone(&waker)).map_err(|e| format!("worker thread: {e}"))?;
+        let oidc = start_oidc(&cfg, &public_url, local, Arc::clone(&waker))?;
         let storage =
             Storage::start(store, rules, waker).map_err(|e| format!("storage thread: {e}"))?;
         let mut server = Server {
@@ -237,6 +243,7 @@ impl Server {
             signals,
             worker,
             storage,
+            oidc,
             conns: Slab::with_capacity(1024),
             next_gen: 0,
             hub: Hub::default(),
@@ -458,6 +465,37 @@ impl Server {
             log::debug!("conn {key}.{} closed ({})", conn.gen, why.label());
         }
     }
+}
+
+/// Start sign-in through the identity provider, when configured. The redirect URI is built
+/// from the public URL, so a server listening on every address needs `--public-url`.
+fn start_oidc(
+    cfg: &ServeConfig,
+    public_url: &str,
+    local: SocketAddr,
+    waker: Arc<Waker>,
+) -> Result<Option<Oidc>, String> {
+    let Some(oidc_cfg) = &cfg.oidc else {
+        return Ok(None);
+    };
+    if cfg.public_url.is_none() && local.ip().is_unspecified() {
+        return Err(format!(
+            "OpenID Connect needs --public-url when listening on {local}: the provider \
+             sends browsers back to <public-url>{}",
+            crate::oidc::CALLBACK_PATH
+        ));
+    }
+    let settings = crate::oidc::Settings::load(oidc_cfg, public_url)?;
+    log::info!(
+        "sign-in with {} ({}); register the redirect URI {}",
+        settings.name,
+        settings.issuer,
+        settings.redirect_uri
+    );
+    // The attempt keys derive from the deployment's server key (already created by
+    // `open_storage`), so every node of a deployment accepts every attempt.
+    let (key, _) = store::load_or_create_key(&cfg.db).map_err(|e| e.to_string())?;
+    Oidc::start(settings, &key, waker).map(Some)
 }
 
 /// Open the database (SQLite file and key), trim the log, and build the in-memory view from

@@ -166,6 +166,19 @@ pub trait Tx {
     fn record_agent_request(&mut self, request_id: &str, now_ms: i64) -> DbResult<()>;
     /// Forget request ids older than `before_ms`.
     fn trim_agent_requests(&mut self, before_ms: i64) -> DbResult<usize>;
+
+    /// Create an admin account; returns its id (`Conflict` if the email exists).
+    fn insert_admin(&mut self, email: &str, password_hash: &str, now_ms: i64) -> DbResult<i64>;
+    /// Whether the OpenID Connect login attempt with this id was used already.
+    fn oidc_attempt_used(&mut self, attempt: &[u8; 16]) -> DbResult<bool>;
+    /// Record the attempt as used; `false` if it was used already. Rows of attempts that
+    /// expired before `now_ms` are removed on the way.
+    fn use_oidc_attempt(
+        &mut self,
+        attempt: &[u8; 16],
+        expires_at: i64,
+        now_ms: i64,
+    ) -> DbResult<bool>;
 }
 
 /// The server key file beside the database.

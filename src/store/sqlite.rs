@@ -22,6 +22,7 @@ use std::path::Path;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../sql/0001_init.sql"),
     include_str!("../../sql/0002_event_log.sql"),
+    include_str!("../../sql/0003_oidc.sql"),
 ];
 
 /// How long a statement waits for another process's lock before giving up (`SQLITE_BUSY`),
@@ -509,6 +510,41 @@ impl Tx for SqliteTx<'_> {
             .tx
             .execute("DELETE FROM agent_requests WHERE at_ms < ?1", [before_ms])?)
     }
+
+    fn insert_admin(&mut self, email: &str, password_hash: &str, now_ms: i64) -> DbResult<i64> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO admins (email, password_hash, created_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![email, password_hash, now_ms])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    fn oidc_attempt_used(&mut self, attempt: &[u8; 16]) -> DbResult<bool> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT 1 FROM oidc_attempts_used WHERE attempt = ?1")?
+            .exists([&attempt[..]])?)
+    }
+
+    fn use_oidc_attempt(
+        &mut self,
+        attempt: &[u8; 16],
+        expires_at: i64,
+        now_ms: i64,
+    ) -> DbResult<bool> {
+        self.tx
+            .prepare_cached("DELETE FROM oidc_attempts_used WHERE expires_at < ?1")?
+            .execute([now_ms])?;
+        let n = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO oidc_attempts_used (attempt, expires_at) VALUES (?1, ?2)
+                 ON CONFLICT (attempt) DO NOTHING",
+            )?
+            .execute(params![&attempt[..], expires_at])?;
+        Ok(n == 1)
+    }
 }
 
 #[cfg(test)]
@@ -601,6 +637,25 @@ mod tests {
                 Some(id),
                 "emails compare case-insensitively"
             );
+            Ok::<_, DbError>(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn oidc_attempts_are_used_once() {
+        let (_d, mut db) = temp_db();
+        db.write(|tx| {
+            let a = [1u8; 16];
+            assert!(!tx.oidc_attempt_used(&a)?);
+            assert!(tx.use_oidc_attempt(&a, 1000, 0)?);
+            assert!(tx.oidc_attempt_used(&a)?);
+            assert!(!tx.use_oidc_attempt(&a, 1000, 10)?, "second use refused");
+            // Past its expiry the row is pruned by the next use of another attempt.
+            assert!(tx.use_oidc_attempt(&[2u8; 16], 5000, 1001)?);
+            assert!(!tx.oidc_attempt_used(&a)?);
+            let id = tx.insert_admin("new@x.io", "h", 0)?;
+            assert_eq!(tx.find_admin("NEW@x.io")?.map(|a| a.id), Some(id));
             Ok::<_, DbError>(())
         })
         .unwrap();
