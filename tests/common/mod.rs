@@ -21,13 +21,17 @@
 //! | `assertions` | contract shapes (the user object, `MM:SS`)                         |
 //! | `serving`    | [`LiveAdmin`] and [`assert_serving`]: "the server still serves"    |
 //! | `rng`        | seeded PRNG                                                        |
+//! | `pg`         | [`Pg`]: a real PostgreSQL (initdb, free port, stop/start), test SQL |
+//! | `cluster`    | [`Cluster`] of nodes on one database, [`Recorder`] (raw frames)    |
 #![allow(dead_code, unused_imports)]
 
 mod assertions;
+mod cluster;
 mod fixtures;
 mod frames;
 mod http;
 mod metrics;
+mod pg;
 mod process;
 mod rng;
 mod server;
@@ -37,10 +41,12 @@ mod ws;
 use std::time::Duration;
 
 pub use assertions::*;
+pub use cluster::*;
 pub use fixtures::*;
 pub use frames::*;
 pub use http::*;
 pub use metrics::*;
+pub use pg::*;
 pub use process::*;
 pub use rng::*;
 pub use server::*;

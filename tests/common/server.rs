@@ -1,12 +1,13 @@
 //! The server under test: one `catalytic serve` on a kernel-chosen loopback port with its own
 //! temporary database, admin accounts made with the CLI, and plain TCP connections to it
-//! (from other loopback source addresses too, for the per-IP rules).
+//! (from other loopback source addresses too, for the per-IP rules). A cluster node
+//! (`Server::cluster_node`) is the same thing on `--database-url` instead of `--db`.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
@@ -18,9 +19,13 @@ pub struct Server {
     pub db: PathBuf,
     pub addr: SocketAddr,
     pub logs: Logs,
+    /// Cluster mode: `--database-url` (then `db` is unused) and `--node-id`.
+    pub database_url: Option<String>,
+    pub node_id: Option<String>,
     args: Vec<String>,
     child: Option<Proc>,
-    admin: Mutex<Option<String>>,
+    /// The default admin's cookie; shared by the nodes of a cluster (one deployment, one admin).
+    admin: Arc<Mutex<Option<String>>>,
     pub(super) seq: AtomicUsize,
 }
 
@@ -34,10 +39,35 @@ impl Server {
             db,
             addr: "127.0.0.1:0".parse().unwrap(),
             logs: Logs::default(),
+            database_url: None,
+            node_id: None,
             args: args.iter().map(|s| s.to_string()).collect(),
             child: None,
-            admin: Mutex::new(None),
+            admin: Arc::new(Mutex::new(None)),
             seq: AtomicUsize::new(0),
+        }
+    }
+
+    /// A cluster node that is not running yet: `--database-url URL --node-id ID ARGS`, sharing
+    /// the default admin's cookie with the other nodes through `admin`.
+    pub fn cluster_node(
+        url: &str,
+        node_id: &str,
+        args: &[&str],
+        admin: Arc<Mutex<Option<String>>>,
+    ) -> Server {
+        let mut s = Server::new(args);
+        s.database_url = Some(url.to_string());
+        s.node_id = Some(node_id.to_string());
+        s.admin = admin;
+        s
+    }
+
+    /// Where the data lives, as `serve` and `admin` take it: `--db PATH` or `--database-url URL`.
+    pub fn store_args(&self) -> Vec<String> {
+        match &self.database_url {
+            Some(url) => vec!["--database-url".into(), url.clone()],
+            None => vec!["--db".into(), self.db_arg()],
         }
     }
 
@@ -53,9 +83,11 @@ impl Server {
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
-            .arg("--db")
-            .arg(&self.db)
-            .args(&self.args);
+            .args(self.store_args());
+        if let Some(id) = &self.node_id {
+            cmd.arg("--node-id").arg(id);
+        }
+        cmd.args(&self.args);
         let (child, logs, addr) = spawn_listening(cmd);
         self.child = Some(child);
         self.logs = logs;
@@ -91,6 +123,16 @@ impl Server {
         wait_child(&mut child, timeout)
     }
 
+    /// SIGKILL and reap (a crashed node).
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait_exit(Duration::from_secs(10));
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
@@ -105,12 +147,10 @@ impl Server {
 
     /// Creates an admin account with the CLI (works before or while the server runs).
     pub fn create_admin(&self, email: &str, password: &str) {
-        let db = self.db_arg();
-        let out = run_cli(
-            &["admin", "create", "--email", email, "--db", &db],
-            &[("CATALYTIC_ADMIN_PASSWORD", password)],
-            None,
-        );
+        let store = self.store_args();
+        let mut args = vec!["admin", "create", "--email", email];
+        args.extend(store.iter().map(String::as_str));
+        let out = run_cli(&args, &[("CATALYTIC_ADMIN_PASSWORD", password)], None);
         assert!(
             out.status.success(),
             "admin create failed: {}\nstdout: {}\nstderr: {}",
@@ -131,8 +171,9 @@ impl Server {
     }
 
     fn admin_token_args(&self, email: &str, extra: &[&str]) -> String {
-        let db = self.db_arg();
-        let mut args = vec!["admin", "token", "--email", email, "--db", &db];
+        let store = self.store_args();
+        let mut args = vec!["admin", "token", "--email", email];
+        args.extend(store.iter().map(String::as_str));
         args.extend_from_slice(extra);
         let out = run_cli(&args, &[], None);
         assert!(
