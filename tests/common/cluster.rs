@@ -8,6 +8,8 @@
 //!   (`catalytic-bus-<node id>`) without touching another test's nodes.
 //! - The nodes start together (they race the migration, as nodes of a deployment do) and
 //!   `Cluster::start` returns once every node answers `/readyz` 200 (10 s bound each).
+//! - Every node gets `--public-url` [`PUBLIC_URL`] (as behind a load balancer) unless the test
+//!   passes its own.
 //! - The nodes share the default admin (one deployment): the first `admin_cookie()` on any node
 //!   creates it with the CLI on the cluster's database.
 //! - On a failing test the last lines of every node's log are printed.
@@ -21,6 +23,10 @@ use serde_json::Value;
 use tungstenite::Message;
 
 use super::{close_normal, session_id_of, Pg, Server, Ws, WAIT};
+
+/// `--public-url` of every node unless a test gives its own: the address a load balancer in
+/// front of the nodes would have (nothing listens there; clients talk to the nodes directly).
+pub const PUBLIC_URL: &str = "http://cluster.test";
 
 pub struct Cluster {
     pub pg: Arc<Pg>,
@@ -58,8 +64,14 @@ impl Cluster {
         let url = pg.url(&db);
         let prefix = db.split('_').next().unwrap_or("t").to_string();
         let admin = Arc::new(Mutex::new(None));
+        // The nodes of a deployment share one public URL (the load balancer's), so invite links
+        // read the same whichever node renders them.
+        let mut args = args.to_vec();
+        if !args.contains(&"--public-url") {
+            args.extend(["--public-url", PUBLIC_URL]);
+        }
         let nodes = (1..=n)
-            .map(|k| Server::cluster_node(&url, &format!("{prefix}-n{k}"), args, admin.clone()))
+            .map(|k| Server::cluster_node(&url, &format!("{prefix}-n{k}"), &args, admin.clone()))
             .collect();
         Cluster {
             pg,
@@ -356,7 +368,13 @@ impl Recorder {
         })
         .first()
         .cloned()
-        .unwrap_or_else(|| panic!("{}: ended before its first frame", self.what))
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: ended before its first frame: {:?}",
+                self.what,
+                self.rec().end
+            )
+        })
     }
 
     /// Waits until the stream's last numbered frame is `seq` or later.
