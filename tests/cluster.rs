@@ -1360,6 +1360,38 @@ fn presence_merges_across_nodes() {
     );
 }
 
+/// Login-failure limits count across the deployment: failures spread over the nodes add up.
+#[test]
+fn login_failures_count_across_the_deployment() {
+    let c = Cluster::start(3, &["--login-failures-per-minute", "3"]);
+    c.admin_cookie();
+    let login = |node: &Server, ip: &str, email: &str| -> Resp {
+        let body = json!({"email": email, "password": "wrong password 123"}).to_string();
+        node.http_from(ip)
+            .send(
+                "POST",
+                "/api/admin/login",
+                &[("Content-Type", "application/json")],
+                Some(body.as_bytes()),
+            )
+            .expect("login request")
+    };
+    for (i, node) in c.nodes.iter().enumerate() {
+        login(node, "127.0.0.2", ADMIN_EMAIL)
+            .assert_error(401, &format!("failure {} (on node {})", i + 1, i + 1));
+    }
+    let r = login(&c.nodes[0], "127.0.0.2", ADMIN_EMAIL);
+    r.assert_error(429, "the 4th failure, back on node 1");
+    assert!(
+        r.header("Retry-After")
+            .is_some_and(|v| v.parse::<u64>().is_ok()),
+        "429 without a Retry-After in seconds"
+    );
+    // Another client and account are not limited by them.
+    login(&c.nodes[1], "127.0.0.3", "nobody@example.com")
+        .assert_error(401, "another address and account");
+}
+
 /// The first-admin setup is one guarded insert for the deployment: a node's setup code works
 /// on another node, two racing setups make one admin, and setup is closed on every node.
 #[test]

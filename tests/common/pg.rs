@@ -244,12 +244,17 @@ impl Pg {
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.lock().unwrap().is_some()
+        self.child().is_some()
+    }
+
+    /// The running server; a test that panicked elsewhere does not stop the clean-up.
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Proc>> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stops the server (fast shutdown: open connections are ended). The data stays.
     pub fn stop(&self) {
-        let child = self.child.lock().unwrap().take();
+        let child = self.child().take();
         if let Some(child) = child {
             stop_postmaster(child);
         }
@@ -282,9 +287,7 @@ impl Pg {
     /// Stops the server and removes its directory.
     fn shutdown(&self) {
         self.stop();
-        if let Ok(mut g) = self.tmp.lock() {
-            g.take();
-        }
+        self.tmp.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Starts `postgres` and waits (15 s) until it accepts connections.
@@ -342,7 +345,7 @@ impl Pg {
                 ));
             }
             if self.try_connect("postgres").is_ok() {
-                *self.child.lock().unwrap() = Some(child);
+                *self.child() = Some(child);
                 return Ok(());
             }
             if Instant::now() >= deadline {
