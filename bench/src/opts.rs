@@ -18,7 +18,7 @@ scenarios:
   sessions   10,000 activated session streams with timers running: server CPU while idle
              (catalytic only)
   compare    fanout for catalytic and the floor in the same run, with ratios
-  all        every scenario above for every selected server, plus the floor ratios
+  all        the six scenarios above for every selected server, plus the floor ratios
 
   cold       compare with cold rounds beside the warm ones: each cold POST on a fresh
              connection (connect, POST, close) after --cold-gap-ms idle (default N

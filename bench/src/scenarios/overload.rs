@@ -21,7 +21,7 @@ use super::report::table;
 use super::sustained::{self, Answers, Rig, Sent};
 use super::{log, stop, Ctx};
 use crate::server::Kind;
-use crate::stats::{fmt_num, round3};
+use crate::stats::{fmt_num, percentile, round3};
 use crate::Opts;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -44,6 +44,9 @@ struct Outcome {
     p50: f64,
     p99: f64,
     max: f64,
+    /// POST write → answer: p50, p99 (waiting to be read counts here, not in the delivery).
+    post_p50: f64,
+    post_p99: f64,
     /// Admin deliveries of accepted writes that never came.
     lost: u64,
     /// Deliveries of writes that were not accepted (a refusal must change nothing).
@@ -67,6 +70,7 @@ impl Outcome {
             fmt_num(self.p50),
             fmt_num(self.p99),
             fmt_num(self.max),
+            format!("{} / {}", fmt_num(self.post_p50), fmt_num(self.post_p99)),
             self.lost.to_string(),
             self.ghost.to_string(),
             format!("{:.0}", self.sent.server_cpu_pct),
@@ -82,7 +86,8 @@ impl Outcome {
                "refused_503": self.refused_503, "refused_with_retry_after": self.with_retry_after,
                "http_statuses": self.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
                "unanswered": self.unanswered, "delivery_p50_ms": round3(self.p50), "delivery_p99_ms": round3(self.p99),
-               "delivery_max_ms": round3(self.max), "lost": self.lost, "delivered_refused": self.ghost,
+               "delivery_max_ms": round3(self.max),
+               "post_p50_ms": round3(self.post_p50), "post_p99_ms": round3(self.post_p99), "lost": self.lost, "delivered_refused": self.ghost,
                "server_cpu_pct": round3(self.sent.server_cpu_pct), "generator_busy_pct": round3(self.sent.gen_busy_pct)})
     }
 }
@@ -197,6 +202,8 @@ impl Outcome {
             }
         }
         let answered: usize = a.statuses.values().sum();
+        let mut post = a.post_ms.clone();
+        post.sort_by(|a, b| a.total_cmp(b));
         Outcome {
             rate,
             clients: expected,
@@ -208,6 +215,8 @@ impl Outcome {
             p50: d.hist.percentile_ms(50.0),
             p99: d.hist.percentile_ms(99.0),
             max: d.hist.max_ms(),
+            post_p50: percentile(&post, 50.0).unwrap_or(f64::NAN),
+            post_p99: percentile(&post, 99.0).unwrap_or(f64::NAN),
             lost,
             ghost,
             sent,
@@ -236,6 +245,7 @@ fn report(o: &Opts, kind: Kind, out: &Outcome, errors: &[String]) {
             "delivery p50 ms",
             "p99 ms",
             "max ms",
+            "POST answer p50 / p99 ms",
             "lost",
             "refused but delivered",
             "server CPU %",

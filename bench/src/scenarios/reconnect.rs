@@ -12,9 +12,11 @@
 //! A client has caught up when its stream reflects event S + K. Measured per wave: from the
 //! first connect() until the last client has caught up, each client's connect() → caught
 //! up (p50/p99), what each stream opened with (a resume answered with `initial` fell back),
-//! events out of order (gaps or repeats), bytes received, and the server's CPU time. The two
-//! kinds alternate on one server (resume, initial, resume, …; `--waves` of each), so both
-//! meet the same machine and a list that grows by only K users per wave.
+//! events out of order (gaps or repeats), bytes received, the server's CPU time, and the
+//! kernel's listen-queue overflows (machine-wide: a dropped SYN is retried after a second,
+//! which can make a whole wave a second slower). The two kinds alternate on one server
+//! (resume, initial, resume, …; `--waves` of each), so both meet the same machine and a
+//! list that grows by only K users per wave.
 //!
 //! Setup is `setup` (server, users, keep-alive connections) and `Rig::connect`; drive is
 //! `Rig::wave` (drop, writes, reconnect); report is `Summary`s per kind, then `report`.
@@ -69,6 +71,8 @@ struct WaveSample {
     server_cpu_ms: f64,
     /// The generator's time handling events over the wave's wall time (is it the limit?).
     gen_busy_pct: f64,
+    /// Connections the kernel dropped from a full listen queue meanwhile (machine-wide).
+    listen_overflows: u64,
     reasons: BTreeMap<String, usize>,
 }
 
@@ -225,6 +229,7 @@ impl Rig {
         let (r0, i0, g0, b0) = (d.opened_resumed, d.opened_initial, d.seq_gaps, d.bytes);
         let cpu0 = sys::cpu_seconds(self.srv.pid);
         let busy0 = d.busy;
+        let lo0 = sys::listen_overflows();
         let path = match kind {
             Wave::Resume => format!("/admin/stream?epoch={epoch}&since={since}"),
             Wave::Initial => "/admin/stream".to_string(),
@@ -255,6 +260,10 @@ impl Rig {
                 _ => f64::NAN,
             },
             gen_busy_pct,
+            listen_overflows: match (lo0, sys::listen_overflows()) {
+                (Some(a), Some(b)) => b.saturating_sub(a),
+                _ => 0,
+            },
             reasons: d.fail_reasons.clone(),
         };
         log(
@@ -288,6 +297,7 @@ struct KindPoint {
     resumed: u64,
     initial: u64,
     gaps: u64,
+    listen_overflows: u64,
     reasons: BTreeMap<String, usize>,
 }
 
@@ -316,6 +326,7 @@ impl KindPoint {
             resumed: samples.iter().map(|s| s.opened_resumed).sum(),
             initial: samples.iter().map(|s| s.opened_initial).sum(),
             gaps: samples.iter().map(|s| s.gaps).sum(),
+            listen_overflows: samples.iter().map(|s| s.listen_overflows).sum(),
             reasons,
         }
     }
@@ -331,6 +342,7 @@ impl KindPoint {
             format!("{} / {}", self.resumed, self.initial),
             self.gaps.to_string(),
             self.failed.to_string(),
+            self.listen_overflows.to_string(),
             fmt_num(self.mb.median),
             fmt_num(self.cpu_ms.median),
             fmt_num(self.gen_busy.median),
@@ -341,7 +353,7 @@ impl KindPoint {
         json!({"clients": self.n, "wave": self.kind.key(), "waves": self.waves,
                "all_caught_up_ms": self.all_ms.json(), "client_p50_ms": self.p50.json(), "client_p99_ms": self.p99.json(),
                "opened_resumed": self.resumed, "opened_initial": self.initial, "seq_gaps": self.gaps,
-               "failures": self.failed, "failure_reasons": self.reasons,
+               "failures": self.failed, "failure_reasons": self.reasons, "listen_overflows": self.listen_overflows,
                "mb_received": self.mb.json(), "server_cpu_ms": self.cpu_ms.json(),
                "generator_busy_pct": self.gen_busy.json()})
     }
@@ -380,6 +392,7 @@ fn report(
             "opened resumed / initial",
             "seq gaps",
             "failed",
+            "listen overflows",
             "MB received",
             "server CPU ms",
             "gen busy %",

@@ -57,6 +57,8 @@ pub(super) struct Answers {
     pub(super) accepted: Vec<usize>,
     /// 503 answers that carried `Retry-After`.
     pub(super) retry_after: usize,
+    /// POST write → answer, ms, in the order answered.
+    pub(super) post_ms: Vec<f64>,
 }
 
 impl Answers {
@@ -70,6 +72,10 @@ impl Answers {
         for c in conns.iter_mut() {
             while let Some(x) = d.http_take(*c) {
                 *self.statuses.entry(x.status).or_insert(0) += 1;
+                if let Some(t0) = d.rounds.get(x.tag as usize).and_then(|r| r.t0) {
+                    let ms = x.at.saturating_duration_since(t0).as_secs_f64() * 1000.0;
+                    self.post_ms.push(ms);
+                }
                 if x.status == 201 {
                     self.accepted.push(x.tag as usize);
                 } else if x.status == 503 && x.retry_after.is_some() {
