@@ -117,6 +117,9 @@ pub(super) fn reconnect(ctx: &mut Ctx, kind: Kind) -> Result<Value, String> {
     rig.d.close_all_ws();
     let mut errors = std::mem::take(&mut rig.errors);
     stop(o, rig.srv, &mut errors);
+    if points.iter().all(|(_, s)| s.is_empty()) {
+        return Err(format!("no wave ran: {}", errors.join("; ")));
+    }
     Ok(report(ctx, kind, rig.users, rig.writes, &points, errors))
 }
 
