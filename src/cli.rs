@@ -5,17 +5,19 @@ use crate::api::input::valid_email;
 use crate::auth;
 use crate::clock::wall_ms;
 use crate::store::{DbError, Sqlite, Tx};
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::path::Path;
 use std::time::Duration;
 
-/// Create an admin; the password comes from `CATALYTIC_ADMIN_PASSWORD` or one line on stdin.
+/// Create an admin; the password comes from `CATALYTIC_ADMIN_PASSWORD`, else from a prompt
+/// that does not echo it (stdin is a terminal, asked twice), else one line on stdin.
 pub fn admin_create(email: &str, db_path: &Path) -> Result<(), String> {
     if !valid_email(email) {
         return Err(format!("`{email}` is not an email address"));
     }
     let password = match std::env::var("CATALYTIC_ADMIN_PASSWORD") {
         Ok(p) => p,
+        Err(_) if std::io::stdin().is_terminal() => prompt_password()?,
         Err(_) => {
             let mut line = String::new();
             std::io::stdin()
@@ -36,6 +38,19 @@ pub fn admin_create(email: &str, db_path: &Path) -> Result<(), String> {
         Err(DbError::Conflict) => Err(format!("an admin with email {email} already exists")),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Ask for the password on the terminal without echoing it, twice, so a typo is caught.
+fn prompt_password() -> Result<String, String> {
+    let read = |prompt: &str| {
+        rpassword::prompt_password(prompt).map_err(|e| format!("reading the password: {e}"))
+    };
+    let first = read("Password for the new admin: ")?;
+    auth::check_password_rules(&first).map_err(|reason| reason.to_string())?;
+    if read("Repeat the password: ")? != first {
+        return Err("the two passwords differ; nothing was created".into());
+    }
+    Ok(first)
 }
 
 /// A fresh admin session token for `email`, valid for `ttl`.

@@ -46,6 +46,7 @@ pub enum Command {
         ttl: Duration,
     },
     Help,
+    Version,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -57,17 +58,114 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// The synopsis, printed with every command-line error.
 pub const USAGE: &str = "\
 usage:
-  catalytic [serve] [--listen ADDR] [--db PATH] [--public-url URL]
-                    [--session-minutes N] [--heartbeat-secs N] [--invite-ttl-hours N]
-                    [--agent-key KEY] [--log-level LEVEL] [--echo-path PATH]
-                    [--max-connections N] [--max-connections-per-ip N] [--trusted-proxy IP,...]
-                    [--max-outbox-bytes N] [--login-failures-per-minute N]
-  catalytic admin create --email EMAIL [--db PATH]   (password: CATALYTIC_ADMIN_PASSWORD or one line on stdin)
+  catalytic [serve] [--FLAG VALUE]...                 (catalytic --help lists every flag)
+  catalytic admin create --email EMAIL [--db PATH]   (password: CATALYTIC_ADMIN_PASSWORD, a prompt on a terminal, or one line on stdin)
   catalytic admin token  --email EMAIL [--db PATH] [--ttl-hours N]
+  catalytic --version";
 
-Every flag also reads CATALYTIC_<FLAG_IN_CAPS> from the environment (e.g. CATALYTIC_LISTEN).";
+/// `--help`: one line per flag of `serve` — the flag, its default, what it does. Every entry of
+/// `SERVE_FLAGS` has one (a unit test checks).
+const SERVE_HELP: &[(&str, &str, &str)] = &[
+    (
+        "listen ADDR",
+        "127.0.0.1:8080",
+        "address to listen on; port 0 picks a free one",
+    ),
+    (
+        "db PATH",
+        "./catalytic.db",
+        "SQLite file (created on first start; its directory must exist)",
+    ),
+    (
+        "public-url URL",
+        "http://<listen address>",
+        "origin of invite links and of the Origin check",
+    ),
+    (
+        "session-minutes N",
+        "30",
+        "length of an interview session (decimals allowed)",
+    ),
+    (
+        "heartbeat-secs N",
+        "30",
+        "ping interval; a stream silent for two intervals is closed",
+    ),
+    (
+        "invite-ttl-hours N",
+        "168",
+        "how long an unused invite link works",
+    ),
+    (
+        "agent-key KEY",
+        "none: agent stream off",
+        "bearer key of /agent/stream",
+    ),
+    (
+        "log-level LEVEL",
+        "info",
+        "off, error, warn, info, debug or trace (to stderr)",
+    ),
+    (
+        "echo-path PATH",
+        "off",
+        "WebSocket echo endpoint, for conformance testing only",
+    ),
+    (
+        "max-connections N",
+        "open-file limit - 64",
+        "beyond it: 503, streams closed 1013",
+    ),
+    (
+        "max-connections-per-ip N",
+        "512 (0 = none)",
+        "beyond it: 429, streams closed 1013",
+    ),
+    (
+        "trusted-proxy IP,...",
+        "none",
+        "proxies whose X-Forwarded-For names the client",
+    ),
+    (
+        "max-outbox-bytes N",
+        "1048576",
+        "output a stream may queue before it is closed 1013",
+    ),
+    (
+        "login-failures-per-minute N",
+        "10",
+        "failed sign-ins per address and per account",
+    ),
+];
+
+/// The text of `catalytic --help`.
+pub fn help() -> String {
+    let width = SERVE_HELP
+        .iter()
+        .map(|(f, _, _)| f.len())
+        .max()
+        .unwrap_or(0)
+        + 2;
+    let mut out = format!(
+        "catalytic {} — self-hosted interview server\n\n{USAGE}\n\nflags of `serve` (default in brackets):\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for (flag, default, what) in SERVE_HELP {
+        out.push_str(&format!("  --{flag:<width$} {what} [{default}]\n"));
+    }
+    out.push_str(
+        "\nEvery flag also reads CATALYTIC_<FLAG_IN_CAPS> from the environment (e.g. CATALYTIC_LISTEN);\nthe command line wins.",
+    );
+    out
+}
+
+/// The text of `catalytic --version`.
+pub fn version() -> String {
+    format!("catalytic {}", env!("CARGO_PKG_VERSION"))
+}
 
 const SERVE_FLAGS: &[&str] = &[
     "listen",
@@ -91,6 +189,7 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
     let mut rest = args;
     let sub = match rest.first().map(String::as_str) {
         Some("-h" | "--help" | "help") => return Ok(Command::Help),
+        Some("-V" | "--version" | "version") => return Ok(Command::Version),
         Some("serve") => {
             rest = &rest[1..];
             "serve"
@@ -116,18 +215,21 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
         _ => &["email", "db", "ttl-hours"],
     };
     let flags = Flags::collect(rest, allowed, env)?;
-    match sub {
-        "serve" => Ok(Command::Serve(serve_config(&flags)?)),
-        "admin create" => Ok(Command::AdminCreate {
-            email: flags.required("email")?,
+    let command = match sub {
+        "serve" => serve_config(&flags).map(Command::Serve),
+        "admin create" => flags.required("email").map(|email| Command::AdminCreate {
+            email,
             db: flags.db(),
         }),
-        _ => Ok(Command::AdminToken {
-            email: flags.required("email")?,
-            db: flags.db(),
-            ttl: hours(flags.number("ttl-hours", 24.0 * 30.0)?, "ttl-hours")?,
-        }),
-    }
+        _ => (|| {
+            Ok(Command::AdminToken {
+                email: flags.required("email")?,
+                db: flags.db(),
+                ttl: hours(flags.number("ttl-hours", 24.0 * 30.0)?, "ttl-hours")?,
+            })
+        })(),
+    };
+    command.map_err(|e| flags.name_source(e))
 }
 
 fn serve_config(flags: &Flags) -> Result<ServeConfig, ConfigError> {
@@ -248,6 +350,13 @@ fn err(msg: impl Into<String>) -> ConfigError {
 /// Flag values after merging the command line over the environment.
 struct Flags {
     values: HashMap<&'static str, String>,
+    /// Flags whose value came from their environment variable.
+    from_env: Vec<&'static str>,
+}
+
+/// `CATALYTIC_<FLAG_IN_CAPS>`.
+fn env_var(flag: &str) -> String {
+    format!("CATALYTIC_{}", flag.to_ascii_uppercase().replace('-', "_"))
 }
 
 impl Flags {
@@ -257,10 +366,11 @@ impl Flags {
         env: &HashMap<String, String>,
     ) -> Result<Self, ConfigError> {
         let mut values = HashMap::new();
+        let mut from_env = Vec::new();
         for name in allowed {
-            let var = format!("CATALYTIC_{}", name.to_ascii_uppercase().replace('-', "_"));
-            if let Some(v) = env.get(&var) {
+            if let Some(v) = env.get(&env_var(name)) {
                 values.insert(*name, v.clone());
+                from_env.push(*name);
             }
         }
         let mut i = 0;
@@ -286,9 +396,27 @@ impl Flags {
                 }
             };
             values.insert(*known, value);
+            from_env.retain(|n| n != known);
             i += 1;
         }
-        Ok(Flags { values })
+        Ok(Flags { values, from_env })
+    }
+
+    /// An error about a flag whose value came from the environment names the variable the
+    /// operator has to fix, not a flag they never typed.
+    fn name_source(&self, e: ConfigError) -> ConfigError {
+        let mut msg = e.0;
+        for name in &self.from_env {
+            let flag = format!("--{name}");
+            let at = msg.match_indices(&flag).map(|(i, _)| i).find(|&i| {
+                // Whole flag names only: `--max-connections` is not `--max-connections-per-ip`.
+                !msg[i + flag.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+            });
+            if let Some(i) = at {
+                msg.replace_range(i..i + flag.len(), &env_var(name));
+            }
+        }
+        ConfigError(msg)
     }
 
     fn get(&self, name: &str) -> Option<&str> {
@@ -417,6 +545,50 @@ mod tests {
         }
         assert!(parse(&args("admin create"), &env).is_err());
         assert!(parse(&args("admin create --email a@b.c --listen x"), &env).is_err());
+    }
+
+    #[test]
+    fn an_error_from_the_environment_names_the_variable() {
+        let e = serve("", &[("CATALYTIC_LISTEN", "banana")]).unwrap_err();
+        assert!(e.0.starts_with("CATALYTIC_LISTEN:"), "{e}");
+        let e = serve("", &[("CATALYTIC_SESSION_MINUTES", "0")]).unwrap_err();
+        assert!(e.0.contains("CATALYTIC_SESSION_MINUTES"), "{e}");
+        let e = serve(
+            "--max-connections-per-ip x",
+            &[("CATALYTIC_MAX_CONNECTIONS", "5")],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("--max-connections-per-ip"), "{e}");
+        // The same value on the command line is blamed on the flag.
+        let e = serve("--listen banana", &[("CATALYTIC_LISTEN", "banana")]).unwrap_err();
+        assert!(e.0.starts_with("--listen:"), "{e}");
+    }
+
+    #[test]
+    fn help_has_one_line_per_flag_with_its_default() {
+        let text = help();
+        for flag in SERVE_FLAGS {
+            let lines: Vec<_> = text
+                .lines()
+                .filter(|l| l.trim_start().starts_with(&format!("--{flag} ")))
+                .collect();
+            assert_eq!(lines.len(), 1, "--{flag}: {lines:?}");
+            assert!(
+                lines[0].trim_end().ends_with(']'),
+                "no default: {}",
+                lines[0]
+            );
+        }
+        assert_eq!(
+            SERVE_HELP.len(),
+            SERVE_FLAGS.len(),
+            "a help line for no flag"
+        );
+        assert!(version().starts_with("catalytic "));
+        assert!(matches!(
+            parse(&args("--version"), &HashMap::new()),
+            Ok(Command::Version)
+        ));
     }
 
     #[test]

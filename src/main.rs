@@ -17,7 +17,11 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Help => {
-            println!("{}", config::USAGE);
+            println!("{}", config::help());
+            Ok(())
+        }
+        Command::Version => {
+            println!("{}", config::version());
             Ok(())
         }
         Command::AdminCreate { email, db } => cli::admin_create(&email, &db),

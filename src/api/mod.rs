@@ -9,7 +9,8 @@
 //!
 //! Every outcome maps to exactly one status ([`app_error`] for the failures). Modules:
 //! `input` (body and field rules), `access` (who may call what, streams included), `users`
-//! (invitees and sessions), `admin` (sign-in, setup, sign-out, the failure limiter).
+//! (invitees and sessions), `admin` (sign-in, setup, sign-out, the failure limiter), `admins`
+//! (the accounts of admins: list, add, remove, change password).
 
 use crate::app::{App, AppError, Command, Outcome};
 use crate::http::{Method, Request, Response};
@@ -20,6 +21,7 @@ use std::net::IpAddr;
 
 pub mod access;
 pub mod admin;
+pub mod admins;
 pub mod input;
 pub mod users;
 
@@ -72,6 +74,8 @@ pub enum Pending {
     SignedIn { first_admin: bool },
     /// `POST /api/admin/logout` → 204 and the cookie cleared.
     SignedOut,
+    /// The admin-account routes, at this step of their chain.
+    Admins(admins::Step),
 }
 
 /// Per-request facts and state the handlers use.
@@ -90,6 +94,9 @@ pub struct Ctx<'a> {
 
 /// Route one `/api/*` request.
 pub fn handle(ctx: &mut Ctx, req: &Request) -> Reply {
+    if let Some(reply) = admins::handle(ctx, req) {
+        return reply;
+    }
     let path = req.path.as_str();
     let m = req.method();
     match path {
@@ -131,6 +138,7 @@ pub fn finish(ctx: &mut Ctx, pending: Pending, done: Done) -> Reply {
             Reply::Now(admin::signed_in(ctx, first_admin, r))
         }
         (Pending::SignedOut, Done::Stored(r)) => Reply::Now(admin::signed_out(ctx, r)),
+        (Pending::Admins(step), done) => admins::finish(ctx, step, done),
         (p, Done::Stored(r)) => Reply::Now(users::finish(ctx, p, r)),
         (p, Done::Hashed(o)) => {
             log::error!("a hashing answer for {p:?} ({o:?})");
@@ -139,7 +147,7 @@ pub fn finish(ctx: &mut Ctx, pending: Pending, done: Done) -> Reply {
     }
 }
 
-fn not_allowed(allow: &str) -> Response {
+pub(crate) fn not_allowed(allow: &str) -> Response {
     Response::error(405, "method not allowed").header("Allow", allow)
 }
 

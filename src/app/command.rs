@@ -15,7 +15,7 @@ use super::event::{Cause, Event, UserChange};
 use super::{AppError, AppResult};
 use crate::auth::{self, Digest32};
 use crate::model::User;
-use crate::store::{AdminAccount, NewUser, Tx};
+use crate::store::{AdminAccount, AdminInfo, DbError, NewUser, Tx};
 
 /// Fixed rules of this deployment.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +98,31 @@ pub enum Command {
     FindAdmin {
         email: String,
     },
+    /// Read: the account with this id (its password hash for a password change).
+    FindAdminById {
+        id: i64,
+    },
+    /// Read: who is signed in with the admin session of this token digest, until when.
+    AdminMe {
+        token: Digest32,
+    },
+    /// Read: every admin account.
+    ListAdmins,
+    /// Another admin account (password already hashed).
+    CreateAdmin {
+        email: String,
+        password_hash: String,
+    },
+    /// Remove an admin account and end its sessions; never the last one.
+    DeleteAdmin {
+        email: String,
+    },
+    /// A new password (already hashed) for admin `id`; every other session of it ends.
+    ChangeAdminPassword {
+        id: i64,
+        password_hash: String,
+        keep: Digest32,
+    },
 }
 
 /// What a command did.
@@ -113,8 +138,17 @@ pub enum Outcome {
     NotYet { expires_at: i64 },
     /// An admin signed in: the new session's token (the cookie value).
     SignedIn { admin_id: i64, token: String },
-    /// `FindAdmin`'s answer.
+    /// `FindAdmin`'s and `FindAdminById`'s answer.
     Admin(Option<AdminAccount>),
+    /// `AdminMe`'s answer.
+    Me {
+        email: String,
+        session_expires_at: i64,
+    },
+    /// `ListAdmins`' answer.
+    Admins(Vec<AdminInfo>),
+    /// `CreateAdmin`'s answer.
+    AdminCreated(AdminInfo),
 }
 
 /// Run `cmd` at wall time `now` (Unix ms) against an open transaction.
@@ -241,6 +275,55 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             Ok(Outcome::Changed(Event::AdminSessionEnded(token)))
         }
         Command::FindAdmin { email } => Ok(Outcome::Admin(tx.find_admin(&email)?)),
+        Command::FindAdminById { id } => Ok(Outcome::Admin(tx.admin_by_id(id)?.map(
+            |(a, password_hash)| AdminAccount {
+                id: a.id,
+                password_hash,
+            },
+        ))),
+        Command::AdminMe { token } => {
+            let (id, session_expires_at) = tx
+                .admin_session(&token, now)?
+                .ok_or(AppError::Unauthorized)?;
+            let (a, _) = tx.admin_by_id(id)?.ok_or(AppError::Unauthorized)?;
+            Ok(Outcome::Me {
+                email: a.email,
+                session_expires_at,
+            })
+        }
+        Command::ListAdmins => Ok(Outcome::Admins(tx.admins()?)),
+        Command::CreateAdmin {
+            email,
+            password_hash,
+        } => match tx.insert_admin(&email, &password_hash, now) {
+            Ok(a) => Ok(Outcome::AdminCreated(a)),
+            Err(DbError::Conflict) => Err(AppError::Conflict(
+                "an admin with this email already exists",
+            )),
+            Err(e) => Err(e.into()),
+        },
+        Command::DeleteAdmin { email } => {
+            let id = tx.find_admin(&email)?.ok_or(AppError::NotFound)?.id;
+            // Checked in the deleting transaction (writes are serialised), so two admins
+            // removing each other at once cannot leave none.
+            if tx.admins()?.len() <= 1 {
+                return Err(AppError::Conflict("the last admin cannot be removed"));
+            }
+            let ended = tx.end_admin_sessions(id, None)?;
+            tx.delete_admin(id)?;
+            Ok(Outcome::Changed(Event::AdminSessionsEnded(ended)))
+        }
+        Command::ChangeAdminPassword {
+            id,
+            password_hash,
+            keep,
+        } => {
+            if !tx.set_admin_password(id, &password_hash)? {
+                return Err(AppError::NotFound);
+            }
+            let ended = tx.end_admin_sessions(id, Some(&keep))?;
+            Ok(Outcome::Changed(Event::AdminSessionsEnded(ended)))
+        }
     }
 }
 
@@ -300,6 +383,7 @@ fn sign_in(tx: &mut dyn Tx, rules: &Rules, now: i64, admin_id: i64) -> AppResult
         now + rules.admin_session_ms,
         now,
     )?;
+    tx.note_admin_sign_in(admin_id, now)?;
     Ok(Outcome::SignedIn { admin_id, token })
 }
 

@@ -53,4 +53,7 @@ pub enum Event {
     User(UserChange),
     /// An admin session ended (logout): its streams close.
     AdminSessionEnded(Digest32),
+    /// Several admin sessions ended at once (their admin was removed or changed password):
+    /// their streams close.
+    AdminSessionsEnded(Vec<Digest32>),
 }

@@ -287,6 +287,12 @@ impl App {
                 self.admin_sessions.remove(digest);
                 effects.push(Effect::CloseAdminSession(*digest));
             }
+            Event::AdminSessionsEnded(digests) => {
+                for digest in digests {
+                    self.admin_sessions.remove(digest);
+                    effects.push(Effect::CloseAdminSession(*digest));
+                }
+            }
         }
     }
 

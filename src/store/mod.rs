@@ -37,6 +37,17 @@ pub struct AdminAccount {
     pub password_hash: String,
 }
 
+/// An admin account as the Admins view shows it (never the password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminInfo {
+    pub id: i64,
+    pub email: String,
+    /// Wall-clock Unix ms.
+    pub created_at: i64,
+    /// Wall-clock Unix ms of the last password (or OIDC) sign-in; `None` before the first.
+    pub last_sign_in_at: Option<i64>,
+}
+
 #[derive(Debug)]
 pub enum DbError {
     /// A UNIQUE constraint (duplicate email) refused the write.
@@ -90,6 +101,20 @@ pub trait Tx {
         now_ms: i64,
     ) -> DbResult<Option<(i64, i64)>>;
     fn delete_admin_session(&mut self, token_digest: &Digest32) -> DbResult<()>;
+
+    /// Every admin account, oldest first.
+    fn admins(&mut self) -> DbResult<Vec<AdminInfo>>;
+    /// The account with this id (for "me" and password changes).
+    fn admin_by_id(&mut self, id: i64) -> DbResult<Option<(AdminInfo, String)>>;
+    /// Another admin account; `Conflict` when the email exists (case-insensitively).
+    fn insert_admin(&mut self, email: &str, hash: &str, now_ms: i64) -> DbResult<AdminInfo>;
+    /// Delete an account (its sessions go with it); `false` if there was none.
+    fn delete_admin(&mut self, id: i64) -> DbResult<bool>;
+    fn set_admin_password(&mut self, id: i64, hash: &str) -> DbResult<bool>;
+    fn note_admin_sign_in(&mut self, id: i64, now_ms: i64) -> DbResult<()>;
+    /// End every session of admin `id` but `keep`; returns the digests of those ended, so
+    /// their streams can be closed.
+    fn end_admin_sessions(&mut self, id: i64, keep: Option<&Digest32>) -> DbResult<Vec<Digest32>>;
 }
 
 /// The server key file beside the database.
@@ -99,8 +124,22 @@ pub fn key_path(db: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The database's directory must exist: SQLite would create the file but not its directory,
+/// and say only "unable to open database file".
+pub fn check_db_dir(db: &Path) -> DbResult<()> {
+    match db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Err(DbError::Io(format!(
+            "cannot open database {}: the directory {} does not exist",
+            db.display(),
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Load the server key, or create one. Returns the key and whether it is new.
 pub fn load_or_create_key(db: &Path) -> DbResult<([u8; 32], bool)> {
+    check_db_dir(db)?;
     let path = key_path(db);
     match fs::read(&path) {
         Ok(bytes) if bytes.len() == 32 => {

@@ -10,14 +10,17 @@
 //! writers (the server and the `admin` CLI) never deadlock upgrading a read lock, and a
 //! command's reads see exactly the state it changes.
 
-use super::{AdminAccount, DbError, DbResult, NewUser, Tx};
+use super::{AdminAccount, AdminInfo, DbError, DbResult, NewUser, Tx};
 use crate::auth::{self, Digest32};
 use crate::model::User;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::Path;
 
 /// Migrations, applied in order inside one transaction each; `PRAGMA user_version` counts them.
-const MIGRATIONS: &[&str] = &[include_str!("../../sql/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../sql/0001_init.sql"),
+    include_str!("../../sql/0003_admins.sql"),
+];
 
 /// How long a statement waits for another process's lock before giving up (`SQLITE_BUSY`).
 const BUSY_TIMEOUT_MS: u64 = 2000;
@@ -52,6 +55,8 @@ pub struct Sqlite {
 impl Sqlite {
     /// Open (creating if needed) and migrate the database at `path`.
     pub fn open(path: &Path, key: Option<[u8; 32]>) -> DbResult<Sqlite> {
+        super::check_db_dir(path)?;
+        let is_new = !path.exists();
         let conn = Connection::open(path)
             .map_err(|e| DbError::Io(format!("cannot open database {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
@@ -60,6 +65,9 @@ impl Sqlite {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let mut db = Sqlite { conn, key };
         db.migrate()?;
+        if is_new {
+            log::info!("created new database {}", path.display());
+        }
         Ok(db)
     }
 
@@ -149,6 +157,18 @@ impl Sqlite {
             [now_ms],
         )?)
     }
+}
+
+/// Columns of an admin row, in the order [`admin_from_row`] reads them.
+const ADMIN_COLUMNS: &str = "id, email, created_at, last_sign_in_at";
+
+fn admin_from_row(r: &Row<'_>) -> rusqlite::Result<AdminInfo> {
+    Ok(AdminInfo {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        created_at: r.get(2)?,
+        last_sign_in_at: r.get(3)?,
+    })
 }
 
 /// A user row as a [`User`], its token derived under `key`.
@@ -360,6 +380,82 @@ impl Tx for SqliteTx<'_> {
             .prepare_cached("DELETE FROM admin_sessions WHERE token_hash = ?1")?
             .execute([&token_digest[..]])?;
         Ok(())
+    }
+
+    fn admins(&mut self) -> DbResult<Vec<AdminInfo>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached(&format!("SELECT {ADMIN_COLUMNS} FROM admins ORDER BY id"))?;
+        let rows = stmt.query_map([], admin_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn admin_by_id(&mut self, id: i64) -> DbResult<Option<(AdminInfo, String)>> {
+        Ok(self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT {ADMIN_COLUMNS}, password_hash FROM admins WHERE id = ?1"
+            ))?
+            .query_row([id], |r| Ok((admin_from_row(r)?, r.get(4)?)))
+            .optional()?)
+    }
+
+    fn insert_admin(&mut self, email: &str, hash: &str, now_ms: i64) -> DbResult<AdminInfo> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO admins (email, password_hash, created_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![email, hash, now_ms])?;
+        Ok(AdminInfo {
+            id: self.tx.last_insert_rowid(),
+            email: email.to_string(),
+            created_at: now_ms,
+            last_sign_in_at: None,
+        })
+    }
+
+    fn delete_admin(&mut self, id: i64) -> DbResult<bool> {
+        let n = self
+            .tx
+            .prepare_cached("DELETE FROM admins WHERE id = ?1")?
+            .execute([id])?;
+        Ok(n == 1)
+    }
+
+    fn set_admin_password(&mut self, id: i64, hash: &str) -> DbResult<bool> {
+        let n = self
+            .tx
+            .prepare_cached("UPDATE admins SET password_hash = ?2 WHERE id = ?1")?
+            .execute(params![id, hash])?;
+        Ok(n == 1)
+    }
+
+    fn note_admin_sign_in(&mut self, id: i64, now_ms: i64) -> DbResult<()> {
+        self.tx
+            .prepare_cached("UPDATE admins SET last_sign_in_at = ?2 WHERE id = ?1")?
+            .execute(params![id, now_ms])?;
+        Ok(())
+    }
+
+    fn end_admin_sessions(&mut self, id: i64, keep: Option<&Digest32>) -> DbResult<Vec<Digest32>> {
+        let keep: &[u8] = keep.map_or(&[], |d| &d[..]);
+        let mut ended = Vec::new();
+        {
+            let mut stmt = self.tx.prepare_cached(
+                "SELECT token_hash FROM admin_sessions WHERE admin_id = ?1 AND token_hash != ?2",
+            )?;
+            let rows = stmt.query_map(params![id, keep], |r| r.get::<_, Vec<u8>>(0))?;
+            for h in rows {
+                // Digests we stored are 32 bytes; anything else is not one of ours to close.
+                if let Ok(d) = Digest32::try_from(h?.as_slice()) {
+                    ended.push(d);
+                }
+            }
+        }
+        self.tx
+            .prepare_cached("DELETE FROM admin_sessions WHERE admin_id = ?1 AND token_hash != ?2")?
+            .execute(params![id, keep])?;
+        Ok(ended)
     }
 }
 
