@@ -13,7 +13,7 @@ use crate::api::Pending;
 use crate::auth::Digest32;
 use crate::hub::Stream;
 use crate::metrics::CloseReason;
-use crate::timer_wheel::TimerId;
+use crate::timers::TimerId;
 use mio::net::TcpStream;
 use std::collections::VecDeque;
 use std::io::{self, Write};

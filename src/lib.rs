@@ -8,7 +8,8 @@
 //! * `hub` — `Stream`, the one name for which stream, and who listens to what; encode-once
 //!   delivery.
 //! * `session_clock` — session expiries and `time_update` ticks, `now` passed in.
-//! * `timer_wheel` — deadlines without a clock.
+//! * `timers` — pending deadlines fired in order (an ordered map), without a clock; armed by
+//!   the reactor and `session_clock`.
 //! * `http`, `ws` — protocol parsing and encoding, pure.
 //! * `api` — `/api/*` routes and access rules (streams included); `agent` — agent messages.
 //! * `app` — the application: `command` (write rules → `Event`), `App::apply` (event → view
@@ -34,6 +35,6 @@ pub mod model;
 pub mod reactor;
 pub mod session_clock;
 pub mod store;
-pub mod timer_wheel;
+pub mod timers;
 pub mod worker;
 pub mod ws;

@@ -19,7 +19,7 @@
 //! started has neither; a tick timer exists only while the session is watched.
 
 use crate::clock::Now;
-use crate::timer_wheel::{TimerId, TimerWheel};
+use crate::timers::{TimerId, Timers};
 use std::collections::HashMap;
 
 /// Interval of `time_update` frames on a session stream (milliseconds).
@@ -28,8 +28,6 @@ pub const TIME_UPDATE_MS: i64 = 10_000;
 const TICK_SKIP_MS: i64 = 500;
 /// Delay before trying again to record an expiry that could not be stored.
 pub const EXPIRY_RETRY_MS: u64 = 1_000;
-/// Resolution of the clock's timers (milliseconds).
-const TICK_RESOLUTION_MS: u64 = 10;
 
 /// What came due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,16 +48,17 @@ struct Entry {
 }
 
 /// Timers of every running session.
+#[derive(Default)]
 pub struct SessionClock {
-    timers: TimerWheel<Due>,
+    timers: Timers<Due>,
     sessions: HashMap<i64, Entry>,
 }
 
 impl SessionClock {
-    /// A clock whose monotonic time starts at `now_mono_ms`.
-    pub fn new(now_mono_ms: u64) -> Self {
+    /// A clock with no session; deadlines are in the caller's monotonic ms ([`Now::mono_ms`]).
+    pub fn new() -> Self {
         SessionClock {
-            timers: TimerWheel::new(TICK_RESOLUTION_MS, now_mono_ms),
+            timers: Timers::new(),
             sessions: HashMap::new(),
         }
     }
@@ -229,7 +228,7 @@ mod tests {
 
     #[test]
     fn expiry_fires_at_the_deadline_and_never_before() {
-        let mut c = SessionClock::new(0);
+        let mut c = SessionClock::new();
         c.start(7, at(0).wall_ms + 3_000, at(0));
         let fired = run(&mut c, 5_000, 10);
         assert_eq!(fired.len(), 1);
@@ -240,7 +239,7 @@ mod tests {
 
     #[test]
     fn watched_sessions_tick_on_marks_until_expiry() {
-        let mut c = SessionClock::new(0);
+        let mut c = SessionClock::new();
         let expires = at(0).wall_ms + 35_000;
         c.start(1, expires, at(0));
         c.watch(1, at(0));
@@ -260,7 +259,7 @@ mod tests {
 
     #[test]
     fn unwatched_sessions_do_not_tick_and_stop_forgets_everything() {
-        let mut c = SessionClock::new(0);
+        let mut c = SessionClock::new();
         c.start(1, at(0).wall_ms + 60_000, at(0));
         c.watch(1, at(0));
         c.unwatch(1);
@@ -277,7 +276,7 @@ mod tests {
 
     #[test]
     fn watching_a_session_that_is_not_running_does_nothing() {
-        let mut c = SessionClock::new(0);
+        let mut c = SessionClock::new();
         c.watch(9, at(0));
         assert_eq!(c.next_deadline(), None);
         assert_eq!(c.expires_at(9), None);
@@ -285,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_failed_expiry_is_retried_a_second_later() {
-        let mut c = SessionClock::new(0);
+        let mut c = SessionClock::new();
         c.start(3, at(0).wall_ms + 1_000, at(0));
         let mut due = Vec::new();
         c.advance(at(1_000), &mut due);
@@ -300,7 +299,7 @@ mod tests {
 
     #[test]
     fn restarting_re_arms_for_the_new_deadline() {
-        let mut c = SessionClock::new(0);
+        let mut c = SessionClock::new();
         c.start(4, at(0).wall_ms + 1_000, at(0));
         // The wall clock had jumped: the store says the real end is later.
         c.start(4, at(0).wall_ms + 5_000, at(0));

@@ -47,7 +47,7 @@ use crate::hub::Hub;
 use crate::metrics::{CloseReason, Metrics, Refusal};
 use crate::session_clock::SessionClock;
 use crate::store::{self, Sqlite};
-use crate::timer_wheel::TimerWheel;
+use crate::timers::Timers;
 use crate::worker::Worker;
 use crate::ws::{self, code};
 use mio::net::{TcpListener, TcpStream};
@@ -129,7 +129,7 @@ pub struct Server {
     /// Which streams listen to what (slab keys only).
     hub: Hub,
     /// The reactor's timers: connection deadlines, heartbeat, housekeeping, shutdown.
-    timers: TimerWheel<Timer>,
+    timers: Timers<Timer>,
     /// Session expiries and `time_update` ticks.
     session_clock: SessionClock,
     /// The in-memory view of users and admin sessions; changed only by applying events.
@@ -222,8 +222,8 @@ impl Server {
             conns: Slab::with_capacity(1024),
             next_gen: 0,
             hub: Hub::default(),
-            timers: TimerWheel::new(TIMER_TICK_MS, 0),
-            session_clock: SessionClock::new(0),
+            timers: Timers::new(),
+            session_clock: SessionClock::new(),
             app,
             store,
             rules,
