@@ -137,9 +137,10 @@ pub struct WsState {
     /// Digest of the credential presented (admin session, invite token, agent key), for the
     /// reconnect metric.
     pub credential: Digest32,
-    /// A fragmented message being assembled: its opcode and bytes so far.
-    pub fragment: Option<(u8, Vec<u8>)>,
-    /// Largest message accepted, in bytes (1009 beyond).
+    /// The message layer: fragment assembly, the size cap across fragments, UTF-8, close rules.
+    pub reader: crate::ws::MessageReader,
+    /// Largest frame `parse_frame` accepts on this stream, in bytes (1009 beyond; also what the
+    /// read backlog must leave room for). The reader caps whole messages at the same size.
     pub max_message: usize,
 }
 

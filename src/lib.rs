@@ -10,7 +10,8 @@
 //! * `session_clock` — session expiries and `time_update` ticks, `now` passed in.
 //! * `timers` — pending deadlines fired in order (an ordered map), without a clock; armed by
 //!   the reactor and `session_clock`.
-//! * `http`, `ws` — protocol parsing and encoding, pure.
+//! * `http`, `ws` — protocol parsing and encoding, pure; `ws::message` is the WebSocket message
+//!   layer (fragments, size across fragments, UTF-8, close rules) the reactor dispatches from.
 //! * `api` — `/api/*` routes and access rules (streams included); `agent` — agent messages.
 //! * `app` — the application: `command` (write rules → `Event`), `App::apply` (event → view
 //!   and `Effect`s); `model` — the user record and its wire form.

@@ -1,7 +1,8 @@
 //! RFC 6455 conformance: the Autobahn TestSuite's fuzzingclient (cases 1–7, 9, 10) against the
 //! server's `--echo-path` endpoint, through `tests/conformance/run_autobahn.sh`; and a replay of
 //! the committed fuzz corpus (`fuzz/seeds`, `fuzz/corpus`) through the fuzz targets' checks on
-//! stable Rust. See docs/CONFORMANCE.md.
+//! stable Rust, plus a seeded sweep of generated frame sequences through the `ws_frames` check
+//! (the message layer). See docs/CONFORMANCE.md.
 //!
 //! - `CATALYTIC_CONFORMANCE=quick` skips the slow 9.* (limits/performance) cases; default `full`.
 //! - No Python 2.7 on the machine: the script exits 77 and this test FAILS with a loud message,
@@ -104,5 +105,79 @@ fn fuzz_corpus_replays_clean() {
             }
         }
         assert!(replayed > 0, "{target}: no corpus to replay");
+    }
+}
+
+/// The `ws_frames` check over frame sequences built to hit the message layer's rules, which
+/// random bytes reach only slowly: fragments cut inside UTF-8 characters, invalid and overlong
+/// bytes, surrogates, continuations with and without a message, control frames between
+/// fragments, close payloads, and (from the last byte) small message caps. Seeded, so a
+/// failure repeats; the check compares `ws::MessageReader` with its reference model.
+#[test]
+fn message_layer_random_frame_sequences() {
+    const PIECES: &[&[u8]] = &[
+        b"a",
+        b"hello",
+        b"",
+        b"\xc3",
+        b"\xa9",
+        b"\xe2",
+        b"\x82",
+        b"\xac",
+        b"\xf0",
+        b"\x9f",
+        b"\x98",
+        b"\x80",
+        b"\xff",
+        b"\xc0",
+        b"\xe0",
+        b"\xed",
+        b"\xa0",
+        b"\xf4",
+        b"\x90",
+        b"\x8f",
+        b"\x03\xe8",
+        b"\x0f\xa0",
+        b"\x03\xed",
+        b"\x13\x88",
+    ];
+    // Continuations, text and binary more often than control frames.
+    const OPCODES: &[u8] = &[0, 0, 0, 1, 1, 2, 8, 9, 10];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut below = |n: usize| {
+        // xorshift64: enough spread for a test sweep, no dependency.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let mask = [9u8, 8, 7, 6];
+    for _ in 0..100_000 {
+        let mut data = Vec::new();
+        for _ in 0..=below(8) {
+            let opcode = OPCODES[below(OPCODES.len())];
+            let fin = opcode >= 8 || below(3) == 0;
+            let mut payload = Vec::new();
+            for _ in 0..below(6) {
+                payload.extend_from_slice(PIECES[below(PIECES.len())]);
+            }
+            if below(50) == 0 {
+                payload.resize(payload.len() + below(300), b'x');
+            }
+            data.push(u8::from(fin) << 7 | opcode);
+            match payload.len() {
+                n @ 0..=125 => data.push(0x80 | n as u8),
+                n => {
+                    data.push(0x80 | 126);
+                    data.extend_from_slice(&(n as u16).to_be_bytes());
+                }
+            }
+            data.extend_from_slice(&mask);
+            data.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        }
+        if below(2) == 0 {
+            data.push(below(64) as u8); // a small message cap for the second pass
+        }
+        fuzz_checks::ws_frames(&data);
     }
 }

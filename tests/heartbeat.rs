@@ -1,12 +1,13 @@
 //! JSON heartbeat ({"type":"ping"} / {"type":"pong"}) and protocol Ping/Pong, with
-//! `--heartbeat-secs 1`.
+//! `--heartbeat-secs 1`: clients that answer stay, clients that never answer (or never read)
+//! are removed after about two intervals, on every stream.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Reads for `dur`, answering each JSON ping with a pong; returns the number of pings seen.
 /// Panics if the connection closes or a non-ping message arrives.
@@ -61,28 +62,60 @@ fn ponging_client_stays_connected() {
 }
 
 #[test]
-fn silent_admin_client_is_closed() {
+fn client_that_never_answers_pings_is_removed() {
     let srv = Server::start(&["--heartbeat-secs", "1"]);
-    let (mut ws, _) = srv.admin_ws(&srv.admin_cookie());
-    let (after, _close) = silent_until_closed(&mut ws, Duration::from_secs(6));
+    let live = LiveAdmin::start(&srv);
+    let cookie = srv.second_admin_cookie();
+    // Reads everything, answers nothing.
+    let (mut deaf, resp) = srv.raw_ws("/admin/stream", &[("Cookie", &cookie)], &[]);
+    assert_eq!(resp.status, 101);
+    // Never reads, never writes.
+    let (mute, resp) = srv.raw_ws("/admin/stream", &[("Cookie", &cookie)], &[]);
+    assert_eq!(resp.status, 101);
+    let t = Instant::now();
+    let mut pings = 0;
+    let mut close = None;
+    let ended = loop {
+        match deaf.read_frame(Duration::from_secs(6)) {
+            Ok(f) if f.opcode == 1 => {
+                let v: Value = serde_json::from_slice(&f.payload).unwrap();
+                if v["type"] == "ping" {
+                    pings += 1;
+                }
+            }
+            Ok(f) if f.opcode == 8 => {
+                close.get_or_insert((t.elapsed(), f.close_code()));
+            }
+            Ok(_) => {}
+            Err(e) => break (t.elapsed(), e),
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "deaf client still open"
+        );
+    };
+    eprintln!("deaf client: {pings} JSON pings, close frame {close:?}, TCP end {ended:?}");
+    let removed_at = close.map(|c| c.0).unwrap_or(ended.0);
     assert!(
-        after >= Duration::from_millis(1500) && after <= Duration::from_millis(4500),
-        "silent client closed after {after:?}; expected after ~2–3 intervals of 1 s"
+        removed_at >= Duration::from_millis(1_500) && removed_at <= Duration::from_millis(4_500),
+        "deaf client removed after {removed_at:?} (want ~2 intervals of 1 s)"
     );
-    srv.wait_metric(
+    let n = srv.wait_metric(
         "catalytic_ws_closed_total",
         &[("reason", "heartbeat")],
         WAIT,
-        |v| v >= 1.0,
+        |v| v >= 2.0,
     );
+    eprintln!("heartbeat closes: {n}");
     srv.wait_metric(
         "catalytic_ws_connections",
         &[("stream", "admin")],
         WAIT,
-        |v| v == 0.0,
+        |v| v == 1.0,
     );
+    drop(mute);
+    assert_serving(&srv, &live, "silent clients");
 }
-
 #[test]
 fn silent_session_and_agent_clients_are_closed() {
     let srv = Server::start(&["--heartbeat-secs", "1", "--agent-key", "k-123"]);

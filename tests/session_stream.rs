@@ -1,4 +1,5 @@
-//! GET /session/{id}/stream: auth, time_update, progress, expiry, deletion.
+//! GET /session/{id}/stream: auth (right token or cookie, or close 1008), time_update, progress,
+//! expiry, deletion.
 
 mod common;
 
@@ -92,49 +93,89 @@ fn answer_sends_progress_and_admin_update() {
 }
 
 #[test]
-fn invalid_credentials_are_closed_1008() {
+fn session_streams_without_the_right_token_are_closed_1008() {
     let srv = Server::start(&[]);
-    let a = srv.started_session(3);
-    let b = srv.started_session(3);
+    let live = LiveAdmin::start(&srv);
+    let a = srv.started_session(5);
+    let b = srv.started_session(5);
     let not_activated = srv.create_user("Not", "Started", None);
     let na_token = invite_token(&not_activated);
+    // Positive control.
+    let mut ok = srv
+        .session_ws(&a.session_id, &a.token)
+        .expect("own session stream");
+    assert_eq!(recv_json(&mut ok, WAIT)["type"], "time_update");
+    close_normal(&mut ok);
 
-    let cases: Vec<(String, String)> = vec![
-        (
-            "no token".into(),
-            format!("/session/{}/stream", a.session_id),
-        ),
-        (
-            "wrong token".into(),
-            format!("/session/{}/stream?token=nope", a.session_id),
-        ),
-        (
-            "other user's token".into(),
-            format!("/session/{}/stream?token={}", a.session_id, b.token),
-        ),
-        (
-            "guessed id".into(),
-            format!("/session/999999/stream?token={}", a.token),
-        ),
-        (
-            "not activated".into(),
-            format!("/session/{}/stream?token={na_token}", id_of(&not_activated)),
-        ),
-    ];
-    for (what, path) in cases {
-        assert_closed_1008(srv.ws_with(&path, &[]), INVALID, &what);
-    }
-    // Other user's cookie.
-    let cookie = format!("session_token={}", b.cookie);
+    let a_path = format!("/session/{}/stream", a.session_id);
+    assert_closed_1008(srv.ws_with(&a_path, &[]), INVALID, "no token");
     assert_closed_1008(
-        srv.ws_connect(
-            &format!("/session/{}/stream", a.session_id),
-            Some(&cookie),
-            None,
+        srv.session_ws(&a.session_id, &b.token),
+        INVALID,
+        "another user's session token in ?token=",
+    );
+    assert_closed_1008(
+        srv.ws_connect(&a_path, Some(&format!("session_token={}", b.cookie)), None),
+        INVALID,
+        "another user's session_token cookie",
+    );
+    assert_closed_1008(
+        srv.session_ws(&b.session_id, &a.token),
+        INVALID,
+        "A's token on B's stream",
+    );
+    let mut rng = Rng(42);
+    let random_token: String = rng.bytes(32).iter().map(|b| format!("{b:02x}")).collect();
+    assert_closed_1008(
+        srv.session_ws(&a.session_id, &random_token),
+        INVALID,
+        "random 64-hex token",
+    );
+    assert_closed_1008(srv.session_ws(&a.session_id, ""), INVALID, "empty token");
+    assert_closed_1008(
+        srv.session_ws(&a.session_id, "nope"),
+        INVALID,
+        "wrong token",
+    );
+    assert_closed_1008(
+        srv.ws_with(
+            &format!("/session/{}/stream?token={na_token}", id_of(&not_activated)),
+            &[],
         ),
         INVALID,
-        "other user's cookie",
+        "not activated",
     );
+    assert_closed_1008(
+        srv.session_ws(&a.session_id, "%27%20OR%20%271%27%3D%271"),
+        INVALID,
+        "SQL-injection token",
+    );
+    assert_closed_1008(srv.session_ws("999999", &a.token), INVALID, "guessed id");
+    // More guessed ids with A's valid token (odd ones may be refused before the upgrade).
+    let a_id: i64 = a.session_id.parse().unwrap_or(a.user_id);
+    for id in [
+        (a_id + 1).to_string(),
+        (a_id + 1000).to_string(),
+        "0".to_string(),
+        "-1".to_string(),
+        "99999999999999999999".to_string(),
+        "abc".to_string(),
+        format!("{a_id}%00"),
+        format!("0{a_id}x"),
+    ] {
+        if id == b.session_id {
+            continue;
+        }
+        let path = format!("/session/{id}/stream?token={}", a.token);
+        match srv.ws_with(&path, &[]) {
+            Ok(ws) => assert_closed_1008(Ok(ws), INVALID, &format!("guessed id {id}")),
+            Err(tungstenite::Error::Http(resp)) => {
+                let st = resp.status().as_u16();
+                assert!((400..500).contains(&st), "guessed id {id}: HTTP {st}");
+            }
+            Err(e) => panic!("guessed id {id}: {e}"),
+        }
+    }
     srv.wait_metric(
         "catalytic_ws_closed_total",
         &[("reason", "unauthorized")],
@@ -145,8 +186,8 @@ fn invalid_credentials_are_closed_1008() {
         srv.metric("catalytic_ws_connections", &[("stream", "session")]),
         0.0
     );
+    assert_serving(&srv, &live, "session stream guessing");
 }
-
 #[test]
 fn regenerated_invite_invalidates_the_old_token_for_streams() {
     let srv = Server::start(&[]);

@@ -1,130 +1,120 @@
 //! A client that never reads is dropped (close 1013, counted as slow_consumer) once its queued
-//! output passes --max-outbox-bytes, while a live admin keeps receiving every event in order.
+//! output passes --max-outbox-bytes, while a live admin keeps receiving every event, in order,
+//! exactly once and without lag.
 
 mod common;
 
-use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
 
 #[test]
-fn slow_admin_is_dropped_and_live_admin_keeps_order() {
-    let srv = Server::start(&["--max-outbox-bytes", "4096"]);
-    let c = srv.admin_cookie();
+fn never_reading_client_is_dropped_and_others_keep_pace() {
+    const MAX_EVENTS: usize = 5_000;
+    let srv = Server::start(&["--max-outbox-bytes", "8192"]);
+    let live = LiveAdmin::start(&srv);
+    let cookie = srv.admin_cookie();
     let u = srv.create_user("Slow", "Consumer", Some(10));
     let id = id_of(&u);
-
-    // The slow one: handshake, then never read again.
+    live.wait_for("user_added for the target", WAIT, |v| {
+        v["type"] == "user_added"
+    });
+    // The slow one: small receive buffer, handshake, then never read again.
     let mut slow = ws_handshake(
         srv.tiny_buffer_stream(),
         &srv.ws_url("/admin/stream"),
-        &[("Cookie", &c)],
+        &[("Cookie", &cookie)],
     )
     .expect("slow client handshake");
-
-    // The live one reads on its own thread and reports every user_update's last_name.
-    let (live, _) = srv.admin_ws(&srv.second_admin_cookie());
-    let (tx, rx) = mpsc::channel::<Result<String, String>>();
-    let reader = thread::spawn(move || {
-        let mut live = live;
-        loop {
-            match next_event(&mut live, Duration::from_secs(20), true) {
-                Some(WsEvent::Json(v)) if v["type"] == "user_update" => {
-                    let name = v["data"]["last_name"].as_str().unwrap_or("").to_string();
-                    let done = name == "final";
-                    let _ = tx.send(Ok(name));
-                    if done {
-                        return live;
-                    }
-                }
-                other => {
-                    let _ = tx.send(Err(format!("live admin got {other:?}")));
-                    return live;
-                }
-            }
-        }
-    });
-
-    let first = "F".repeat(200);
-    let mut sent = Vec::new();
-    let mut http = srv.http();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut dropped = false;
-    for i in 0..20_000 {
-        let last = format!("{i:06}{}", "L".repeat(194));
-        let body = serde_json::to_vec(&json!({"first_name": first, "last_name": last})).unwrap();
-        let r = http
+    let mut c = srv.http();
+    let pad = "p".repeat(190);
+    let t = Instant::now();
+    let mut answered = Vec::with_capacity(MAX_EVENTS);
+    let mut dropped_at = None;
+    // Until the slow one is dropped (checked every 100), then 200 more; at most MAX_EVENTS.
+    for i in 0..MAX_EVENTS {
+        let body = json!({ "last_name": format!("n{i}{pad}"), "first_name": pad }).to_string();
+        let r = c
             .send(
                 "PATCH",
                 &format!("/api/users/{id}"),
-                &[("Cookie", &c), ("Content-Type", "application/json")],
-                Some(&body),
+                &[("Cookie", &cookie), ("Content-Type", "application/json")],
+                Some(body.as_bytes()),
             )
-            .expect("PATCH on keep-alive connection");
-        assert_eq!(r.status, 200, "PATCH #{i}");
-        sent.push(last);
-        if i % 50 == 49 {
-            let m = srv.metric("catalytic_ws_closed_total", &[("reason", "slow_consumer")]);
-            if m >= 1.0 {
-                dropped = true;
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no slow-consumer close after {i} PATCHes"
-            );
+            .expect("PATCH");
+        assert_eq!(r.status, 200, "PATCH {i}: {}", r.text());
+        answered.push(Instant::now());
+        if dropped_at.is_none()
+            && i % 100 == 99
+            && srv.metric("catalytic_ws_closed_total", &[("reason", "slow_consumer")]) >= 1.0
+        {
+            dropped_at = Some(i + 1);
+        }
+        if dropped_at.is_some_and(|d| i + 1 >= d + 200) {
+            break;
         }
     }
     assert!(
-        dropped,
-        "slow client never dropped after {} broadcasts (~{} KiB)",
-        sent.len(),
-        sent.len() * 600 / 1024
+        dropped_at.is_some(),
+        "slow client never dropped after {MAX_EVENTS} broadcasts"
     );
-    let r = srv.patch_user(id, &json!({"last_name": "final"}));
-    assert_eq!(r.status, 200);
-    sent.push("final".into());
-
-    // Live admin: every update, in order, exactly once.
-    for (i, want) in sent.iter().enumerate() {
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(got)) => assert_eq!(&got, want, "live admin event #{i}"),
-            Ok(Err(e)) => panic!("event #{i}: {e}"),
-            Err(_) => panic!("live admin: event #{i} never arrived"),
-        }
-    }
-    let _live = reader.join().unwrap();
-
-    // The slow client's connection is over: reading drains what was buffered and then ends.
+    let events = answered.len();
+    eprintln!("slow client dropped after {dropped_at:?} broadcasts of ~600 B");
+    eprintln!("{events} PATCHes in {:?}", t.elapsed());
+    // The live admin got every update, in order, each soon after its PATCH was answered.
+    let mut worst = Duration::ZERO;
+    let mut next = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut close = None;
-    loop {
+    while next < events {
         let left = deadline.saturating_duration_since(Instant::now());
-        match next_event(&mut slow, left, true) {
-            Some(WsEvent::Json(_)) => continue,
-            Some(WsEvent::Close(c)) => {
-                close = c;
-                break;
-            }
-            Some(WsEvent::Ended(_)) => break,
-            None => panic!("slow client's connection still open"),
-            Some(other) => panic!("slow client got {other:?}"),
+        assert!(
+            !left.is_zero(),
+            "live admin: update {next} of {events} missing after 10 s"
+        );
+        let (at, ev) = live
+            .rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("live admin: update {next} missing ({e:?})"));
+        let v = ev.unwrap_or_else(|e| panic!("live admin died at update {next}: {e}"));
+        if v["type"] != "user_update" {
+            continue;
         }
+        assert_eq!(
+            v["data"]["last_name"].as_str(),
+            Some(format!("n{next}{pad}").as_str()),
+            "live admin: updates out of order or lost"
+        );
+        worst = worst.max(at.saturating_duration_since(answered[next]));
+        next += 1;
     }
     eprintln!(
-        "slow consumer dropped after {} broadcasts; it saw {close:?}",
-        sent.len()
+        "live admin: all {events} updates in order; worst lag after the PATCH answer {worst:?}"
     );
-    if let Some((code, _)) = close {
-        assert_eq!(code, 1013, "close code for a slow consumer");
+    assert!(
+        worst < Duration::from_secs(1),
+        "live admin lagged {worst:?}"
+    );
+    let n = srv.wait_metric(
+        "catalytic_ws_closed_total",
+        &[("reason", "slow_consumer")],
+        WAIT,
+        |v| v >= 1.0,
+    );
+    eprintln!("slow_consumer closes: {n}");
+    // The slow client, reading at last, finds the stream over (close 1013 when it fitted).
+    let end = wait_ended(&mut slow, Duration::from_secs(10));
+    eprintln!("slow client's end: {end:?}");
+    if let Some((code, _)) = end {
+        assert_eq!(code, 1013, "slow consumer close code");
     }
+    drop(c);
+    // Only the live admin's stream is left.
     srv.wait_metric(
         "catalytic_ws_connections",
         &[("stream", "admin")],
         WAIT,
         |v| v == 1.0,
     );
+    assert_serving(&srv, &live, "never-reading client");
 }

@@ -84,23 +84,7 @@ fn source_ip(n: u64) -> String {
 }
 
 fn connect_from(ip: &str, to: SocketAddr, rcvbuf: Option<usize>) -> Result<TcpStream, String> {
-    use socket2::{Domain, Socket, Type};
-    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| e.to_string())?;
-    if let Some(n) = rcvbuf {
-        sock.set_recv_buffer_size(n).map_err(|e| e.to_string())?;
-    }
-    let src: SocketAddr = format!("{ip}:0").parse().unwrap();
-    sock.bind(&src.into())
-        .map_err(|e| format!("bind {ip}: {e}"))?;
-    sock.connect_timeout(&to.into(), Duration::from_secs(5))
-        .map_err(|e| format!("connect from {ip}: {e}"))?;
-    let s: TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    s.set_nodelay(true).map_err(|e| e.to_string())?;
-    Ok(s)
+    connect_from_ip(ip, to, rcvbuf).map_err(|e| format!("connect from {ip}: {e}"))
 }
 
 fn ws_from(
@@ -131,22 +115,6 @@ fn read_to_end(ws: &mut Ws, timeout: Duration, pong: bool) -> Result<Option<(u16
             None => return Err(()),
         }
     }
-}
-
-fn vm_rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn open_fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 fn closed(srv: &Server, reason: &str) -> f64 {

@@ -1,12 +1,17 @@
-//! RFC 6455 on the wire, with raw bytes: the 101 answer, bytes sent right behind the
-//! handshake, masking, framing violations and close codes. Uses the real admin stream and the
-//! conformance echo endpoint (same handshake and frame code).
+//! RFC 6455 on the wire, with raw bytes: the upgrade request and the 101 answer, bytes sent
+//! right behind the handshake, fragmentation, the close handshake, the 64 KiB message limit and
+//! every frame-level violation with its close code (1002 protocol error, 1007 invalid UTF-8,
+//! 1009 too big). Uses the real admin stream and the conformance echo endpoint (same handshake
+//! and frame code); the cases that attack a stream end with `assert_serving`.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::Frame;
+use tungstenite::Message;
 
 const ECHO: &str = "/echo";
 
@@ -20,6 +25,9 @@ fn echo(srv: &Server) -> RawWs {
     ws
 }
 
+// =============================================================================================
+// Handshake
+// =============================================================================================
 #[test]
 fn handshake_answer_is_rfc6455() {
     let srv = Server::start(&[]);
@@ -41,6 +49,101 @@ fn handshake_answer_is_rfc6455() {
     assert_eq!((f.fin, f.rsv, f.opcode, f.masked), (true, 0, 1, false));
     let v: serde_json::Value = serde_json::from_slice(&f.payload).unwrap();
     assert_eq!(v["type"], "initial");
+}
+
+#[test]
+fn bad_websocket_upgrades_are_refused() {
+    let srv = Server::start(&[]);
+    let live = LiveAdmin::start(&srv);
+    let host = srv.addr.to_string();
+    let cookie = srv.admin_cookie();
+    let up = |key: Option<&str>, version: Option<&str>| {
+        let mut r = format!(
+            "GET /admin/stream HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        );
+        if let Some(k) = key {
+            r.push_str(&format!("Sec-WebSocket-Key: {k}\r\n"));
+        }
+        if let Some(v) = version {
+            r.push_str(&format!("Sec-WebSocket-Version: {v}\r\n"));
+        }
+        r.push_str("\r\n");
+        r.into_bytes()
+    };
+    let good = "dGhlIHNhbXBsZSBub25jZQ==";
+    assert_refused_and_closed(
+        &srv,
+        &up(None, Some("13")),
+        &[400],
+        "missing Sec-WebSocket-Key",
+    );
+    assert_refused_and_closed(&srv, &up(Some(""), Some("13")), &[400], "empty key");
+    assert_refused_and_closed(
+        &srv,
+        &up(Some("not base64 at all!!"), Some("13")),
+        &[400],
+        "non-base64 key",
+    );
+    assert_refused_and_closed(
+        &srv,
+        &up(Some("dGVzdA=="), Some("13")),
+        &[400],
+        "key of 4 bytes instead of 16",
+    );
+    let st = assert_refused_and_closed(&srv, &up(Some(good), Some("8")), &[426], "version 8");
+    assert_eq!(st, 426);
+    let (_, r) = raw_exchange(&srv, &up(Some(good), Some("8")));
+    assert_eq!(
+        r.header("Sec-WebSocket-Version"),
+        Some("13"),
+        "426 must name the supported version"
+    );
+    assert_refused_and_closed(
+        &srv,
+        &up(Some(good), Some("banana")),
+        &[426, 400],
+        "version banana",
+    );
+    assert_refused_and_closed(&srv, &up(Some(good), None), &[426, 400], "no version");
+    // A stream path requested as plain HTTP.
+    let plain = format!("GET /admin/stream HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n\r\n");
+    assert_refused_and_closed(
+        &srv,
+        plain.as_bytes(),
+        &[400, 426],
+        "stream path without Upgrade",
+    );
+    // An upgrade that is not a GET.
+    let post = format!(
+        "POST /admin/stream HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {good}\r\nContent-Length: 0\r\n\r\n"
+    );
+    let (_, r) = raw_exchange(&srv, post.as_bytes());
+    assert!(
+        (400..500).contains(&r.status),
+        "POST upgrade: status {}",
+        r.status
+    );
+    assert_serving(&srv, &live, "bad upgrades");
+}
+
+#[test]
+fn upgrade_after_a_keep_alive_request_on_the_same_connection() {
+    let srv = Server::start(&[]);
+    let c = srv.admin_cookie();
+    let mut conn = srv.http();
+    let r = conn.send("GET", "/healthz", &[], None).unwrap();
+    assert_eq!(r.status, 200);
+    let stream = conn.reader.into_inner();
+    let mut ws = ws_handshake(stream, &srv.ws_url("/admin/stream"), &[("Cookie", &c)])
+        .expect("upgrade on a reused connection");
+    assert_eq!(recv_json(&mut ws, WAIT)["type"], "initial");
+}
+
+#[test]
+fn unknown_stream_path_is_404() {
+    let srv = Server::start(&[]);
+    let (_ws, head) = srv.raw_ws("/no/such/stream", &[], &[]);
+    assert_eq!(head.status, 404);
 }
 
 #[test]
@@ -73,6 +176,37 @@ fn bytes_right_behind_the_handshake_are_not_lost() {
     assert!(got_pong, "no pong for a ping sent with the handshake");
 }
 
+// =============================================================================================
+// Messages, fragments and the close handshake
+// =============================================================================================
+
+#[test]
+fn echo_endpoint_round_trips_text_and_binary() {
+    let srv = Server::start(&["--echo-path", "/echo"]);
+    let mut ws = srv.ws_with("/echo", &[]).expect("echo handshake");
+    ws.send(Message::text("hello")).unwrap();
+    ws.send(Message::binary(vec![0u8, 1, 2, 255])).unwrap();
+    // Larger than the per-connection input backlog: a regression test for a livelock.
+    let big = vec![7u8; 8 * 1024 * 1024];
+    ws.send(Message::binary(big.clone())).unwrap();
+    match next_event(&mut ws, WAIT, false) {
+        Some(WsEvent::Text(t)) => assert_eq!(t, "hello"),
+        other => panic!("echo text: {other:?}"),
+    }
+    match next_event(&mut ws, WAIT, false) {
+        Some(WsEvent::Binary(b)) => assert_eq!(b, vec![0u8, 1, 2, 255]),
+        other => panic!("echo binary: {other:?}"),
+    }
+    match next_event(&mut ws, WAIT, false) {
+        Some(WsEvent::Binary(b)) => assert!(b == big, "8 MiB echo differs"),
+        other => panic!("echo 8 MiB: {other:?}"),
+    }
+    // Not enabled by default.
+    let srv2 = Server::start(&[]);
+    let r = srv2.ws_with("/echo", &[]);
+    assert!(r.is_err(), "no echo endpoint without --echo-path");
+}
+
 #[test]
 fn fragmented_message_with_interleaved_ping() {
     let srv = echo_server();
@@ -99,91 +233,6 @@ fn fragmented_message_with_interleaved_ping() {
     assert_eq!(String::from_utf8(msg).unwrap(), "hello wörld");
 }
 
-fn expect_protocol_close(bytes: Vec<u8>, want: u16, what: &str) {
-    let srv = echo_server();
-    let mut ws = echo(&srv);
-    let _ = ws.send_raw(&bytes);
-    let (code, _) = ws.read_close(WAIT);
-    assert_eq!(code, want, "{what}");
-    // Answer the close like a client would; the server then ends the TCP connection.
-    let _ = ws.send(true, 8, &code.to_be_bytes());
-    assert!(
-        ws.ends_within(WAIT),
-        "{what}: TCP closed after the close handshake"
-    );
-}
-
-#[test]
-fn unmasked_client_frame_is_1002() {
-    expect_protocol_close(
-        encode_frame(true, 0, 1, b"hi", None),
-        1002,
-        "unmasked frame",
-    );
-}
-
-#[test]
-fn reserved_bits_are_1002() {
-    expect_protocol_close(
-        encode_frame(true, 4, 1, b"hi", Some(MASK)),
-        1002,
-        "RSV1 without extension",
-    );
-}
-
-#[test]
-fn reserved_opcode_is_1002() {
-    expect_protocol_close(
-        encode_frame(true, 0, 3, b"hi", Some(MASK)),
-        1002,
-        "opcode 3",
-    );
-    expect_protocol_close(
-        encode_frame(true, 0, 0xB, b"", Some(MASK)),
-        1002,
-        "opcode 0xB",
-    );
-}
-
-#[test]
-fn continuation_without_start_is_1002() {
-    expect_protocol_close(
-        encode_frame(true, 0, 0, b"orphan", Some(MASK)),
-        1002,
-        "orphan continuation",
-    );
-}
-
-#[test]
-fn new_message_inside_a_fragmented_one_is_1002() {
-    let mut b = encode_frame(false, 0, 1, b"a", Some(MASK));
-    b.extend(encode_frame(true, 0, 1, b"b", Some(MASK)));
-    expect_protocol_close(b, 1002, "text frame while a fragmented message is open");
-}
-
-#[test]
-fn fragmented_or_long_control_frame_is_1002() {
-    expect_protocol_close(
-        encode_frame(false, 0, 9, b"x", Some(MASK)),
-        1002,
-        "fragmented ping",
-    );
-    expect_protocol_close(
-        encode_frame(true, 0, 9, &[b'p'; 126], Some(MASK)),
-        1002,
-        "ping with 126-byte payload",
-    );
-}
-
-#[test]
-fn invalid_utf8_text_is_1007() {
-    expect_protocol_close(
-        encode_frame(true, 0, 1, &[0xff, 0xfe, 0x41], Some(MASK)),
-        1007,
-        "invalid UTF-8 text",
-    );
-}
-
 #[test]
 fn close_handshake() {
     let srv = echo_server();
@@ -205,36 +254,7 @@ fn close_handshake() {
         f.payload.is_empty() || f.close_code().map(|c| c.0) == Some(1000),
         "answer to an empty close: {f:?}"
     );
-
-    // A 1-byte close payload and a reserved code are protocol errors.
-    for (payload, what) in [
-        (vec![0x03], "1-byte close payload"),
-        (
-            1005u16.to_be_bytes().to_vec(),
-            "close code 1005 on the wire",
-        ),
-        (999u16.to_be_bytes().to_vec(), "close code 999"),
-    ] {
-        let mut ws = echo(&srv);
-        ws.send(true, 8, &payload).unwrap();
-        let (code, _) = ws.read_close(WAIT);
-        assert_eq!(code, 1002, "{what}");
-    }
-}
-
-#[test]
-fn huge_announced_frame_on_a_stream_is_1009_from_its_header() {
-    let srv = Server::start(&[]);
-    let c = srv.admin_cookie();
-    let (mut ws, head) = srv.raw_ws("/admin/stream", &[("Cookie", &c)], &[]);
-    assert_eq!(head.status, 101);
-    // Header announcing 1 GiB, then nothing: the server must not wait for the payload.
-    let mut h = vec![0x81u8, 0x80 | 127];
-    h.extend_from_slice(&(1u64 << 30).to_be_bytes());
-    h.extend_from_slice(&MASK);
-    ws.send_raw(&h).unwrap();
-    let (code, _) = ws.read_close(Duration::from_secs(3));
-    assert_eq!(code, 1009);
+    // A 1-byte close payload and reserved codes: see other_protocol_violations_are_closed_1002.
 }
 
 #[test]
@@ -270,21 +290,181 @@ fn message_size_boundary_on_a_stream() {
 }
 
 #[test]
-fn upgrade_after_a_keep_alive_request_on_the_same_connection() {
+fn oversized_fragmented_ws_message_is_closed_1009() {
+    // 70 KiB split into 10 KiB fragments: the limit is on the message, not the frame.
+    let srv = Server::start(&["--agent-key", "k-123"]);
+    let mut ws = srv.agent_ws("k-123").unwrap();
+    let chunk = "y".repeat(10 * 1024);
+    for i in 0..7 {
+        let op = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
+        let f = Frame::message(chunk.clone().into_bytes(), op, i == 6);
+        // The server may close before the last fragments; ignore write errors.
+        if ws.send(Message::Frame(f)).is_err() {
+            break;
+        }
+    }
+    let (code, _) = expect_close(&mut ws, WAIT);
+    assert_eq!(code, 1009, "fragmented message over 64 KiB");
+}
+
+// =============================================================================================
+// Violations
+// =============================================================================================
+
+#[test]
+fn unmasked_client_frame_is_closed_1002() {
     let srv = Server::start(&[]);
-    let c = srv.admin_cookie();
-    let mut conn = srv.http();
-    let r = conn.send("GET", "/healthz", &[], None).unwrap();
-    assert_eq!(r.status, 200);
-    let stream = conn.reader.into_inner();
-    let mut ws = ws_handshake(stream, &srv.ws_url("/admin/stream"), &[("Cookie", &c)])
-        .expect("upgrade on a reused connection");
-    assert_eq!(recv_json(&mut ws, WAIT)["type"], "initial");
+    let live = LiveAdmin::start(&srv);
+    let mut ws = raw_admin(&srv);
+    ws.send_raw(&encode_frame(true, 0, 1, br#"{"type":"pong"}"#, None))
+        .unwrap();
+    assert_ws_closed_with(&mut ws, 1002, "unmasked text frame");
+    assert_serving(&srv, &live, "unmasked frame");
 }
 
 #[test]
-fn unknown_stream_path_is_404() {
+fn invalid_utf8_text_is_closed_1007() {
     let srv = Server::start(&[]);
-    let (_ws, head) = srv.raw_ws("/no/such/stream", &[], &[]);
-    assert_eq!(head.status, 404);
+    let live = LiveAdmin::start(&srv);
+    let mut ws = raw_admin(&srv);
+    ws.send(true, 1, b"{\"type\":\"\xff\xfe\"}").unwrap();
+    assert_ws_closed_with(&mut ws, 1007, "invalid UTF-8 in one frame");
+    // UTF-8 broken across fragments: "€" is E2 82 AC; send E2 82 then an invalid '('.
+    let mut ws = raw_admin(&srv);
+    ws.send(false, 1, b"\"\xe2\x82").unwrap();
+    ws.send(true, 0, b"(\"").unwrap();
+    assert_ws_closed_with(&mut ws, 1007, "invalid UTF-8 across fragments");
+    // Overlong encoding and a UTF-16 surrogate encoded as UTF-8.
+    let mut ws = raw_admin(&srv);
+    ws.send(true, 1, b"\xc0\xaf").unwrap();
+    assert_ws_closed_with(&mut ws, 1007, "overlong UTF-8");
+    let mut ws = raw_admin(&srv);
+    ws.send(true, 1, b"\xed\xa0\x80").unwrap();
+    assert_ws_closed_with(&mut ws, 1007, "surrogate in UTF-8");
+    assert_serving(&srv, &live, "invalid UTF-8");
+}
+
+#[test]
+fn one_gib_frame_header_is_closed_1009_at_once() {
+    let srv = Server::start(&[]);
+    let live = LiveAdmin::start(&srv);
+    let rss_before = vm_rss_kib(srv.pid());
+    for opcode in [1u8, 2] {
+        let mut ws = raw_admin(&srv);
+        // FIN + opcode, MASK + 127, 64-bit length 1 GiB, mask key — and no payload at all.
+        let mut head = vec![0x80 | opcode, 0x80 | 127];
+        head.extend_from_slice(&(1u64 << 30).to_be_bytes());
+        head.extend_from_slice(&MASK);
+        ws.send_raw(&head).unwrap();
+        let t = Instant::now();
+        let (code, reason) = ws.read_close(Duration::from_secs(2));
+        let took = t.elapsed();
+        assert_eq!(
+            code, 1009,
+            "1 GiB frame (opcode {opcode}): close code ({reason:?})"
+        );
+        assert!(took < Duration::from_secs(1), "close came after {took:?}");
+        let _ = ws.send(true, 8, &1000u16.to_be_bytes());
+        assert!(ws.ends_within(Duration::from_secs(4)), "TCP still open");
+    }
+    // A 2^63-1 length (the largest legal) and one with the most significant bit set (illegal).
+    for len in [u64::MAX >> 1, u64::MAX] {
+        let mut ws = raw_admin(&srv);
+        let mut head = vec![0x81, 0x80 | 127];
+        head.extend_from_slice(&len.to_be_bytes());
+        head.extend_from_slice(&MASK);
+        ws.send_raw(&head).unwrap();
+        let (code, reason) = ws.read_close(Duration::from_secs(2));
+        assert!(
+            code == 1009 || code == 1002,
+            "length {len:#x}: close {code} {reason:?}"
+        );
+    }
+    let rss_after = vm_rss_kib(srv.pid());
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    assert_serving(&srv, &live, "1 GiB frame header");
+}
+
+#[test]
+fn fragmented_control_frames_are_closed_1002() {
+    let srv = Server::start(&[]);
+    let live = LiveAdmin::start(&srv);
+    let mut ws = raw_admin(&srv);
+    ws.send(false, 9, b"ping-part").unwrap();
+    assert_ws_closed_with(&mut ws, 1002, "ping without FIN");
+    let mut ws = raw_admin(&srv);
+    ws.send(false, 8, &1000u16.to_be_bytes()).unwrap();
+    assert_ws_closed_with(&mut ws, 1002, "close without FIN");
+    let mut ws = raw_admin(&srv);
+    ws.send(false, 10, b"pong-part").unwrap();
+    assert_ws_closed_with(&mut ws, 1002, "pong without FIN");
+    // A ping between the fragments of a message is legal: fragmented_message_with_interleaved_ping.
+    assert_serving(&srv, &live, "fragmented control frames");
+}
+
+#[test]
+fn other_protocol_violations_are_closed_1002() {
+    let srv = Server::start(&[]);
+    let live = LiveAdmin::start(&srv);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "control frame over 125 bytes",
+            encode_frame(true, 0, 9, &[7u8; 126], Some(MASK)),
+        ),
+        (
+            "RSV1 without an extension",
+            encode_frame(true, 4, 1, b"{}", Some(MASK)),
+        ),
+        (
+            "reserved opcode 3",
+            encode_frame(true, 0, 3, b"x", Some(MASK)),
+        ),
+        (
+            "reserved opcode 11",
+            encode_frame(true, 0, 11, b"x", Some(MASK)),
+        ),
+        (
+            "continuation with nothing to continue",
+            encode_frame(true, 0, 0, b"x", Some(MASK)),
+        ),
+        (
+            "new text frame inside a fragmented one",
+            [
+                encode_frame(false, 0, 1, b"\"a", Some(MASK)),
+                encode_frame(true, 0, 1, b"b\"", Some(MASK)),
+            ]
+            .concat(),
+        ),
+        (
+            "close code 1005 on the wire",
+            encode_frame(true, 0, 8, &1005u16.to_be_bytes(), Some(MASK)),
+        ),
+        (
+            "close code 999",
+            encode_frame(true, 0, 8, &999u16.to_be_bytes(), Some(MASK)),
+        ),
+        (
+            "close with a 1-byte payload",
+            encode_frame(true, 0, 8, &[3], Some(MASK)),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let mut ws = raw_admin(&srv);
+        ws.send_raw(&bytes).unwrap();
+        assert_ws_closed_with(&mut ws, 1002, what);
+    }
+    // Invalid UTF-8 in a close reason.
+    let mut ws = raw_admin(&srv);
+    let mut p = 1000u16.to_be_bytes().to_vec();
+    p.extend_from_slice(b"\xff");
+    ws.send(true, 8, &p).unwrap();
+    let (code, _) = ws.read_close(WAIT);
+    assert!(
+        code == 1007 || code == 1002,
+        "close reason not UTF-8: {code}"
+    );
+    assert_serving(&srv, &live, "protocol violations");
 }

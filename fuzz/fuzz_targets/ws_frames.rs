@@ -1,5 +1,5 @@
-//! `catalytic::ws::parse_frame` and `check_close_payload` fed as the reactor feeds them (see
-//! `../checks.rs`).
+//! `catalytic::ws::parse_frame`, `MessageReader` and `check_close_payload` fed as the reactor
+//! feeds them, the reader checked against a reference model (see `../checks.rs`).
 #![no_main]
 
 #[allow(dead_code)] // each target uses one of the checks

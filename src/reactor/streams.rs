@@ -112,7 +112,7 @@ impl Server {
             stream,
             hub_slot,
             credential,
-            fragment: None,
+            reader: ws::MessageReader::new(max_message),
             max_message,
         })));
         if let (Sent::Failed, _) = conn.send_owned(handshake, usize::MAX) {
@@ -170,6 +170,8 @@ impl Server {
         }
     }
 
+    /// One decoded client frame: the stream's `MessageReader` applies the message rules
+    /// (fragments, size across fragments, UTF-8, close codes); this only acts on what it yields.
     pub(super) fn on_frame(&mut self, key: usize, fin: bool, opcode: u8, payload: &[u8]) {
         let now = self.now_ms();
         let Some(conn) = self.conns.get_mut(key) else {
@@ -177,75 +179,36 @@ impl Server {
         };
         conn.last_seen_ms = now;
         let Some(state) = conn.ws_mut() else { return };
-        match opcode {
-            ws::OP_PING => self.send_frame(key, &Rc::from(ws::frame(ws::OP_PONG, payload))),
-            ws::OP_PONG => {}
-            ws::OP_CLOSE => match ws::check_close_payload(payload) {
-                Ok(c) => {
-                    let echo = if c == 1000 || payload.is_empty() {
-                        code::NORMAL
-                    } else {
-                        c
-                    };
-                    self.detach(key, CloseReason::Client);
-                    if let Some(conn) = self.conns.get_mut(key) {
-                        let frame = if payload.is_empty() {
-                            ws::frame(ws::OP_CLOSE, &[])
-                        } else {
-                            ws::close_frame(echo, "")
-                        };
-                        conn.send_owned(frame, usize::MAX);
-                    }
-                    self.linger_close(key);
+        let frame = ws::Frame {
+            fin,
+            opcode,
+            payload,
+        };
+        let Some(event) = state.reader.read(frame) else {
+            return; // a fragment, taken in
+        };
+        match event {
+            ws::Event::Message { kind, data } => self.on_message(key, kind, &data),
+            ws::Event::Ping(p) => self.send_frame(key, &Rc::from(ws::frame(ws::OP_PONG, p))),
+            ws::Event::Pong => {}
+            ws::Event::Close { echo } => {
+                self.detach(key, CloseReason::Client);
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.send_owned(echo, usize::MAX);
                 }
-                Err(v) => self.fail_stream(key, v.code, v.reason),
-            },
-            ws::OP_TEXT | ws::OP_BINARY => {
-                if state.fragment.is_some() {
-                    return self.fail_stream(
-                        key,
-                        code::PROTOCOL_ERROR,
-                        "expected a continuation frame",
-                    );
-                }
-                if fin {
-                    self.on_message(key, opcode, payload);
-                } else {
-                    state.fragment = Some((opcode, payload.to_vec()));
-                }
+                self.linger_close(key);
             }
-            _ => {
-                // Continuation.
-                let max = state.max_message;
-                let Some((_, buf)) = state.fragment.as_mut() else {
-                    return self.fail_stream(
-                        key,
-                        code::PROTOCOL_ERROR,
-                        "continuation without a message",
-                    );
-                };
-                if buf.len() + payload.len() > max {
-                    return self.fail_stream(key, code::TOO_BIG, "message too big");
-                }
-                buf.extend_from_slice(payload);
-                if fin {
-                    if let Some((op, message)) = state.fragment.take() {
-                        self.on_message(key, op, &message);
-                    }
-                }
-            }
+            ws::Event::Violation(v) => self.fail_stream(key, v.code, v.reason),
         }
     }
 
-    pub(super) fn on_message(&mut self, key: usize, opcode: u8, payload: &[u8]) {
-        if opcode == ws::OP_TEXT && std::str::from_utf8(payload).is_err() {
-            return self.fail_stream(key, code::INVALID_PAYLOAD, "text message is not UTF-8");
-        }
+    /// A complete message (text already checked as UTF-8), to the stream's handler.
+    pub(super) fn on_message(&mut self, key: usize, kind: ws::Kind, payload: &[u8]) {
         let Some(stream) = self.conns.get(key).and_then(|c| c.ws()).map(|w| w.stream) else {
             return;
         };
         match stream {
-            Stream::Echo => self.send_frame(key, &Rc::from(ws::frame(opcode, payload))),
+            Stream::Echo => self.send_frame(key, &Rc::from(ws::frame(kind.opcode(), payload))),
             Stream::Agent => self.on_agent_message(key, payload),
             // Admin and session clients only answer pings; anything they say keeps them alive.
             Stream::Admin | Stream::Session(_) => {}

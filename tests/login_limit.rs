@@ -1,6 +1,7 @@
-//! Per-IP rules: failed-login limits per IP and per account, the per-IP connection cap, and
-//! the client IP taken from X-Forwarded-For only behind a --trusted-proxy. Loopback source
-//! addresses 127.0.0.x stand in for different clients.
+//! The failed-login limit (`--login-failures-per-minute`): counted per client IP and per
+//! account, answered 429 with Retry-After, and the client IP it counts: X-Forwarded-For is used
+//! only behind a `--trusted-proxy`. Loopback source addresses 127.0.0.x stand in for different
+//! clients.
 
 mod common;
 
@@ -16,6 +17,64 @@ fn login_from(srv: &Server, ip: &str, email: &str, xff: Option<&str>) -> Resp {
     srv.http_from(ip)
         .send("POST", "/api/admin/login", &h, Some(&body))
         .expect("login request")
+}
+
+#[test]
+fn failed_logins_are_rate_limited_per_ip_and_per_account() {
+    let srv = Server::start(&["--login-failures-per-minute", "3"]);
+    let live = LiveAdmin::start(&srv);
+    const OTHER: &str = "second@example.com";
+    srv.create_admin(OTHER, ADMIN_PASSWORD);
+    let login = |ip: &str, email: &str, password: &str| -> Resp {
+        let mut c = srv.http_from(ip);
+        let body = json!({"email": email, "password": password}).to_string();
+        c.send(
+            "POST",
+            "/api/admin/login",
+            &[("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        )
+        .expect("login request")
+    };
+    let ip = "127.0.0.2";
+    for i in 0..3 {
+        login(ip, ADMIN_EMAIL, "wrong password 123")
+            .assert_error(401, &format!("failure {}", i + 1));
+    }
+    let check_429 = |r: &Resp, what: &str| {
+        r.assert_error(429, what);
+        let ra = r
+            .header("Retry-After")
+            .unwrap_or_else(|| panic!("{what}: 429 without Retry-After"));
+        let secs: u64 = ra
+            .parse()
+            .unwrap_or_else(|_| panic!("{what}: Retry-After {ra:?}"));
+        assert!((1..=60).contains(&secs), "{what}: Retry-After {secs}");
+    };
+    check_429(&login(ip, ADMIN_EMAIL, "wrong password 123"), "4th failure");
+    check_429(
+        &login(ip, ADMIN_EMAIL, ADMIN_PASSWORD),
+        "right password from the limited IP",
+    );
+    check_429(
+        &login(ip, OTHER, ADMIN_PASSWORD),
+        "another account from the limited IP",
+    );
+    check_429(
+        &login("127.0.0.3", ADMIN_EMAIL, ADMIN_PASSWORD),
+        "the limited account from another IP",
+    );
+    let r = login("127.0.0.3", OTHER, ADMIN_PASSWORD);
+    assert_eq!(
+        r.status,
+        204,
+        "another account from another IP: {}",
+        r.text()
+    );
+    assert!(r.cookie_value("admin_session").is_some());
+    let n = srv.metric("catalytic_refused_total", &[("limit", "login_rate")]);
+    assert!(n >= 4.0, "refused login_rate = {n}");
+    assert_serving(&srv, &live, "login rate limit");
 }
 
 #[test]
@@ -84,44 +143,4 @@ fn x_forwarded_for_last_hop_behind_trusted_proxy() {
     login_from(&srv, "127.0.0.2", "f@example.com", Some("10.7.7.8")).assert_error(401, ".2 #2");
     login_from(&srv, "127.0.0.2", "g@example.com", Some("10.7.7.9"))
         .assert_error(429, "untrusted peer's X-Forwarded-For ignored");
-}
-
-#[test]
-fn connection_cap_is_per_source_ip() {
-    let srv = Server::start(&["--max-connections-per-ip", "2"]);
-    let _a = srv.connect_from("127.0.0.1");
-    let _b = srv.connect_from("127.0.0.1");
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let r = srv
-        .http_from("127.0.0.2")
-        .send("GET", "/healthz", &[], None)
-        .expect("other IP served");
-    assert_eq!(r.status, 200, "another source IP is under its own cap");
-    let r = srv
-        .http_from("127.0.0.1")
-        .send("GET", "/healthz", &[], None)
-        .expect("an answer over the cap");
-    assert_eq!(r.status, 429, "3rd connection from 127.0.0.1");
-}
-
-#[test]
-fn websocket_over_the_per_ip_cap_is_refused() {
-    let srv = Server::start(&["--max-connections-per-ip", "2"]);
-    let c = srv.admin_cookie();
-    let (_w1, _) = srv.admin_ws(&c);
-    let (_w2, _) = srv.admin_ws(&c);
-    match srv.ws_connect("/admin/stream", Some(&c), None) {
-        Err(tungstenite::Error::Http(resp)) => {
-            assert_eq!(
-                resp.status().as_u16(),
-                429,
-                "HTTP refusal over the per-IP cap"
-            )
-        }
-        Err(e) => panic!("unexpected handshake error {e}"),
-        Ok(mut ws) => {
-            let (code, _) = expect_close(&mut ws, WAIT);
-            assert_eq!(code, 1013, "close code over the per-IP cap");
-        }
-    }
 }

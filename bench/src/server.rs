@@ -141,12 +141,51 @@ fn listening_port_of(pid: u32) -> Option<SocketAddr> {
     None
 }
 
+/// Start a server of `l.kind` on a free loopback port with a fresh database, and wait until
+/// it answers `/healthz`.
 pub fn start(l: &Launch) -> Result<ServerProc, String> {
     if !l.bin.exists() {
         return Err(format!("server binary not found: {}", l.bin.display()));
     }
     let tmp = tmp_dir()?;
     let mut cmd = Command::new(&l.bin);
+    let cookie = prepare(l, &tmp, &mut cmd)?;
+    cmd.args(&l.extra_args);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    pin_in_child(&mut cmd, l.server_cpu, l.nice);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{}: {e}", l.bin.display()))?;
+    let pid = child.id();
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let rx = watch_output(&mut child, &tail);
+    let mut sp = ServerProc {
+        kind: l.kind,
+        pid,
+        addr: "127.0.0.1:0".parse().unwrap(),
+        cookie,
+        child: Some(child),
+        tmp: Some(tmp),
+        tail,
+    };
+    sp.addr = sp.wait_listening(&rx)?;
+    // Wait until it answers /healthz (bounded).
+    let hd = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < hd {
+        if healthz(sp.addr) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(sp)
+}
+
+/// The server's command line, and the admin cookie to use with it. catalytic gets a database
+/// in `tmp` with an admin account and a session token made by its own `admin` commands; the
+/// floor accepts any `admin_session` cookie.
+fn prepare(l: &Launch, tmp: &Path, cmd: &mut Command) -> Result<String, String> {
     let cookie;
     match l.kind {
         Kind::Catalytic => {
@@ -194,13 +233,13 @@ pub fn start(l: &Launch) -> Result<ServerProc, String> {
             ]);
         }
     }
-    cmd.args(&l.extra_args);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let (cpu, nice) = (l.server_cpu, l.nice);
-    // Pin (and renice) in the child before exec, so every thread the server ever starts
-    // inherits it. Only async-signal-safe syscalls here.
+    Ok(cookie)
+}
+
+/// Pin (and renice) in the child before exec, so every thread the server ever starts
+/// inherits it, and make it die with the generator.
+fn pin_in_child(cmd: &mut Command, cpu: Option<usize>, nice: Option<i32>) {
+    // SAFETY: only async-signal-safe syscalls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             if let Some(cpu) = cpu {
@@ -217,20 +256,26 @@ pub fn start(l: &Launch) -> Result<ServerProc, String> {
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("{}: {e}", l.bin.display()))?;
-    let pid = child.id();
-    let tail = Arc::new(Mutex::new(VecDeque::new()));
+}
+
+/// Drain the server's stdout and stderr for its whole life (one thread each, ending at EOF
+/// when it exits): keep the last 40 lines for error messages, and send the address of any
+/// `listening on` line.
+fn watch_output(
+    child: &mut Child,
+    tail: &Arc<Mutex<VecDeque<String>>>,
+) -> mpsc::Receiver<SocketAddr> {
     let (tx, rx) = mpsc::channel::<SocketAddr>();
-    let readers: Vec<Box<dyn std::io::Read + Send>> = vec![
-        Box::new(child.stdout.take().expect("stdout")),
-        Box::new(child.stderr.take().expect("stderr")),
-    ];
+    let mut readers: Vec<Box<dyn std::io::Read + Send>> = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(Box::new(out));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(Box::new(err));
+    }
     for r in readers {
         let tx = tx.clone();
         let tail = tail.clone();
-        // Drains the pipe for the server's whole life (ends at EOF when it exits).
         std::thread::spawn(move || {
             for line in BufReader::new(r).lines().map_while(Result::ok) {
                 if let Some(a) = parse_listening(&line) {
@@ -245,57 +290,7 @@ pub fn start(l: &Launch) -> Result<ServerProc, String> {
             }
         });
     }
-    drop(tx);
-    let mut sp = ServerProc {
-        kind: l.kind,
-        pid,
-        addr: "127.0.0.1:0".parse().unwrap(),
-        cookie,
-        child: Some(child),
-        tmp: Some(tmp),
-        tail,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut addr = None;
-    while Instant::now() < deadline {
-        if let Ok(a) = rx.recv_timeout(Duration::from_millis(100)) {
-            addr = Some(a);
-            break;
-        }
-        if let Some(Ok(Some(st))) = sp.child.as_mut().map(|c| c.try_wait()) {
-            return Err(format!(
-                "{} exited at start ({st}): {}",
-                l.kind.name(),
-                sp.log_tail()
-            ));
-        }
-        // No log line yet (catalytic logs it at info, below `--log-level warn`): ask /proc.
-        if deadline - Instant::now() < Duration::from_millis(29_500) {
-            if let Some(a) = listening_port_of(pid) {
-                // Give the log line a moment to win, then settle for /proc.
-                std::thread::sleep(Duration::from_millis(200));
-                addr = Some(rx.try_recv().unwrap_or(a));
-                break;
-            }
-        }
-    }
-    let Some(addr) = addr else {
-        return Err(format!(
-            "{}: no `listening on` line within 30 s: {}",
-            l.kind.name(),
-            sp.log_tail()
-        ));
-    };
-    sp.addr = addr;
-    // Wait until it answers /healthz (bounded).
-    let hd = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < hd {
-        if healthz(addr) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(sp)
+    rx
 }
 
 fn healthz(addr: SocketAddr) -> bool {
@@ -316,6 +311,36 @@ fn healthz(addr: SocketAddr) -> bool {
 }
 
 impl ServerProc {
+    /// The address the server bound: from its `listening on` line, else (catalytic logs it
+    /// at info, below `--log-level warn`) from its listening socket in /proc. Up to 30 s.
+    fn wait_listening(&mut self, rx: &mpsc::Receiver<SocketAddr>) -> Result<SocketAddr, String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(a) = rx.recv_timeout(Duration::from_millis(100)) {
+                return Ok(a);
+            }
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Err(format!(
+                    "{} exited at start ({st}): {}",
+                    self.kind.name(),
+                    self.log_tail()
+                ));
+            }
+            if deadline - Instant::now() < Duration::from_millis(29_500) {
+                if let Some(a) = listening_port_of(self.pid) {
+                    // Give the log line a moment to win, then settle for /proc.
+                    std::thread::sleep(Duration::from_millis(200));
+                    return Ok(rx.try_recv().unwrap_or(a));
+                }
+            }
+        }
+        Err(format!(
+            "{}: no `listening on` line within 30 s: {}",
+            self.kind.name(),
+            self.log_tail()
+        ))
+    }
+
     pub fn log_tail(&self) -> String {
         self.tail
             .lock()
@@ -405,13 +430,14 @@ fn sync_tree(src: &Path, dst: &Path, depth: u32, budget: &mut u32) -> std::io::R
 }
 
 /// Where the floor's sources are: an explicit dir, else `../shared/floor-server` next to
-/// the repo this binary was built from, else relative to the working directory.
+/// the repo this binary was built from (this package sits in the repo's `bench/`), else
+/// relative to the working directory.
 pub fn floor_src(explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = explicit {
         return Some(p.to_path_buf());
     }
     let cands = [
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/floor-server"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/floor-server"),
         PathBuf::from("../shared/floor-server"),
         PathBuf::from("shared/floor-server"),
     ];

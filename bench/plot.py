@@ -4,7 +4,7 @@
 Reads the JSON lines that `catalytic-bench` prints (or writes with --json-out) and draws the
 median over rounds with min-max bars. Needs matplotlib (`python3 -m pip install matplotlib`).
 
-    python3 benches/plot.py docs/bench-results.jsonl -o docs/fanout.png
+    python3 bench/plot.py docs/bench-results.jsonl -o docs/fanout.png
 """
 
 import argparse

@@ -1,19 +1,8 @@
-//! catalytic-bench — the bundled load generator for catalytic (and its floor reference).
-//!
-//! One thread, one mio reactor, up to ~19,000 WebSocket clients spread over source
-//! addresses 127.0.0.1, 127.0.0.2, … . It starts the server under test itself (pinned to
-//! one CPU, the generator to another), runs a scenario and prints a human table plus one
-//! JSON line per scenario and server on stdout. Progress goes to stderr.
-//!
-//! It deliberately depends on external crates only, never on the catalytic library.
+//! The command line: usage text, options with their defaults, and parsing. Bad input ends the
+//! process with exit code 2 and the usage on stderr, before anything is started.
 
-mod driver;
-mod scenarios;
-mod server;
-mod stats;
-mod sys;
-
-use server::Kind;
+use crate::server::Kind;
+use crate::sys;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -105,37 +94,83 @@ fn parse_cpu(v: &str) -> Option<usize> {
     }
 }
 
-fn parse_args() -> Opts {
-    let two = sys::online_cpus() >= 2;
-    let mut o = Opts {
-        scenario: String::new(),
-        servers: Vec::new(),
-        catalytic_bin: None,
-        floor_bin: None,
-        floor_src: None,
-        clients: None,
-        rounds: 7,
-        warmup: 1,
-        timeout: Duration::from_secs(10),
-        gap: Duration::from_millis(100),
-        cpu: two.then_some(1),
-        server_cpu: two.then_some(0),
-        nice: Some(-20),
-        spin: true,
-        per_addr: 8000,
-        inflight: 512,
-        heartbeat_secs: 30,
-        p99_bound_ms: 100.0,
-        step_secs: 3.0,
-        start_rate: 10.0,
-        max_rate: 20000.0,
-        http_conns: 8,
-        sessions: 10_000,
-        session_minutes: 600.0,
-        window_secs: 20.0,
-        json_out: None,
-        quiet: false,
-    };
+impl Opts {
+    /// The defaults: what `USAGE` promises. Pinning needs two CPUs.
+    fn defaults() -> Opts {
+        let two = sys::online_cpus() >= 2;
+        Opts {
+            scenario: String::new(),
+            servers: Vec::new(),
+            catalytic_bin: None,
+            floor_bin: None,
+            floor_src: None,
+            clients: None,
+            rounds: 7,
+            warmup: 1,
+            timeout: Duration::from_secs(10),
+            gap: Duration::from_millis(100),
+            cpu: two.then_some(1),
+            server_cpu: two.then_some(0),
+            nice: Some(-20),
+            spin: true,
+            per_addr: 8000,
+            inflight: 512,
+            heartbeat_secs: 30,
+            p99_bound_ms: 100.0,
+            step_secs: 3.0,
+            start_rate: 10.0,
+            max_rate: 20000.0,
+            http_conns: 8,
+            sessions: 10_000,
+            session_minutes: 600.0,
+            window_secs: 20.0,
+            json_out: None,
+            quiet: false,
+        }
+    }
+
+    /// After parsing: the scenario must be known, `--server` picks the servers (`compare`
+    /// always runs both), and busy-polling needs a CPU of the generator's own.
+    fn settle(mut self, server_arg: Option<&str>) -> Opts {
+        let o = &mut self;
+        if o.scenario.is_empty() {
+            die("no scenario given");
+        }
+        let known = [
+            "fanout",
+            "fan-out",
+            "storm",
+            "memory",
+            "sustained",
+            "sessions",
+            "compare",
+            "all",
+        ];
+        if !known.contains(&o.scenario.as_str()) {
+            die(&format!("unknown scenario {:?}", o.scenario));
+        }
+        if o.scenario == "fan-out" {
+            o.scenario = "fanout".into();
+        }
+        let default_both = o.scenario == "compare" || o.scenario == "all";
+        o.servers = match server_arg {
+            None if default_both => vec![Kind::Catalytic, Kind::Floor],
+            None | Some("catalytic") => vec![Kind::Catalytic],
+            Some("floor") => vec![Kind::Floor],
+            Some("both") => vec![Kind::Catalytic, Kind::Floor],
+            Some(s) => die(&format!("bad --server {s:?}")),
+        };
+        o.spin = o.spin && o.cpu.is_some() && o.cpu != o.server_cpu;
+        if o.scenario == "compare" {
+            o.servers = vec![Kind::Catalytic, Kind::Floor];
+        }
+        self
+    }
+}
+
+/// The options from the command line; bad input exits with the usage.
+pub fn parse_args() -> Opts {
+    let mut o = Opts::defaults();
     let mut server_arg: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -196,113 +231,5 @@ fn parse_args() -> Opts {
             s => die(&format!("unknown argument {s:?}")),
         }
     }
-    if o.scenario.is_empty() {
-        die("no scenario given");
-    }
-    let known = [
-        "fanout",
-        "fan-out",
-        "storm",
-        "memory",
-        "sustained",
-        "sessions",
-        "compare",
-        "all",
-    ];
-    if !known.contains(&o.scenario.as_str()) {
-        die(&format!("unknown scenario {:?}", o.scenario));
-    }
-    if o.scenario == "fan-out" {
-        o.scenario = "fanout".into();
-    }
-    let default_both = o.scenario == "compare" || o.scenario == "all";
-    o.servers = match server_arg.as_deref() {
-        None if default_both => vec![Kind::Catalytic, Kind::Floor],
-        None | Some("catalytic") => vec![Kind::Catalytic],
-        Some("floor") => vec![Kind::Floor],
-        Some("both") => vec![Kind::Catalytic, Kind::Floor],
-        Some(s) => die(&format!("bad --server {s:?}")),
-    };
-    // Busy-polling only makes sense on a CPU of the generator's own.
-    o.spin = o.spin && o.cpu.is_some() && o.cpu != o.server_cpu;
-    if o.scenario == "compare" {
-        o.servers = vec![Kind::Catalytic, Kind::Floor];
-    }
-    o
-}
-
-/// With autogroup scheduling (the Linux default for desktop-style kernels) `nice` only ranks
-/// tasks inside one session's group, and other sessions' builds still take half of each CPU.
-/// So the generator re-runs itself as the leader of a new session whose group gets the nice
-/// value; the servers it starts join that group. The child dies with this process.
-fn run_in_own_session(nice: i32) -> Option<i32> {
-    const MARK: &str = "CATALYTIC_BENCH_SESSION";
-    if std::env::var_os(MARK).is_some() {
-        if std::fs::write("/proc/self/autogroup", nice.to_string()).is_err() {
-            eprintln!("catalytic-bench: cannot set the session's scheduling group to nice {nice}");
-        }
-        return None;
-    }
-    let enabled = std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled")
-        .is_ok_and(|s| s.trim() == "1");
-    if !enabled {
-        return None;
-    }
-    let exe = std::env::current_exe().ok()?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(std::env::args_os().skip(1)).env(MARK, "1");
-    // SAFETY: only async-signal-safe syscalls between fork and exec.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    match cmd.status() {
-        Ok(st) => Some(st.code().unwrap_or(1)),
-        Err(e) => {
-            eprintln!(
-                "catalytic-bench: cannot re-run in a new session ({e}); continuing in this one"
-            );
-            None
-        }
-    }
-}
-
-fn main() {
-    let opts = parse_args();
-    if let Some(n) = opts.nice {
-        if let Some(code) = run_in_own_session(n) {
-            std::process::exit(code);
-        }
-    }
-    let nofile = sys::raise_nofile();
-    if let Some(cpu) = opts.cpu {
-        if let Err(e) = sys::pin(0, cpu) {
-            eprintln!("catalytic-bench: cannot pin to CPU {cpu}: {e}");
-        }
-    }
-    if let Some(n) = opts.nice {
-        if let Err(e) = sys::set_nice(n) {
-            eprintln!(
-                "catalytic-bench: cannot set nice {n}: {e} (running at the default priority)"
-            );
-        }
-    }
-    if !opts.quiet {
-        eprintln!(
-            "catalytic-bench: {} on {} ({} CPUs), nofile {nofile}, generator CPU {:?}, server CPU {:?}, nice {:?}, load {:?}",
-            opts.scenario,
-            sys::cpu_model(),
-            sys::online_cpus(),
-            opts.cpu,
-            opts.server_cpu,
-            opts.nice,
-            sys::loadavg()
-        );
-    }
-    let code = scenarios::run(&opts, nofile);
-    std::process::exit(code);
+    o.settle(server_arg.as_deref())
 }

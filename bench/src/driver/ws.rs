@@ -1,37 +1,25 @@
-//! The load generator's reactor: one mio `Poll` driving thousands of WebSocket client
-//! connections plus a few keep-alive HTTP/1.1 connections, on one thread.
+//! WebSocket clients: non-blocking connects from 127.0.0.x source addresses, the upgrade
+//! handshake, server frames (unmasked, possibly split across reads), what each message means
+//! for the measurement, and masked client frames back (pong, echoed Close).
 //!
-//! Hot path per received message: parse the frame header, find the `"type"` value in the
-//! first bytes of the payload, and for `user_added` look for this run's round marker (a
-//! unique email prefix) — no JSON parse. Receipt time is the moment `epoll_wait` returned
-//! the batch, which is an upper bound of when the bytes were in the socket and does not
-//! include the generator's own per-message work.
+//! A client counts as *ready* once the server sent what `ReadyOn` asks for; until then a
+//! failure is a connect failure, afterwards a drop (`n_dropped`).
 
-use crate::stats::Histogram;
+use super::wire::{b64, find, msg_type, parse_header};
+use super::{Driver, ReadyOn};
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
-use slab::Slab;
+use mio::{Interest, Token};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-/// Tokens at or above this are HTTP connections.
-const HTTP_BASE: usize = usize::MAX / 2;
 /// How much of each server payload is kept for classification (bigger ones are skipped).
 const COLLECT: usize = 8 * 1024;
+
 /// Reads per socket per wake-up before yielding to the other sockets.
 const MAX_READS_PER_EVENT: usize = 64;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum ReadyOn {
-    /// Admin stream: ready once `{"type":"initial"}` arrived.
-    Initial,
-    /// Session stream: ready on the first text message (`time_update`).
-    FirstMessage,
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Msg {
@@ -50,7 +38,7 @@ enum St {
     Open,
 }
 
-struct Ws {
+pub(super) struct Ws {
     sock: TcpStream,
     st: St,
     key: String,
@@ -67,227 +55,7 @@ struct Ws {
     started: Instant,
 }
 
-/// One round of a broadcast probe: when the POST was written, and who got it.
-#[derive(Default)]
-pub struct Round {
-    pub t0: Option<Instant>,
-    pub got: u32,
-    pub lat_us: Vec<u32>,
-}
-
-pub struct HttpResp {
-    pub tag: u64,
-    pub status: u16,
-    pub body: Vec<u8>,
-    pub at: Instant,
-}
-
-struct Http {
-    sock: TcpStream,
-    out: Vec<u8>,
-    inb: Vec<u8>,
-    tags: VecDeque<u64>,
-    done: VecDeque<HttpResp>,
-    dead: Option<String>,
-}
-
-pub struct Driver {
-    poll: Poll,
-    events: Events,
-    evbuf: Vec<(usize, bool, bool, bool)>,
-    again: Vec<usize>,
-    ws: Slab<Ws>,
-    http: Vec<Option<Http>>,
-    scratch: Vec<u8>,
-    server: SocketAddr,
-    host: String,
-    ready_on: ReadyOn,
-    per_addr: u64,
-    src_seq: u64,
-    rng: u64,
-    batch_t: Instant,
-    /// Busy-poll (epoll_wait with a zero timeout) instead of sleeping: set during measured
-    /// windows so the server's writes never have to wake a sleeping generator.
-    pub spin: bool,
-    /// Time spent handling events (not waiting in epoll_wait), for the "is the generator the
-    /// bottleneck" check.
-    pub busy: Duration,
-    /// Round marker: `user_added` payloads containing MARKER<digits> belong to round <digits>.
-    pub marker: Vec<u8>,
-    pub rounds: Vec<Round>,
-    /// Keep every per-client latency per round (fan-out) in addition to the histogram.
-    pub exact: bool,
-    pub hist: Histogram,
-    pub n_ready: usize,
-    pub n_failed: usize,
-    /// Ready connections that the server closed or that died later.
-    pub n_dropped: usize,
-    pub fail_reasons: BTreeMap<String, usize>,
-    /// connect() → ready, per connection of the last `connect_many`.
-    pub ready_us: Vec<u64>,
-    pub msgs: u64,
-    pub bytes: u64,
-    pub pings: u64,
-    pub time_updates: u64,
-    pub expired: u64,
-}
-
-fn b64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
-}
-
-/// Byte-substring search (first-byte scan, then compare): payloads are a few hundred bytes.
-pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, rest) = needle.split_first()?;
-    if hay.len() < needle.len() {
-        return None;
-    }
-    let last = hay.len() - needle.len();
-    let mut i = 0;
-    while i <= last {
-        match hay[i..=last].iter().position(|&b| b == first) {
-            None => return None,
-            Some(p) => {
-                i += p;
-                if &hay[i + 1..i + needle.len()] == rest {
-                    return Some(i);
-                }
-                i += 1;
-            }
-        }
-    }
-    None
-}
-
-/// The value of the top-level `"type"` key, looked for near the start of the payload.
-fn msg_type(p: &[u8]) -> &[u8] {
-    let head = &p[..p.len().min(256)];
-    let Some(k) = find(head, b"\"type\"") else {
-        return b"";
-    };
-    let mut i = k + 6;
-    while i < head.len()
-        && (head[i] == b' ' || head[i] == b':' || head[i] == b'\t' || head[i] == b'\n')
-    {
-        i += 1;
-    }
-    if i >= head.len() || head[i] != b'"' {
-        return b"";
-    }
-    let s = i + 1;
-    match head[s..].iter().position(|&b| b == b'"') {
-        Some(e) => &head[s..s + e],
-        None => b"",
-    }
-}
-
-/// Frame header: (opcode, fin, payload length, header length); None = need more bytes.
-fn parse_header(b: &[u8]) -> Result<Option<(u8, bool, u64, usize)>, String> {
-    if b.len() < 2 {
-        return Ok(None);
-    }
-    if b[0] & 0x70 != 0 {
-        return Err("frame with RSV bits".into());
-    }
-    if b[1] & 0x80 != 0 {
-        return Err("masked server frame".into());
-    }
-    let (len, hl) = match b[1] & 0x7f {
-        126 => {
-            if b.len() < 4 {
-                return Ok(None);
-            }
-            (u16::from_be_bytes([b[2], b[3]]) as u64, 4)
-        }
-        127 => {
-            if b.len() < 10 {
-                return Ok(None);
-            }
-            (u64::from_be_bytes(b[2..10].try_into().unwrap()), 10)
-        }
-        n => (n as u64, 2),
-    };
-    if len > 1 << 31 {
-        return Err(format!("frame of {len} bytes"));
-    }
-    Ok(Some((b[0] & 0x0f, b[0] & 0x80 != 0, len, hl)))
-}
-
 impl Driver {
-    pub fn new(server: SocketAddr, ready_on: ReadyOn, per_addr: u64) -> io::Result<Driver> {
-        let mut seed = [0u8; 8];
-        let _ = getrandom::fill(&mut seed);
-        Ok(Driver {
-            poll: Poll::new()?,
-            events: Events::with_capacity(1024),
-            evbuf: Vec::with_capacity(1024),
-            again: Vec::new(),
-            ws: Slab::with_capacity(1024),
-            http: Vec::new(),
-            scratch: vec![0u8; 64 * 1024],
-            server,
-            host: server.to_string(),
-            ready_on,
-            per_addr: per_addr.max(1),
-            src_seq: 0,
-            rng: u64::from_le_bytes(seed) | 1,
-            batch_t: Instant::now(),
-            spin: false,
-            busy: Duration::ZERO,
-            marker: Vec::new(),
-            rounds: Vec::new(),
-            exact: true,
-            hist: Histogram::new(),
-            n_ready: 0,
-            n_failed: 0,
-            n_dropped: 0,
-            fail_reasons: BTreeMap::new(),
-            ready_us: Vec::new(),
-            msgs: 0,
-            bytes: 0,
-            pings: 0,
-            time_updates: 0,
-            expired: 0,
-        })
-    }
-
-    fn rand(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-
-    /// 127.0.0.1, 127.0.0.2, … (then 127.0.1.1, …): `per_addr` connections per source address.
-    fn next_src(&mut self) -> Ipv4Addr {
-        let idx = self.src_seq / self.per_addr;
-        self.src_seq += 1;
-        let last = (idx % 254) as u8 + 1;
-        let third = ((idx / 254) % 256) as u8;
-        Ipv4Addr::new(127, 0, third, last)
-    }
-
-    fn note_fail(&mut self, reason: String) {
-        self.n_failed += 1;
-        *self.fail_reasons.entry(reason).or_insert(0) += 1;
-    }
-
     fn remove_ws(&mut self, i: usize, reason: Option<String>) {
         if let Some(c) = self.ws.try_remove(i) {
             let mut sock = c.sock;
@@ -409,7 +177,6 @@ impl Driver {
             if done >= n || Instant::now() >= deadline {
                 break;
             }
-            let inflight = started - done;
             let mut burst = 0;
             while started < n
                 && started - ((self.n_ready - r0) + (self.n_failed - f0)) < max_inflight
@@ -422,7 +189,6 @@ impl Driver {
                 started += 1;
                 burst += 1;
             }
-            let _ = inflight;
             let wait = deadline
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(50));
@@ -442,70 +208,12 @@ impl Driver {
         (ready, n - ready)
     }
 
-    /// Run the reactor until `done` holds or the deadline passes. Returns whether `done` held.
-    pub fn run_until(&mut self, deadline: Instant, mut done: impl FnMut(&Driver) -> bool) -> bool {
-        loop {
-            if done(self) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            self.poll_once((deadline - now).min(Duration::from_millis(50)));
-        }
+    /// Ready WebSocket connections currently open.
+    pub fn ready_open(&self) -> usize {
+        self.ws.iter().filter(|(_, c)| c.ready).count()
     }
 
-    /// Keep answering pings for a while (instead of sleeping).
-    pub fn idle(&mut self, d: Duration) {
-        let deadline = Instant::now() + d;
-        self.run_until(deadline, |_| false);
-    }
-
-    pub fn poll_once(&mut self, timeout: Duration) {
-        let timeout = if self.again.is_empty() && !self.spin {
-            timeout
-        } else {
-            Duration::ZERO
-        };
-        match self.poll.poll(&mut self.events, Some(timeout)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
-            Err(e) => {
-                eprintln!("catalytic-bench: poll: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-                return;
-            }
-        }
-        self.batch_t = Instant::now();
-        if self.events.is_empty() && self.again.is_empty() {
-            return;
-        }
-        let mut evs = std::mem::take(&mut self.evbuf);
-        evs.clear();
-        for ev in self.events.iter() {
-            evs.push((
-                ev.token().0,
-                ev.is_readable() || ev.is_read_closed(),
-                ev.is_writable(),
-                ev.is_error() || ev.is_write_closed(),
-            ));
-        }
-        for k in std::mem::take(&mut self.again) {
-            evs.push((k, true, false, false));
-        }
-        for &(tok, r, w, err) in evs.iter() {
-            if tok >= HTTP_BASE {
-                self.http_event(tok - HTTP_BASE, r, w);
-            } else {
-                self.ws_event(tok, r, w, err);
-            }
-        }
-        self.evbuf = evs;
-        self.busy += self.batch_t.elapsed();
-    }
-
-    fn ws_event(&mut self, i: usize, r: bool, w: bool, err: bool) {
+    pub(super) fn ws_event(&mut self, i: usize, r: bool, w: bool, err: bool) {
         let Some(c) = self.ws.get_mut(i) else { return };
         if c.st == St::Connecting {
             if !(w || r || err) {
@@ -839,235 +547,5 @@ impl Driver {
                 self.remove_ws(i, Some(format!("write: {e}")));
             }
         }
-    }
-
-    // ---------------------------------------------------------------- HTTP client
-
-    /// Open a keep-alive HTTP connection; returns its handle.
-    pub fn http_open(&mut self) -> io::Result<usize> {
-        let std = std::net::TcpStream::connect_timeout(&self.server, Duration::from_secs(5))?;
-        std.set_nodelay(true)?;
-        std.set_nonblocking(true)?;
-        let mut sock = TcpStream::from_std(std);
-        let h = self.http.len();
-        self.poll.registry().register(
-            &mut sock,
-            Token(HTTP_BASE + h),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        self.http.push(Some(Http {
-            sock,
-            out: Vec::new(),
-            inb: Vec::new(),
-            tags: VecDeque::new(),
-            done: VecDeque::new(),
-            dead: None,
-        }));
-        Ok(h)
-    }
-
-    pub fn http_close(&mut self, h: usize) {
-        if let Some(slot) = self.http.get_mut(h) {
-            if let Some(mut c) = slot.take() {
-                let _ = self.poll.registry().deregister(&mut c.sock);
-            }
-        }
-    }
-
-    /// Queue a request and write what the socket takes now. Returns the instant taken just
-    /// before the write.
-    pub fn http_send(
-        &mut self,
-        h: usize,
-        method: &str,
-        path: &str,
-        cookie: Option<&str>,
-        json: Option<&[u8]>,
-        tag: u64,
-    ) -> Instant {
-        let host = self.host.clone();
-        let Some(Some(c)) = self.http.get_mut(h) else {
-            return Instant::now();
-        };
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
-        if let Some(ck) = cookie {
-            req.push_str("Cookie: ");
-            req.push_str(ck);
-            req.push_str("\r\n");
-        }
-        match json {
-            Some(b) => req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                b.len()
-            )),
-            None => req.push_str(if method == "GET" {
-                "\r\n"
-            } else {
-                "Content-Length: 0\r\n\r\n"
-            }),
-        }
-        c.out.extend_from_slice(req.as_bytes());
-        if let Some(b) = json {
-            c.out.extend_from_slice(b);
-        }
-        c.tags.push_back(tag);
-        let t0 = Instant::now();
-        Self::http_flush(c);
-        t0
-    }
-
-    fn http_flush(c: &mut Http) {
-        let mut off = 0;
-        let mut guard = 0;
-        while off < c.out.len() && guard < 1024 {
-            guard += 1;
-            match c.sock.write(&c.out[off..]) {
-                Ok(0) => {
-                    c.dead = Some("write returned 0".into());
-                    break;
-                }
-                Ok(n) => off += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    c.dead = Some(format!("write: {e}"));
-                    break;
-                }
-            }
-        }
-        c.out.drain(..off);
-    }
-
-    fn http_event(&mut self, h: usize, r: bool, w: bool) {
-        let at = self.batch_t;
-        let Some(Some(c)) = self.http.get_mut(h) else {
-            return;
-        };
-        if w && !c.out.is_empty() {
-            Self::http_flush(c);
-        }
-        if !r {
-            return;
-        }
-        let mut buf = [0u8; 16 * 1024];
-        for _ in 0..4096 {
-            match c.sock.read(&mut buf) {
-                Ok(0) => {
-                    c.dead = Some("server closed the HTTP connection".into());
-                    break;
-                }
-                Ok(n) => c.inb.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    c.dead = Some(format!("read: {e}"));
-                    break;
-                }
-            }
-        }
-        // Parse every complete response.
-        for _ in 0..100_000 {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            let hl = match resp.parse(&c.inb) {
-                Ok(httparse::Status::Complete(n)) => n,
-                Ok(httparse::Status::Partial) => break,
-                Err(e) => {
-                    c.dead = Some(format!("bad HTTP response: {e}"));
-                    break;
-                }
-            };
-            let status = resp.code.unwrap_or(0);
-            let mut cl = 0usize;
-            let mut close = false;
-            for hd in resp.headers.iter() {
-                if hd.name.eq_ignore_ascii_case("content-length") {
-                    cl = std::str::from_utf8(hd.value)
-                        .ok()
-                        .and_then(|s| s.trim().parse().ok())
-                        .unwrap_or(0);
-                } else if hd.name.eq_ignore_ascii_case("connection")
-                    && hd.value.eq_ignore_ascii_case(b"close")
-                {
-                    close = true;
-                }
-            }
-            if c.inb.len() < hl + cl {
-                break;
-            }
-            let body = c.inb[hl..hl + cl].to_vec();
-            c.inb.drain(..hl + cl);
-            let tag = c.tags.pop_front().unwrap_or(u64::MAX);
-            c.done.push_back(HttpResp {
-                tag,
-                status,
-                body,
-                at,
-            });
-            if close {
-                c.dead = Some("server sent Connection: close".into());
-            }
-        }
-    }
-
-    pub fn http_take(&mut self, h: usize) -> Option<HttpResp> {
-        self.http.get_mut(h)?.as_mut()?.done.pop_front()
-    }
-
-    /// Status of the oldest unread response, if one has arrived.
-    pub fn http_peek_status(&self, h: usize) -> Option<u16> {
-        match self.http.get(h) {
-            Some(Some(c)) => c.done.front().map(|r| r.status),
-            _ => None,
-        }
-    }
-
-    /// Ready WebSocket connections currently open.
-    pub fn ready_open(&self) -> usize {
-        self.ws.iter().filter(|(_, c)| c.ready).count()
-    }
-
-    pub fn http_inflight(&self, h: usize) -> usize {
-        match self.http.get(h) {
-            Some(Some(c)) => c.tags.len(),
-            _ => 0,
-        }
-    }
-
-    pub fn http_dead(&self, h: usize) -> Option<String> {
-        match self.http.get(h) {
-            Some(Some(c)) => c.dead.clone(),
-            _ => Some("closed".into()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn type_and_find() {
-        assert_eq!(msg_type(br#"{"type":"ping"}"#), b"ping");
-        assert_eq!(
-            msg_type(br#"{ "type" : "user_added", "data":{}}"#),
-            b"user_added"
-        );
-        assert_eq!(msg_type(br#"{"data":1}"#), b"");
-        assert_eq!(find(b"abcabd", b"abd"), Some(3));
-        assert_eq!(find(b"ab", b"abd"), None);
-        assert_eq!(find(b"xxbench.k.12@", b"bench.k."), Some(2));
-        assert_eq!(b64(b"hello world!!"), "aGVsbG8gd29ybGQhIQ==");
-    }
-
-    #[test]
-    fn headers() {
-        assert_eq!(parse_header(&[0x81, 5]).unwrap(), Some((1, true, 5, 2)));
-        assert_eq!(parse_header(&[0x81, 126, 1]).unwrap(), None);
-        assert_eq!(
-            parse_header(&[0x01, 126, 1, 0]).unwrap(),
-            Some((1, false, 256, 4))
-        );
-        assert!(parse_header(&[0x81, 0x85]).is_err());
     }
 }

@@ -1,23 +1,31 @@
-//! RFC 6455 on the server side: the upgrade answer, client frame decoding, server frame encoding.
-//! Pure: no sockets. Header parsing and formatting are tungstenite's frame layer; this module adds
-//! the rules a server must enforce (masking, reserved bits, control-frame limits, message size,
-//! UTF-8, close-code validity) and maps each violation to the close code the RFC names.
+//! RFC 6455 on the server side, in two layers, both pure (no sockets, no clock):
+//!
+//! * this file — the upgrade answer, client frame decoding (`parse_frame`) and server frame
+//!   encoding. Header parsing and formatting are tungstenite's frame layer; this file adds the
+//!   per-frame rules a server must enforce (masking, reserved bits and opcodes, control-frame
+//!   limits, the frame size cap), each mapped to the close code the RFC names;
+//! * [`message`] — the message layer above it: a [`MessageReader`] per stream turns decoded
+//!   frames into whole messages, pings, pongs, close echoes and violations (fragment assembly,
+//!   the size cap across fragments, UTF-8 of text, close-code validity).
+//!
+//! The reactor decodes a frame here, hands it to the stream's reader and acts on what comes out.
 
 use crate::http::{Request, Response};
 use std::io::Cursor;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
+pub mod message;
+pub use message::{check_close_payload, Event, Kind, MessageReader};
+
 /// Close codes used by the server.
 pub mod code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
-    pub const UNSUPPORTED_DATA: u16 = 1003;
     pub const INVALID_PAYLOAD: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
@@ -199,28 +207,6 @@ pub fn parse_frame(buf: &mut [u8], max_payload: usize) -> FrameParse<'_> {
     )
 }
 
-/// Validate a received close payload; returns the code to echo back.
-pub fn check_close_payload(payload: &[u8]) -> Result<u16, Violation> {
-    match payload.len() {
-        0 => Ok(code::NORMAL),
-        1 => Err(violation(code::PROTOCOL_ERROR, "close payload of one byte")),
-        _ => {
-            let c = u16::from_be_bytes([payload[0], payload[1]]);
-            let valid = matches!(c, 1000..=1003 | 1007..=1011 | 3000..=4999);
-            if !valid {
-                return Err(violation(code::PROTOCOL_ERROR, "invalid close code"));
-            }
-            if std::str::from_utf8(&payload[2..]).is_err() {
-                return Err(violation(
-                    code::INVALID_PAYLOAD,
-                    "close reason is not UTF-8",
-                ));
-            }
-            Ok(c)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,22 +288,6 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[test]
-    fn close_payloads() {
-        assert_eq!(check_close_payload(b""), Ok(1000));
-        assert_eq!(check_close_payload(&[0x03, 0xe8]), Ok(1000));
-        assert!(check_close_payload(&[0x03]).is_err());
-        assert!(check_close_payload(&1005u16.to_be_bytes()).is_err());
-        assert!(check_close_payload(&999u16.to_be_bytes()).is_err());
-        assert_eq!(check_close_payload(&4000u16.to_be_bytes()), Ok(4000));
-        let mut bad = 1000u16.to_be_bytes().to_vec();
-        bad.push(0xff);
-        assert_eq!(
-            check_close_payload(&bad).unwrap_err().code,
-            code::INVALID_PAYLOAD
-        );
     }
 
     #[test]

@@ -1,0 +1,538 @@
+//! Fan-out: N admin clients, R rounds of `POST /api/users`; per round the time from the POST
+//! write to each client's receipt of that round's `user_added`. And `compare`: fan-out for
+//! catalytic and the floor in the same run, interleaved, with their ratios.
+//!
+//! Setup is `FanRunner::new` (server, reactor, one keep-alive HTTP connection) and
+//! `FanRunner::connect` (clients up to N); drive is `FanRunner::round`, once per warm-up and
+//! measured round; report is `Samples::summarise` into a `FanPoint`, then `report` (table
+//! and JSON line per server) and `compare_report` (the ratios).
+
+use super::report::table;
+use super::{log, rand_hex, stop, Ctx, DEFAULT_NS};
+use crate::driver::{Driver, ReadyOn};
+use crate::server::{Kind, ServerProc};
+use crate::stats::{fmt_num, percentile, round3, Summary};
+use crate::sys;
+use crate::Opts;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// The generator's own main thread, for its run-queue wait.
+const SCHED_GEN: &str = "/proc/thread-self/schedstat";
+
+/// One fan-out measurement at one client count.
+#[derive(Clone, Default)]
+struct FanPoint {
+    n: usize,
+    ready: usize,
+    connect_failures: usize,
+    connect_secs: f64,
+    p50: Summary,
+    p99: Summary,
+    max: Summary,
+    lost: Summary,
+    post_ms: Summary,
+    gen_cpu: Summary,
+    server_cpu_ms: Summary,
+    server_wait_ms: Summary,
+    gen_wait_ms: Summary,
+    errors: Vec<String>,
+}
+
+impl FanPoint {
+    fn json(&self) -> Value {
+        json!({
+            "clients": self.n, "ready": self.ready, "connect_failures": self.connect_failures,
+            "connect_secs": round3(self.connect_secs), "rounds": self.p50.n,
+            "p50_ms": self.p50.json(), "p99_ms": self.p99.json(), "max_ms": self.max.json(),
+            "lost": self.lost.json(), "post_ms": self.post_ms.json(), "generator_busy_pct": self.gen_cpu.json(),
+            "server_cpu_ms": self.server_cpu_ms.json(), "server_runqueue_wait_ms": self.server_wait_ms.json(),
+            "generator_runqueue_wait_ms": self.gen_wait_ms.json(),
+            "errors": self.errors,
+        })
+    }
+
+    fn row(&self, kind: Kind) -> Vec<String> {
+        vec![
+            kind.name().into(),
+            self.n.to_string(),
+            self.ready.to_string(),
+            self.p50.show(),
+            self.p99.show(),
+            self.max.show(),
+            fmt_num(self.lost.median),
+            self.post_ms.show(),
+            fmt_num(self.server_cpu_ms.median),
+            fmt_num(self.server_wait_ms.median),
+            fmt_num(self.gen_cpu.median),
+            fmt_num(self.gen_wait_ms.median),
+        ]
+    }
+}
+
+const FANOUT_HEAD: [&str; 12] = [
+    "server",
+    "clients",
+    "ready",
+    "p50 ms",
+    "p99 ms",
+    "max ms (last client)",
+    "lost",
+    "POST answer ms",
+    "server CPU ms",
+    "server runq ms",
+    "gen busy %",
+    "gen runq ms",
+];
+
+/// What one round measured. Latencies in ms; `NAN` where a round had no deliveries.
+struct RoundSample {
+    /// POST write → its answer; `None` when no answer came.
+    post_ms: Option<f64>,
+    p50: f64,
+    p99: f64,
+    /// The last client's latency: the figure the targets are about.
+    max: f64,
+    lost: f64,
+    gen_busy_pct: f64,
+    /// The server reactor's (on-CPU ms, run-queue wait ms), when /proc could be read.
+    server: Option<(f64, f64)>,
+    gen_wait_ms: Option<f64>,
+}
+
+/// The measured rounds' samples, per column, before they become medians.
+#[derive(Default)]
+struct Samples {
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    max: Vec<f64>,
+    lost: Vec<f64>,
+    post: Vec<f64>,
+    gen_busy: Vec<f64>,
+    server_cpu: Vec<f64>,
+    server_wait: Vec<f64>,
+    gen_wait: Vec<f64>,
+}
+
+impl Samples {
+    fn add(&mut self, s: RoundSample) {
+        if let Some(ms) = s.post_ms {
+            self.post.push(ms);
+        }
+        self.p50.push(s.p50);
+        self.p99.push(s.p99);
+        self.max.push(s.max);
+        self.lost.push(s.lost);
+        self.gen_busy.push(s.gen_busy_pct);
+        if let Some((cpu, wait)) = s.server {
+            self.server_cpu.push(cpu);
+            self.server_wait.push(wait);
+        }
+        if let Some(wait) = s.gen_wait_ms {
+            self.gen_wait.push(wait);
+        }
+    }
+
+    /// Median (min–max) of every column into `p`.
+    fn summarise(&self, p: &mut FanPoint) {
+        p.p50 = Summary::of(&self.p50);
+        p.p99 = Summary::of(&self.p99);
+        p.max = Summary::of(&self.max);
+        p.lost = Summary::of(&self.lost);
+        p.post_ms = Summary::of(&self.post);
+        p.gen_cpu = Summary::of(&self.gen_busy);
+        p.server_cpu_ms = Summary::of(&self.server_cpu);
+        p.server_wait_ms = Summary::of(&self.server_wait);
+        p.gen_wait_ms = Summary::of(&self.gen_wait);
+    }
+}
+
+/// One server under the fan-out probe: its process, the generator's reactor, and the
+/// keep-alive HTTP connection the POSTs go over.
+struct FanRunner {
+    kind: Kind,
+    srv: ServerProc,
+    d: Driver,
+    h: usize,
+    nonce: String,
+    /// `/proc/PID/schedstat` of the server's main thread (its reactor).
+    sched_srv: String,
+    errors: Vec<String>,
+}
+
+impl FanRunner {
+    /// Setup: a fresh server, a reactor that keeps exact per-client latencies, the HTTP
+    /// connection, and this run's round marker (`bench.<nonce>.<round>@example.com`).
+    fn new(ctx: &Ctx, kind: Kind) -> Result<FanRunner, String> {
+        let srv = ctx.start(kind, None)?;
+        let mut d =
+            Driver::new(srv.addr, ReadyOn::Initial, ctx.o.per_addr).map_err(|e| e.to_string())?;
+        let h = d.http_open().map_err(|e| format!("HTTP connect: {e}"))?;
+        let nonce = rand_hex();
+        d.marker = format!("bench.{nonce}.").into_bytes();
+        d.exact = true;
+        let sched_srv = format!("/proc/{}/schedstat", srv.pid);
+        Ok(FanRunner {
+            kind,
+            srv,
+            d,
+            h,
+            nonce,
+            sched_srv,
+            errors: Vec::new(),
+        })
+    }
+
+    /// Bring the admin clients up to `n` (keeping those already open), then run the rounds.
+    fn measure(&mut self, ctx: &Ctx, n: usize) -> Result<FanPoint, String> {
+        let o = ctx.o;
+        let mut p = self.connect(ctx, n);
+        if p.ready == 0 {
+            p.errors.push("no client connected".into());
+            return Ok(p);
+        }
+        self.d.idle(Duration::from_millis(500));
+        let n_dropped0 = self.d.n_dropped;
+        let mut samples = Samples::default();
+        for k in 0..o.warmup + o.rounds {
+            let s = self.round(o, &mut p.errors)?;
+            if k >= o.warmup {
+                samples.add(s);
+            }
+            self.d.idle(o.gap);
+        }
+        samples.summarise(&mut p);
+        self.note_losses(o, &mut p, n_dropped0);
+        log(
+            o,
+            format!(
+                "[{}] fan-out N={n}: max {} ms, p99 {} ms (medians)",
+                self.kind.name(),
+                fmt_num(p.max.median),
+                fmt_num(p.p99.median)
+            ),
+        );
+        Ok(p)
+    }
+
+    /// Setup for one client count: open admin streams until `n` are ready. The point comes
+    /// back with the connect figures filled in and the connect failures as errors.
+    fn connect(&mut self, ctx: &Ctx, n: usize) -> FanPoint {
+        let o = ctx.o;
+        let d = &mut self.d;
+        let mut p = FanPoint {
+            n,
+            ..Default::default()
+        };
+        d.fail_reasons.clear();
+        let have = d.ready_open();
+        let t = Instant::now();
+        if have < n {
+            let cookie = self.srv.cookie.clone();
+            d.connect_many(n - have, o.inflight, ctx.deadline_for(n - have), |_| {
+                ("/admin/stream".into(), Some(cookie.clone()))
+            });
+        }
+        p.connect_secs = t.elapsed().as_secs_f64();
+        p.ready = d.ready_open();
+        p.connect_failures = n.saturating_sub(p.ready);
+        for (r, c) in &d.fail_reasons {
+            p.errors.push(format!("connect: {r} ×{c}"));
+        }
+        log(
+            o,
+            format!(
+                "[{}] fan-out: {} of {n} clients ready in {:.2} s",
+                self.kind.name(),
+                p.ready,
+                p.connect_secs
+            ),
+        );
+        p
+    }
+
+    /// Drive one round: POST a user whose e-mail carries the round number, run the reactor
+    /// until every ready client has that round's `user_added` (or the POST failed, or the
+    /// timeout), and read what it cost. The round's problems go to `errors`; only an HTTP
+    /// connection that cannot be reopened ends the measurement.
+    fn round(&mut self, o: &Opts, errors: &mut Vec<String>) -> Result<RoundSample, String> {
+        let d = &mut self.d;
+        let expected = d.ready_open();
+        if let Some(e) = d.http_dead(self.h) {
+            errors.push(format!("HTTP connection lost ({e}); reopened"));
+            d.http_close(self.h);
+            self.h = d.http_open().map_err(|e| format!("HTTP reconnect: {e}"))?;
+        }
+        let h = self.h;
+        let nonce = &self.nonce;
+        let busy0 = d.busy;
+        let (ss0, gs0) = (sys::schedstat(&self.sched_srv), sys::schedstat(SCHED_GEN));
+        d.spin = o.spin;
+        let (r, t0) = d.post_round(h, &self.srv.cookie, |r| {
+            format!(
+                r#"{{"first_name":"Bench","last_name":"Round {r}","email":"bench.{nonce}.{r}@example.com"}}"#
+            )
+        });
+        d.run_until(t0 + o.timeout, |d| {
+            let st = d.http_peek_status(h);
+            (st.is_some() && d.rounds[r].got as usize >= expected)
+                || st.is_some_and(|s| s != 201)
+                || d.http_dead(h).is_some()
+        });
+        d.spin = false;
+        let wall = t0.elapsed().as_secs_f64();
+        let busy = (d.busy - busy0).as_secs_f64();
+        let (ss1, gs1) = (sys::schedstat(&self.sched_srv), sys::schedstat(SCHED_GEN));
+        let resp = d.http_take(h);
+        let mut lat: Vec<f64> = d.rounds[r]
+            .lat_us
+            .iter()
+            .map(|&u| u as f64 / 1000.0)
+            .collect();
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let got = d.rounds[r].got as usize;
+        d.rounds[r].lat_us = Vec::new();
+        match &resp {
+            Some(x) if x.status == 201 => {}
+            Some(x) => errors.push(format!(
+                "round {r}: POST /api/users answered {} {}",
+                x.status,
+                String::from_utf8_lossy(&x.body)
+            )),
+            None => errors.push(format!(
+                "round {r}: no answer to POST /api/users within {:?}",
+                o.timeout
+            )),
+        }
+        let ms = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e6;
+        Ok(RoundSample {
+            post_ms: resp.map(|x| x.at.saturating_duration_since(t0).as_secs_f64() * 1000.0),
+            p50: percentile(&lat, 50.0).unwrap_or(f64::NAN),
+            p99: percentile(&lat, 99.0).unwrap_or(f64::NAN),
+            max: lat.last().copied().unwrap_or(f64::NAN),
+            lost: expected.saturating_sub(got) as f64,
+            gen_busy_pct: 100.0 * busy / wall.max(1e-9),
+            server: match (ss0, ss1) {
+                (Some(a), Some(b)) => Some((ms(a.0, b.0), ms(a.1, b.1))),
+                _ => None,
+            },
+            gen_wait_ms: match (gs0, gs1) {
+                (Some(a), Some(b)) => Some(ms(a.1, b.1)),
+                _ => None,
+            },
+        })
+    }
+
+    /// Deliveries that never came and clients that dropped out during the rounds are errors
+    /// of the point: the latency figures alone would hide them.
+    fn note_losses(&self, o: &Opts, p: &mut FanPoint, n_dropped0: usize) {
+        let d = &self.d;
+        if p.lost.max > 0.0 {
+            p.errors.push(format!(
+                "lost deliveries (clients without the round's user_added within {:?}): max {} in a round",
+                o.timeout, p.lost.max
+            ));
+        }
+        if d.n_dropped > n_dropped0 {
+            let after: Vec<String> = d
+                .fail_reasons
+                .iter()
+                .filter(|(k, _)| k.starts_with("after ready"))
+                .map(|(k, v)| format!("{k} ×{v}"))
+                .collect();
+            p.errors.push(format!(
+                "{} ready clients were dropped: {}",
+                d.n_dropped - n_dropped0,
+                after.join(", ")
+            ));
+        }
+    }
+
+    fn finish(mut self, o: &Opts) -> Vec<String> {
+        self.d.close_all_ws();
+        let mut errors = std::mem::take(&mut self.errors);
+        stop(o, self.srv, &mut errors);
+        errors
+    }
+}
+
+/// A server's fan-out points and its run-level errors, or why it could not run.
+type FanResult = Result<(Vec<FanPoint>, Vec<String>), String>;
+
+/// Drive, one server after the other: clients kept open from one client count to the next.
+fn drive_sequential(ctx: &Ctx, kinds: &[Kind], ns: &[usize]) -> Vec<(Kind, FanResult)> {
+    let mut out = Vec::new();
+    for &k in kinds {
+        let res = FanRunner::new(ctx, k).map(|mut r| {
+            let mut pts = Vec::new();
+            for &n in ns {
+                match r.measure(ctx, n) {
+                    Ok(p) => pts.push(p),
+                    Err(e) => r.errors.push(e),
+                }
+            }
+            (pts, r.finish(ctx.o))
+        });
+        out.push((k, res));
+    }
+    out
+}
+
+/// Drive interleaved (compare): both servers up at once, and for each client count one
+/// server is measured right after the other (clients closed in between), so both see the
+/// same machine conditions.
+fn drive_interleaved(ctx: &Ctx, kinds: &[Kind], ns: &[usize]) -> Vec<(Kind, FanResult)> {
+    let mut runners: Vec<(Kind, Result<FanRunner, String>, Vec<FanPoint>)> = kinds
+        .iter()
+        .map(|&k| (k, FanRunner::new(ctx, k), Vec::new()))
+        .collect();
+    for &n in ns {
+        for (_, r, pts) in runners.iter_mut() {
+            if let Ok(r) = r {
+                match r.measure(ctx, n) {
+                    Ok(p) => pts.push(p),
+                    Err(e) => r.errors.push(e),
+                }
+                r.d.close_all_ws();
+                r.d.idle(Duration::from_millis(1000));
+            }
+        }
+    }
+    runners
+        .into_iter()
+        .map(|(k, r, pts)| (k, r.map(|r| (pts, r.finish(ctx.o)))))
+        .collect()
+}
+
+/// `fanout`: every server found, one after the other.
+pub(super) fn fanout(ctx: &mut Ctx) {
+    fan_out(ctx, false);
+}
+
+/// `compare`: interleaved fan-out of both servers, then their ratios.
+pub(super) fn compare(ctx: &mut Ctx) {
+    let res = fan_out(ctx, true);
+    compare_report(ctx, &res);
+}
+
+/// Fan-out for every server found; prints and emits each, and returns the points of those
+/// that ran.
+fn fan_out(ctx: &mut Ctx, interleave: bool) -> Vec<(Kind, Vec<FanPoint>)> {
+    let ns = ctx.ns(&DEFAULT_NS);
+    let kinds: Vec<Kind> = ctx.bins.iter().map(|(k, _)| *k).collect();
+    let results = if interleave {
+        drive_interleaved(ctx, &kinds, &ns)
+    } else {
+        drive_sequential(ctx, &kinds, &ns)
+    };
+    let mut all = Vec::new();
+    for (k, res) in results {
+        match res {
+            Ok((pts, errors)) => {
+                report(ctx, k, &pts, errors, interleave);
+                all.push((k, pts));
+            }
+            Err(e) => ctx.emit(json!({"scenario": "fanout", "server": k.name(), "error": e})),
+        }
+    }
+    all
+}
+
+/// Report one server's fan-out: the table, the errors under it, the JSON line.
+fn report(ctx: &mut Ctx, k: Kind, pts: &[FanPoint], errors: Vec<String>, interleave: bool) {
+    let rows: Vec<Vec<String>> = pts.iter().map(|p| p.row(k)).collect();
+    table(
+        &format!(
+            "fan-out — {}: medians over {} rounds (min–max)",
+            k.name(),
+            ctx.o.rounds
+        ),
+        &FANOUT_HEAD,
+        &rows,
+    );
+    for p in pts {
+        for e in &p.errors {
+            println!("  N={}: {e}", p.n);
+        }
+    }
+    for e in &errors {
+        println!("  {e}");
+    }
+    let v = json!({"scenario": "fanout", "server": k.name(), "rounds": ctx.o.rounds, "warmup": ctx.o.warmup,
+                   "timeout_ms": ctx.o.timeout.as_millis() as u64, "interleaved": interleave,
+                   "points": pts.iter().map(FanPoint::json).collect::<Vec<_>>(), "errors": errors});
+    ctx.emit(v);
+}
+
+/// a / b, or NaN when either is missing.
+fn ratio(a: f64, b: f64) -> f64 {
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        a / b
+    } else {
+        f64::NAN
+    }
+}
+
+/// One table row and one JSON point per client count both servers were measured at.
+fn compare_points(cat: &[FanPoint], flo: &[FanPoint]) -> (Vec<Vec<String>>, Vec<Value>) {
+    let mut rows = Vec::new();
+    let mut pts = Vec::new();
+    for c in cat {
+        let Some(f) = flo.iter().find(|f| f.n == c.n) else {
+            continue;
+        };
+        let (rm, r99, r50) = (
+            ratio(c.max.median, f.max.median),
+            ratio(c.p99.median, f.p99.median),
+            ratio(c.p50.median, f.p50.median),
+        );
+        rows.push(vec![
+            c.n.to_string(),
+            fmt_num(c.max.median),
+            fmt_num(f.max.median),
+            format!("{}×", fmt_num(rm)),
+            fmt_num(c.p99.median),
+            fmt_num(f.p99.median),
+            format!("{}×", fmt_num(r99)),
+            format!("{}×", fmt_num(r50)),
+            format!("{}/{}", fmt_num(c.lost.median), fmt_num(f.lost.median)),
+        ]);
+        pts.push(json!({"clients": c.n, "catalytic_max_ms": round3(c.max.median), "floor_max_ms": round3(f.max.median),
+                        "ratio_max": round3(rm), "catalytic_p99_ms": round3(c.p99.median), "floor_p99_ms": round3(f.p99.median),
+                        "ratio_p99": round3(r99), "ratio_p50": round3(r50),
+                        "catalytic_lost": round3(c.lost.median), "floor_lost": round3(f.lost.median)}));
+    }
+    (rows, pts)
+}
+
+/// Report the catalytic / floor ratios (or why there are none).
+fn compare_report(ctx: &mut Ctx, res: &[(Kind, Vec<FanPoint>)]) {
+    let find = |kind: Kind| res.iter().find(|(k, _)| *k == kind).map(|(_, p)| p);
+    let (Some(cat), Some(flo)) = (find(Kind::Catalytic), find(Kind::Floor)) else {
+        let which = if find(Kind::Catalytic).is_none() {
+            "catalytic"
+        } else {
+            "the floor"
+        };
+        println!("\ncompare — skipped: no fan-out results from {which}");
+        ctx.emit(json!({"scenario": "compare", "server": "catalytic/floor", "skipped": format!("no fan-out results from {which}")}));
+        return;
+    };
+    let (rows, pts) = compare_points(cat, flo);
+    table(
+        "compare — fan-out medians, catalytic / floor (same run)",
+        &[
+            "clients",
+            "catalytic max ms",
+            "floor max ms",
+            "max ratio",
+            "catalytic p99",
+            "floor p99",
+            "p99 ratio",
+            "p50 ratio",
+            "lost c/f",
+        ],
+        &rows,
+    );
+    ctx.emit(json!({"scenario": "compare", "server": "catalytic/floor", "points": pts}));
+}
