@@ -84,24 +84,24 @@ pub fn handle(ctx: &mut Ctx, req: &Request) -> Option<Reply> {
 }
 
 /// The admin behind the request and the digest of its session token, or the 401 answer.
-fn signed_in(ctx: &mut Ctx, req: &Request) -> Result<(i64, Digest32), Reply> {
-    let id = require_admin(ctx, req).map_err(Reply::Now)?;
+fn signed_in(ctx: &mut Ctx, req: &Request) -> Result<(i64, Digest32), Response> {
+    let id = require_admin(ctx, req)?;
     let token = req.cookie("admin_session").unwrap_or_default();
     Ok((id, auth::digest(token)))
 }
 
 fn me(ctx: &mut Ctx, req: &Request) -> Reply {
-    let (_, token) = try_resp!(signed_in(ctx, req));
+    let (_, token) = try_resp!(signed_in(ctx, req).map_err(Reply::Now));
     Reply::Later(Job::Store(Command::AdminMe { token }), step(Step::Me))
 }
 
 fn list(ctx: &mut Ctx, req: &Request) -> Reply {
-    try_resp!(signed_in(ctx, req));
+    try_resp!(signed_in(ctx, req).map_err(Reply::Now));
     Reply::Later(Job::Store(Command::ListAdmins), step(Step::Listed))
 }
 
 fn create(ctx: &mut Ctx, req: &Request) -> Reply {
-    let (by, _) = try_resp!(signed_in(ctx, req));
+    let (by, _) = try_resp!(signed_in(ctx, req).map_err(Reply::Now));
     let fields = json_object(req).and_then(|body| {
         let email = required_string(&body, "email").and_then(email_field)?;
         let password = required_string(&body, "password")?;
@@ -116,7 +116,7 @@ fn create(ctx: &mut Ctx, req: &Request) -> Reply {
 }
 
 fn delete(ctx: &mut Ctx, req: &Request, raw: &str) -> Reply {
-    let (by, _) = try_resp!(signed_in(ctx, req));
+    let (by, _) = try_resp!(signed_in(ctx, req).map_err(Reply::Now));
     // A path keeps `+` as is (only a query turns it into a space).
     let email = percent_decode(&raw.replace('+', "%2B")).filter(|e| e.len() <= EMAIL_MAX);
     let Some(email) = email else {
@@ -131,7 +131,7 @@ fn delete(ctx: &mut Ctx, req: &Request, raw: &str) -> Reply {
 }
 
 fn change_password(ctx: &mut Ctx, req: &Request) -> Reply {
-    let (id, keep) = try_resp!(signed_in(ctx, req));
+    let (id, keep) = try_resp!(signed_in(ctx, req).map_err(Reply::Now));
     let fields = json_object(req).and_then(|body| {
         let current = required_string(&body, "current_password")?;
         let new = required_string(&body, "new_password")?;

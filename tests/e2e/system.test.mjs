@@ -54,7 +54,7 @@ describe('the System view', { timeout: 200_000 }, () => {
     assert.match(await charts.first().locator('svg title').textContent(), /Open streams over the last .*admin 1/);
     assert.equal(await page.locator('script[src*="chart"], link[href*="chart"]').count(), 0, 'no chart library');
     await page.screenshot({ path: path.join(SCREENSHOTS, 'system.png'), fullPage: true });
-    assert.deepEqual(unexpectedErrors(page, [/404/]), []);
+    assert.deepEqual(unexpectedErrors(page), []);
     await invitee.close();
     await page.close();
   });
