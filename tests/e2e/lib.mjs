@@ -277,15 +277,17 @@ export async function freshServer(args = [], { withAdmin = true } = {}) {
   const db = path.join(dir, 'db.sqlite');
   if (withAdmin) await createAdmin(db);
   const server = await startServer({ db, args });
-  return {
+  const s = {
     ...server,
     db,
     dir,
+    /** Stop the server (whichever process `s.stop` stops now) and remove its files. */
     async cleanup() {
-      await server.stop('SIGTERM');
+      await s.stop('SIGTERM');
       removeDir(dir);
     },
   };
+  return s;
 }
 
 /** Sign in through the page's form. */

@@ -90,7 +90,7 @@ describe('web pages against the real server', { timeout: 600_000 }, () => {
     assert.equal((await row.locator('.progress-text').textContent()).trim().replace(/\d+$/, 'N'), '0/N');
     assert.match(await row.locator('.link-text').getAttribute('title'), /\/session\?token=/);
     assert.match((await row.locator('.validity').textContent()).trim(), /^Valid/);
-    await row.getByRole('button', { name: 'Copy', exact: true }).click();
+    await row.getByRole('button', { name: 'Copy invite link of Ada Lovelace' }).click();
     assert.equal(await dash2.locator('#counts .count-invited .count-n').textContent(), '2');
 
     // Filter narrows the table.

@@ -85,7 +85,7 @@ describe('presence and resume', { timeout: 400_000 }, () => {
     await server.stop('SIGTERM');
     await until(async () => /^Reconnecting/.test(await dash.locator('#conn .conn-text').textContent()), { what: 'Reconnecting' });
     const again = await startServer({ db: server.db, listen: `127.0.0.1:${port}`, args: ['--session-minutes', '10'] });
-    server.stop = again.stop; // cleanup stops the new process
+    server.stop = again.stop; // cleanup() stops the process running now
     await dash.locator('#conn .conn-retry').click().catch(() => {}); // skip the backoff wait
     await waitLive(dash, 45_000);
     const resumeUrl = urls.find((u) => /since=\d+/.test(u));

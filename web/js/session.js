@@ -188,7 +188,8 @@ $('answer').addEventListener('click', async () => {
   show(errEl, '');
   if (res.data && Number.isFinite(res.data.questions_answered)) {
     state = sessionReducer(state, { type: 'progress', ...res.data }, Date.now());
-    $('session-msg').textContent = `Answer recorded (${res.data.questions_answered} of ${res.data.questions_total}).`;
+    // The last answer is acknowledged by "All questions answered", not by a count.
+    $('session-msg').textContent = allAnswered() ? '' : `Answer recorded (${res.data.questions_answered} of ${res.data.questions_total}).`;
     render();
   }
 });
