@@ -47,15 +47,16 @@ async function main() {
   const post = (p, body) => fetch(`${server.base}${p}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
   const tokenOf = (u) => new URL(u.invite_url).searchParams.get('token');
 
-  // Two links that will run out unused, then the rest.
+  // Two links that will run out unused; three invitees who started at once (two in progress,
+  // one finished); the rest are invited at the end, so their links are still valid.
   await createUsers(api, 2, (i) => ({ first_name: PEOPLE[i][0], last_name: PEOPLE[i][1], email: mail(...PEOPLE[i]) }), 1);
-  const users = await createUsers(api, 8, (i) => ({ first_name: PEOPLE[i + 2][0], last_name: PEOPLE[i + 2][1], email: mail(...PEOPLE[i + 2]), questions_total: 8 }), 1);
-  // Grace and Edsger are in progress, Barbara has finished.
-  for (const [u, answers] of [[users[0], 3], [users[1], 6], [users[2], 8]]) {
+  const started = await createUsers(api, 3, (i) => ({ first_name: PEOPLE[i + 2][0], last_name: PEOPLE[i + 2][1], email: mail(...PEOPLE[i + 2]), questions_total: 8 }), 1);
+  for (const [u, answers] of [[started[0], 3], [started[1], 6], [started[2], 8]]) {
     await post('/api/session/activate', { token: tokenOf(u) });
     for (let i = 0; i < answers; i++) await post('/api/session/answer', { token: tokenOf(u) });
   }
-  await api.call('PATCH', `/api/users/${users[2].id}`, { transcript_url: 'https://example.com/transcripts/liskov', summary_url: 'https://example.com/summaries/liskov' });
+  const done = started[2];
+  await api.call('PATCH', `/api/users/${done.id}`, { transcript_url: 'https://example.com/transcripts/liskov', summary_url: 'https://example.com/summaries/liskov' });
 
   const browser = await launchBrowser();
   const other = await launchBrowser();
@@ -65,24 +66,27 @@ async function main() {
     await signIn(theirs, second, secondPassword);
     await waitLive(theirs);
 
-    // Grace's page is open: the dot.
-    const grace = await openPage(other.context, onBase(server.base, users[0].invite_url));
-    await grace.getByRole('button', { name: 'Start interview' }).click();
-    await waitLive(grace);
-
     const dash = await openPage(browser.context, `${server.base}/`);
     await signIn(dash);
     await waitLive(dash);
-    // The System view samples from sign-in on; give it a minute of activity to draw.
+    // The System view samples from sign-in on: a minute of activity for it to draw — an
+    // invitee's page that reconnects now and then, and changes broadcast to both admins.
     const t0 = Date.now();
     let n = 0;
+    let grace = null;
     while (Date.now() - t0 < 60_000) {
-      await api.call('PATCH', `/api/users/${users[3 + (n % 4)].id}`, { last_name: PEOPLE[5 + (n % 4)][1] });
+      if (n % 12 === 0) {
+        if (grace) await grace.close();
+        grace = await openPage(other.context, onBase(server.base, started[0].invite_url));
+        await grace.getByRole('button', { name: 'Start interview' }).click();
+        await waitLive(grace);
+      }
+      await api.call('PATCH', `/api/users/${done.id}`, { summary_url: `https://example.com/summaries/liskov?v=${n}` });
       n++;
       await sleep(700);
     }
-    // The last two invitees are new: their links are still valid.
-    await createUsers(api, 2, (i) => ({ first_name: PEOPLE[i + 10][0], last_name: PEOPLE[i + 10][1], email: mail(...PEOPLE[i + 10]) }), 1);
+    // The rest are invited now: their links are valid.
+    await createUsers(api, 7, (i) => ({ first_name: PEOPLE[i + 5][0], last_name: PEOPLE[i + 5][1], email: mail(...PEOPLE[i + 5]) }), 1);
     await until(async () => (await dash.locator('#users-body tr').count()) === 12, { what: '12 rows' });
     await sleep(1500);
     await shot(dash, 'dashboard.png', { fullPage: true });

@@ -84,14 +84,14 @@ export function buildRow(u, actions) {
   progress.body.append(bar, progText);
 
   const link = td('Invite link', 'cell-link');
-  const linkLine = el('div', 'link-box');
   const linkText = el('code', 'link-text');
+  const linkMeta = el('div', 'link-meta');
   const copyBtn = button('Copy', 'btn-quiet', nameId);
-  linkLine.append(linkText, copyBtn);
   const validity = el('span', 'validity');
+  linkMeta.append(copyBtn, validity);
   const copied = el('span', 'copied', '');
   copied.setAttribute('aria-live', 'polite');
-  link.body.append(linkLine, validity, copied);
+  link.body.append(linkText, linkMeta, copied);
 
   const invited = td('Invited', 'cell-invited');
   const invitedAt = el('time', 'muted');
