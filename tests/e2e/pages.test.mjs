@@ -194,7 +194,7 @@ describe('web pages against the real server', { timeout: 600_000 }, () => {
     await until(async () => (await rowEmails(dash)).join() === before.join(), { what: 'same rows after restart' });
     assert.deepEqual(await rowEmails(dash2), before);
     // While the server was down Chromium logs each refused WebSocket attempt; nothing else.
-    const down = [/WebSocket connection to .* failed/, /401/];
+    const down = [/WebSocket connection to .* failed/, /ERR_CONNECTION_REFUSED/, /401/];
     assert.deepEqual(unexpectedErrors(dash, down), []);
     assert.deepEqual(unexpectedErrors(dash2, down), []);
     dash.errors.length = 0;
