@@ -74,11 +74,13 @@ pub fn read(payload: &[u8]) -> Agent {
             ))
         }
     };
+    // The request id as JSON text is its identity (`7` and `"7"` are different ids).
+    let key = (!request_id.is_null()).then(|| request_id.to_string());
     Agent::Store(
         Command::UpdateUser {
             id: user_id,
             patch,
-            by_agent: true,
+            agent_request: Some(key),
         },
         request_id,
     )

@@ -30,10 +30,46 @@ pub struct ServeConfig {
     pub trusted_proxies: Vec<IpAddr>,
     pub max_outbox_bytes: usize,
     pub login_failures_per_minute: u32,
+    /// Sign-in through an OpenID Connect provider, when configured.
+    pub oidc: Option<OidcConfig>,
+    /// `--password-login off` turns password sign-in off (only allowed with OIDC).
+    pub password_login: bool,
 }
 
-/// What the command line asks for.
+/// `--oidc-*`: the identity provider admins sign in with.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// The issuer URL exactly as the provider names itself (its discovery document lives under
+    /// `<issuer>/.well-known/openid-configuration`).
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: ClientSecret,
+    /// Lower-case domains whose verified emails get an admin account on first sign-in.
+    pub allowed_domains: Vec<String>,
+    /// The label of the sign-in button ("Sign in with <name>").
+    pub name: String,
+}
+
+/// Where the client secret comes from. Read when the server starts, never logged.
+#[derive(Clone)]
+pub enum ClientSecret {
+    File(PathBuf),
+    /// From `CATALYTIC_OIDC_CLIENT_SECRET` (never a command-line flag: `ps` would show it).
+    Value(String),
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientSecret::File(p) => write!(f, "File({})", p.display()),
+            ClientSecret::Value(_) => f.write_str("Value(<redacted>)"),
+        }
+    }
+}
+
+/// What the command line asks for. (Made once per process: the size of `Serve` does not matter.)
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     Serve(ServeConfig),
     AdminCreate {
@@ -139,6 +175,32 @@ const SERVE_HELP: &[(&str, &str, &str)] = &[
         "10",
         "failed sign-ins per address and per account",
     ),
+    (
+        "oidc-issuer URL",
+        "none: no OIDC",
+        "OpenID Connect provider for admin sign-in (https)",
+    ),
+    ("oidc-client-id ID", "none", "this server's client id there"),
+    (
+        "oidc-client-secret-file PATH",
+        "none",
+        "its client secret (or env CATALYTIC_OIDC_CLIENT_SECRET)",
+    ),
+    (
+        "oidc-allowed-domains D,...",
+        "none",
+        "email domains whose first OIDC sign-in creates an admin",
+    ),
+    (
+        "oidc-name LABEL",
+        "the issuer's host",
+        "the provider's name on the sign-in button",
+    ),
+    (
+        "password-login on|off",
+        "on",
+        "password sign-in (off only with OIDC)",
+    ),
 ];
 
 /// The text of `catalytic --help`.
@@ -157,7 +219,7 @@ pub fn help() -> String {
         out.push_str(&format!("  --{flag:<width$} {what} [{default}]\n"));
     }
     out.push_str(
-        "\nEvery flag also reads CATALYTIC_<FLAG_IN_CAPS> from the environment (e.g. CATALYTIC_LISTEN);\nthe command line wins.",
+        "\nEvery flag also reads CATALYTIC_<FLAG_IN_CAPS> from the environment (e.g. CATALYTIC_LISTEN);\nthe command line wins. The OIDC client secret may also come from CATALYTIC_OIDC_CLIENT_SECRET.",
     );
     out
 }
@@ -182,7 +244,16 @@ const SERVE_FLAGS: &[&str] = &[
     "trusted-proxy",
     "max-outbox-bytes",
     "login-failures-per-minute",
+    "oidc-issuer",
+    "oidc-client-id",
+    "oidc-client-secret-file",
+    "oidc-allowed-domains",
+    "oidc-name",
+    "password-login",
 ];
+
+/// The environment variable that may hold the OIDC client secret.
+const OIDC_SECRET_ENV: &str = "CATALYTIC_OIDC_CLIENT_SECRET";
 
 /// Parse `args` (without the program name) with `env` as the fallback for every flag.
 pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, ConfigError> {
@@ -216,7 +287,7 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
     };
     let flags = Flags::collect(rest, allowed, env)?;
     let command = match sub {
-        "serve" => serve_config(&flags).map(Command::Serve),
+        "serve" => serve_command(&flags, env),
         "admin create" => flags.required("email").map(|email| Command::AdminCreate {
             email,
             db: flags.db(),
@@ -230,6 +301,24 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
         })(),
     };
     command.map_err(|e| flags.name_source(e))
+}
+
+/// `serve`: the server's settings, OpenID Connect included.
+fn serve_command(flags: &Flags, env: &HashMap<String, String>) -> Result<Command, ConfigError> {
+    let mut cfg = serve_config(flags)?;
+    cfg.oidc = oidc_config(flags, env)?;
+    cfg.password_login = match flags.get("password-login").unwrap_or("on") {
+        "on" => true,
+        "off" if cfg.oidc.is_some() => false,
+        "off" => {
+            return Err(err(
+                "--password-login off needs OpenID Connect (--oidc-issuer …): \
+                 otherwise nobody could sign in",
+            ))
+        }
+        other => return Err(err(format!("--password-login: `{other}` is not on or off"))),
+    };
+    Ok(Command::Serve(cfg))
 }
 
 fn serve_config(flags: &Flags) -> Result<ServeConfig, ConfigError> {
@@ -312,7 +401,120 @@ fn serve_config(flags: &Flags) -> Result<ServeConfig, ConfigError> {
         trusted_proxies,
         max_outbox_bytes,
         login_failures_per_minute: flags.integer("login-failures-per-minute", 10)?.max(1) as u32,
+        oidc: None,
+        password_login: true,
     })
+}
+
+/// The `--oidc-*` flags: all of issuer, client id and secret, or none of them.
+fn oidc_config(
+    flags: &Flags,
+    env: &HashMap<String, String>,
+) -> Result<Option<OidcConfig>, ConfigError> {
+    let issuer = flags.get("oidc-issuer").filter(|v| !v.is_empty());
+    let client_id = flags.get("oidc-client-id").filter(|v| !v.is_empty());
+    let secret_file = flags
+        .get("oidc-client-secret-file")
+        .filter(|v| !v.is_empty());
+    let secret_env = env.get(OIDC_SECRET_ENV).filter(|v| !v.is_empty());
+    let others = ["oidc-allowed-domains", "oidc-name"]
+        .iter()
+        .any(|f| flags.get(f).is_some());
+    let (issuer, client_id) = match (issuer, client_id) {
+        (None, None) if secret_file.is_none() && !others => return Ok(None),
+        (Some(i), Some(c)) => (i, c),
+        _ => {
+            return Err(err(
+                "OpenID Connect needs --oidc-issuer, --oidc-client-id and a client secret \
+                 (--oidc-client-secret-file or CATALYTIC_OIDC_CLIENT_SECRET)",
+            ))
+        }
+    };
+    let issuer = parse_issuer(issuer)?;
+    let client_secret = match (secret_file, secret_env) {
+        (Some(path), _) => ClientSecret::File(PathBuf::from(path)),
+        (None, Some(v)) => ClientSecret::Value(v.clone()),
+        (None, None) => {
+            return Err(err(
+                "--oidc-issuer needs the client secret: --oidc-client-secret-file PATH \
+                 or CATALYTIC_OIDC_CLIENT_SECRET",
+            ))
+        }
+    };
+    let allowed_domains = flags
+        .get("oidc-allowed-domains")
+        .unwrap_or("")
+        .split(',')
+        .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            let ok = d.contains('.')
+                && !d.starts_with(['.', '-'])
+                && !d.ends_with('.')
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            if ok {
+                Ok(d)
+            } else {
+                Err(err(format!(
+                    "--oidc-allowed-domains: `{d}` is not a domain like example.com"
+                )))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let name = match flags.get("oidc-name").map(str::trim) {
+        Some(n) if !n.is_empty() => {
+            if n.chars().count() > 100 || n.chars().any(char::is_control) {
+                return Err(err("--oidc-name must be 1 to 100 printable characters"));
+            }
+            n.to_string()
+        }
+        // The provider's host name: "Sign in with accounts.google.com".
+        _ => host_of(&issuer).to_string(),
+    };
+    Ok(Some(OidcConfig {
+        issuer,
+        client_id: client_id.to_string(),
+        client_secret,
+        allowed_domains,
+        name,
+    }))
+}
+
+/// An issuer is an `https://` URL without query or fragment; plain `http://` only on a loopback
+/// address (a provider on this machine, as in tests): the ID token's keys must not travel in
+/// the clear.
+fn parse_issuer(url: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| err(format!("--oidc-issuer: `{url}` {why}"));
+    let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(r), _) => (true, r),
+        (None, Some(r)) => (false, r),
+        _ => return Err(bad("must start with https://")),
+    };
+    if rest.is_empty() || rest.starts_with('/') || url.contains(['?', '#', ' ']) {
+        return Err(bad("must be a URL like https://accounts.example.com"));
+    }
+    if !https && !is_loopback_host(host_of(url)) {
+        return Err(bad(
+            "must use https:// (plain http:// is accepted only on a loopback address)",
+        ));
+    }
+    Ok(url.to_string())
+}
+
+/// The host of an `http(s)://host[:port][/path]` URL, without port or brackets.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `--public-url` must be an http(s) origin; a trailing slash is dropped.
@@ -589,6 +791,55 @@ mod tests {
             parse(&args("--version"), &HashMap::new()),
             Ok(Command::Version)
         ));
+    }
+
+    #[test]
+    fn oidc_flags() {
+        let c = serve(
+            "--oidc-issuer https://id.example.com/realms/x --oidc-client-id cat \
+             --oidc-allowed-domains Example.com,@corp.example --password-login off",
+            &[("CATALYTIC_OIDC_CLIENT_SECRET", "s3cret")],
+        )
+        .unwrap();
+        let o = c.oidc.unwrap();
+        assert_eq!(o.issuer, "https://id.example.com/realms/x");
+        assert_eq!(o.allowed_domains, ["example.com", "corp.example"]);
+        assert_eq!(o.name, "id.example.com");
+        assert!(!c.password_login);
+        assert!(!format!("{:?}", o.client_secret).contains("s3cret"));
+        let c = serve(
+            "--oidc-issuer http://127.0.0.2:9/ --oidc-client-id c --oidc-client-secret-file f \
+             --oidc-name Okta",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.oidc.unwrap().name, "Okta");
+        assert!(c.password_login && serve("", &[]).unwrap().oidc.is_none());
+        for (line, needle) in [
+            (
+                "--oidc-issuer https://x.io",
+                "needs --oidc-issuer, --oidc-client-id",
+            ),
+            (
+                "--oidc-issuer https://x.io --oidc-client-id c",
+                "client secret",
+            ),
+            (
+                "--oidc-issuer http://x.io --oidc-client-id c --oidc-client-secret-file f",
+                "https",
+            ),
+            ("--oidc-name X", "needs --oidc-issuer"),
+            ("--password-login off", "needs OpenID Connect"),
+            ("--password-login maybe", "on or off"),
+            (
+                "--oidc-issuer https://x.io --oidc-client-id c --oidc-client-secret-file f \
+                 --oidc-allowed-domains a_b",
+                "not a domain",
+            ),
+        ] {
+            let e = serve(line, &[]).unwrap_err();
+            assert!(e.0.contains(needle), "{line}: {e}");
+        }
     }
 
     #[test]

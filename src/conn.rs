@@ -41,8 +41,9 @@ pub struct Outbox {
     /// Bytes of the front chunk already written.
     front_written: usize,
     queued: usize,
-    /// Bytes of an `initial` snapshot still queued: allowed on top of the limit, since a large
-    /// invitee list may exceed the limit by itself and must still reach a new admin.
+    /// Bytes of a stream's opening frames (`initial` or a replay) still queued: allowed on top
+    /// of the limit, since a large invitee list may exceed the limit by itself and must still
+    /// reach a new admin.
     allowance: usize,
 }
 
@@ -212,6 +213,16 @@ pub struct Conn {
     pub input_paused: bool,
     /// Marked for removal in the reap phase, and why.
     pub dead: Option<CloseReason>,
+    /// A resuming stream waits for its replay from storage: frames sent to it meanwhile are
+    /// held here (in order, within the outbox limit) and follow the replay.
+    held: Option<Held>,
+}
+
+/// Frames held for a stream whose opening is not out yet.
+#[derive(Default)]
+struct Held {
+    frames: Vec<Rc<[u8]>>,
+    bytes: usize,
 }
 
 /// What happened to a send.
@@ -239,6 +250,7 @@ impl Conn {
             served: false,
             input_paused: false,
             dead: None,
+            held: None,
         }
     }
 
@@ -293,6 +305,14 @@ impl Conn {
     /// Queue a frame shared with other recipients; written at once if nothing is waiting.
     /// Returns the outcome and the bytes handed to the kernel now.
     pub fn send_shared(&mut self, frame: &Rc<[u8]>, limit: usize) -> (Sent, usize) {
+        if let Some(held) = &mut self.held {
+            if held.bytes + frame.len() > limit {
+                return (Sent::Overflow, 0);
+            }
+            held.bytes += frame.len();
+            held.frames.push(Rc::clone(frame));
+            return (Sent::Ok, 0);
+        }
         match self.write_now(frame, limit) {
             Ok((written, true)) => (Sent::Ok, written),
             Ok((written, false)) => {
@@ -303,11 +323,39 @@ impl Conn {
         }
     }
 
-    /// Queue the `initial` snapshot, which may be larger than the outbox limit on its own.
-    pub fn send_initial(&mut self, frame: &Rc<[u8]>) -> (Sent, usize) {
-        let r = self.send_shared(frame, usize::MAX);
+    /// Queue the first frames of a stream (`initial`, or `resumed` and a replay), which may be
+    /// larger than the outbox limit together: what of them is still queued is allowed on top of
+    /// the limit until it is written. Returns the outcome and the bytes written now.
+    pub fn send_opening(&mut self, frames: &[Rc<[u8]>]) -> (Sent, usize) {
+        let mut written = 0;
+        for f in frames {
+            match self.send_shared(f, usize::MAX) {
+                (Sent::Ok, n) => written += n,
+                (other, n) => return (other, written + n),
+            }
+        }
         self.out.allowance = self.out.queued_bytes();
-        r
+        (Sent::Ok, written)
+    }
+
+    /// From now on, hold the frames sent to this stream until [`Self::release_held`].
+    pub fn hold(&mut self) {
+        self.held = Some(Held::default());
+    }
+
+    pub fn is_holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Send the stream's opening `first`, then what was held meanwhile (unless `keep_held` is
+    /// false: a fresh `initial` already contains it), and stop holding.
+    pub fn release_held(&mut self, first: Vec<Rc<[u8]>>, keep_held: bool) -> (Sent, usize) {
+        let held = self.held.take().unwrap_or_default();
+        let mut frames = first;
+        if keep_held {
+            frames.extend(held.frames);
+        }
+        self.send_opening(&frames)
     }
 
     /// Queue bytes of this connection alone.

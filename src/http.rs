@@ -22,7 +22,7 @@ pub enum Method {
 }
 
 /// One parsed request: the parts the server looks at, owned so the read buffer can move on.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Request {
     pub method: Option<Method>,
     pub path: String,
@@ -49,10 +49,19 @@ impl Request {
 
     /// The value of cookie `name`, if sent.
     pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.cookie.as_deref()?.split(';').find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (k.trim() == name).then(|| v.trim().trim_matches('"'))
-        })
+        self.cookies(name).next()
+    }
+
+    /// Every value sent for cookie `name`, in order (a name may come more than once).
+    pub fn cookies<'r, 'n>(&'r self, name: &'n str) -> impl Iterator<Item = &'r str> + use<'r, 'n> {
+        self.cookie
+            .as_deref()
+            .unwrap_or("")
+            .split(';')
+            .filter_map(move |kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k.trim() == name).then(|| v.trim().trim_matches('"'))
+            })
     }
 
     /// The value of query parameter `name`, percent-decoded.
@@ -296,6 +305,7 @@ pub fn reason(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         204 => "No Content",
+        302 => "Found",
         304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",

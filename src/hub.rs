@@ -21,7 +21,7 @@ use crate::auth::Digest32;
 use crate::conn::{Conn, Sent};
 use crate::metrics::CloseReason;
 use slab::Slab;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 /// A WebSocket stream of the contract (or the conformance echo endpoint).
@@ -80,10 +80,12 @@ pub const STREAM_LABELS: [&str; 3] = ["admin", "session", "agent"];
 
 /// One member of a set: the connection's slab key and the digest of the credential it opened
 /// the stream with (for admins, the admin session; logout closes the streams of one session).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Member {
     key: usize,
     credential: Digest32,
+    /// Admins: whose stream it is (presence counts streams per admin).
+    admin_email: Option<Rc<str>>,
 }
 
 /// Every open stream, by the stream it serves.
@@ -92,6 +94,18 @@ pub struct Hub {
     admins: Slab<Member>,
     agents: Slab<Member>,
     sessions: HashMap<i64, Slab<Member>>,
+    /// Open admin streams per admin email (presence).
+    admin_streams: BTreeMap<Rc<str>, usize>,
+    /// Bumped whenever presence (an admin or session stream) changes.
+    presence_version: u64,
+}
+
+/// Who is here: the invitees with their session page open and the admins watching, with the
+/// number of streams of each (API.md "presence").
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Presence {
+    pub sessions: BTreeMap<i64, usize>,
+    pub admins: BTreeMap<String, usize>,
 }
 
 /// What [`Hub::leave`] did to the set.
@@ -106,8 +120,28 @@ pub enum Left {
 impl Hub {
     /// Add connection `key` to the set of `stream`; returns the slot to [`leave`](Self::leave)
     /// with. Echo streams join no set (they receive no broadcasts); their slot is 0.
-    pub fn join(&mut self, stream: Stream, key: usize, credential: Digest32) -> usize {
-        let member = Member { key, credential };
+    /// `admin_email` names the admin of an admin stream, for presence.
+    pub fn join(
+        &mut self,
+        stream: Stream,
+        key: usize,
+        credential: Digest32,
+        admin_email: Option<&str>,
+    ) -> usize {
+        let admin_email: Option<Rc<str>> = admin_email.map(Rc::from);
+        if stream == Stream::Admin {
+            if let Some(email) = &admin_email {
+                *self.admin_streams.entry(Rc::clone(email)).or_default() += 1;
+            }
+        }
+        if matches!(stream, Stream::Admin | Stream::Session(_)) {
+            self.presence_version += 1;
+        }
+        let member = Member {
+            key,
+            credential,
+            admin_email,
+        };
         match stream {
             Stream::Admin => self.admins.insert(member),
             Stream::Agent => self.agents.insert(member),
@@ -119,17 +153,33 @@ impl Hub {
     /// Remove connection `key` from `slot` of `stream`'s set. Leaving twice is harmless: a slot
     /// that is free, or that a later connection has taken since, is left alone.
     pub fn leave(&mut self, stream: Stream, slot: usize, key: usize) -> Left {
-        fn take(set: &mut Slab<Member>, slot: usize, key: usize) {
-            if set.get(slot).is_some_and(|m| m.key == key) {
-                set.remove(slot);
-            }
+        fn take(set: &mut Slab<Member>, slot: usize, key: usize) -> Option<Member> {
+            set.get(slot)
+                .is_some_and(|m| m.key == key)
+                .then(|| set.remove(slot))
         }
         match stream {
-            Stream::Admin => take(&mut self.admins, slot, key),
-            Stream::Agent => take(&mut self.agents, slot, key),
+            Stream::Admin => {
+                if let Some(m) = take(&mut self.admins, slot, key) {
+                    self.presence_version += 1;
+                    if let Some(email) = m.admin_email {
+                        if let Some(n) = self.admin_streams.get_mut(&email) {
+                            *n -= 1;
+                            if *n == 0 {
+                                self.admin_streams.remove(&email);
+                            }
+                        }
+                    }
+                }
+            }
+            Stream::Agent => {
+                take(&mut self.agents, slot, key);
+            }
             Stream::Session(id) => {
                 if let Some(set) = self.sessions.get_mut(&id) {
-                    take(set, slot, key);
+                    if take(set, slot, key).is_some() {
+                        self.presence_version += 1;
+                    }
                     if set.is_empty() {
                         self.sessions.remove(&id);
                         return Left::LastOfSession(id);
@@ -160,6 +210,28 @@ impl Hub {
     /// Whether anyone watches `stream` (for a session: whether its page is open somewhere).
     pub fn has_members(&self, stream: Stream) -> bool {
         self.set(stream).is_some_and(|s| !s.is_empty())
+    }
+
+    /// Who is here now.
+    pub fn presence(&self) -> Presence {
+        Presence {
+            sessions: self.sessions.iter().map(|(id, s)| (*id, s.len())).collect(),
+            admins: self
+                .admin_streams
+                .iter()
+                .map(|(e, n)| (e.to_string(), *n))
+                .collect(),
+        }
+    }
+
+    /// Changes whenever [`Self::presence`] may have changed.
+    pub fn presence_version(&self) -> u64 {
+        self.presence_version
+    }
+
+    /// Invitees with their session page open.
+    pub fn sessions_watched(&self) -> usize {
+        self.sessions.len()
     }
 
     /// Admin streams opened with the admin session whose token digest is `session`.
@@ -246,12 +318,18 @@ mod tests {
     #[test]
     fn join_leave_and_members() {
         let mut hub = Hub::default();
-        let a = hub.join(Stream::Admin, 10, [1; 32]);
-        let b = hub.join(Stream::Admin, 11, [2; 32]);
-        hub.join(Stream::Admin, 12, [1; 32]);
-        let s = hub.join(Stream::Session(7), 20, [3; 32]);
-        let s2 = hub.join(Stream::Session(7), 21, [3; 32]);
-        hub.join(Stream::Agent, 30, [4; 32]);
+        let a = hub.join(Stream::Admin, 10, [1; 32], Some("a@x.io"));
+        let b = hub.join(Stream::Admin, 11, [2; 32], Some("b@x.io"));
+        hub.join(Stream::Admin, 12, [1; 32], Some("a@x.io"));
+        let s = hub.join(Stream::Session(7), 20, [3; 32], None);
+        let s2 = hub.join(Stream::Session(7), 21, [3; 32], None);
+        hub.join(Stream::Agent, 30, [4; 32], None);
+        let p = hub.presence();
+        assert_eq!(p.sessions, BTreeMap::from([(7, 2)]));
+        assert_eq!(
+            p.admins,
+            BTreeMap::from([("a@x.io".to_string(), 2), ("b@x.io".to_string(), 1)])
+        );
 
         let mut admins: Vec<_> = hub.members(Stream::Admin).collect();
         admins.sort();
@@ -269,8 +347,15 @@ mod tests {
             Left::Remaining,
             "twice is harmless"
         );
+        let v = hub.presence_version();
         assert_eq!(hub.leave(Stream::Admin, b, 11), Left::Remaining);
+        assert!(hub.presence_version() > v);
         assert_eq!(hub.members(Stream::Admin).collect::<Vec<_>>(), [12]);
+        assert_eq!(
+            hub.presence().admins,
+            BTreeMap::from([("a@x.io".to_string(), 1)]),
+            "a second leave of the same stream changed nothing"
+        );
 
         assert!(hub.has_members(Stream::Session(7)));
         assert_eq!(hub.leave(Stream::Session(7), s, 20), Left::Remaining);
@@ -283,9 +368,10 @@ mod tests {
 
         // A slot freed and taken again belongs to the newcomer: a late second leave of the
         // old member must not evict it.
-        let again = hub.join(Stream::Session(7), 22, [3; 32]);
+        let again = hub.join(Stream::Session(7), 22, [3; 32], None);
         assert_eq!(again, s, "the slab reuses the slot");
         assert_eq!(hub.leave(Stream::Session(7), s, 20), Left::Remaining);
         assert_eq!(hub.members(Stream::Session(7)).collect::<Vec<_>>(), [22]);
+        assert_eq!(hub.sessions_watched(), 1);
     }
 }

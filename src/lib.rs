@@ -15,8 +15,10 @@
 //! * `api` — `/api/*` routes and access rules (streams included); `agent` — agent messages.
 //! * `app` — the application: `command` (write rules → `Event`), `App::apply` (event → view
 //!   and `Effect`s); `model` — the user record and its wire form.
-//! * `store` — storage behind one transaction interface (`sqlite`); `auth` — tokens and
-//!   passwords; `worker` — the password-hashing thread.
+//! * `store` — storage behind one transaction interface (`sqlite`); `storage` — the thread
+//!   every storage command runs on; `auth` — tokens and passwords; `worker` — the
+//!   password-hashing thread; `oidc` — sign-in through the organisation's identity provider
+//!   (login attempts, ID tokens, and the OIDC thread that talks to the provider).
 //! * `clock` — the only reader of the clocks; `config`, `cli`, `metrics`, `assets` — flags,
 //!   admin commands, metric names, embedded web pages.
 
@@ -33,8 +35,10 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod model;
+pub mod oidc;
 pub mod reactor;
 pub mod session_clock;
+pub mod storage;
 pub mod store;
 pub mod timers;
 pub mod worker;

@@ -116,6 +116,31 @@ impl Histogram {
     }
 }
 
+/// How an admin signed in; a label of `catalytic_logins_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginMethod {
+    Password,
+    Oidc,
+}
+
+/// How a sign-in ended; a label of `catalytic_logins_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginResult {
+    Ok,
+    Failed,
+    Limited,
+}
+
+const LOGIN_METHODS: [(LoginMethod, &str); 2] = [
+    (LoginMethod::Password, "password"),
+    (LoginMethod::Oidc, "oidc"),
+];
+const LOGIN_RESULTS: [(LoginResult, &str); 3] = [
+    (LoginResult::Ok, "ok"),
+    (LoginResult::Failed, "failed"),
+    (LoginResult::Limited, "limited"),
+];
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub ws_connections: [i64; 3],
@@ -127,8 +152,15 @@ pub struct Metrics {
     pub ws_bytes_sent: u64,
     http_requests: Vec<(u16, u64)>,
     refused: [u64; Refusal::ALL.len()],
+    logins: [[u64; 3]; 2],
     pub loop_busy_seconds: Histogram,
     pub open_connections: usize,
+    /// Handshakes that asked to resume, per stream slot: [resumed, initial].
+    resumes: [[u64; 2]; 3],
+    /// Invitees with their session page open (set when rendering).
+    pub presence_sessions: usize,
+    /// Writes answered 503 because storage was busy or unreachable.
+    pub storage_busy: u64,
 }
 
 impl Metrics {
@@ -167,6 +199,18 @@ impl Metrics {
 
     pub fn refused(&mut self, why: Refusal) {
         self.refused[why as usize] += 1;
+    }
+
+    /// A handshake asked to resume and got a replay (`resumed`) or a fresh `initial`.
+    pub fn resume(&mut self, stream: Stream, resumed: bool) {
+        if let Some(i) = stream.metric_slot() {
+            self.resumes[i][usize::from(!resumed)] += 1;
+        }
+    }
+
+    /// A sign-in ended with `result`.
+    pub fn login(&mut self, method: LoginMethod, result: LoginResult) {
+        self.logins[method as usize][result as usize] += 1;
     }
 
     /// One broadcast to `stream` took `seconds` from the event to its last write.
@@ -273,6 +317,35 @@ impl Metrics {
         }
         header(
             &mut o,
+            "catalytic_resumes_total",
+            "counter",
+            "Handshakes that asked to resume, by stream and by what they got.",
+        );
+        for (i, label) in STREAM_LABELS.iter().enumerate() {
+            for (j, result) in ["resumed", "initial"].iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "catalytic_resumes_total{{stream=\"{label}\",result=\"{result}\"}} {}",
+                    self.resumes[i][j]
+                );
+            }
+        }
+        header(
+            &mut o,
+            "catalytic_presence_sessions",
+            "gauge",
+            "Invitees with their session page open.",
+        );
+        let _ = writeln!(o, "catalytic_presence_sessions {}", self.presence_sessions);
+        header(
+            &mut o,
+            "catalytic_storage_busy_total",
+            "counter",
+            "Writes answered 503 because storage was busy or unreachable.",
+        );
+        let _ = writeln!(o, "catalytic_storage_busy_total {}", self.storage_busy);
+        header(
+            &mut o,
             "catalytic_refused_total",
             "counter",
             "Connections or logins refused by a limit.",
@@ -284,6 +357,21 @@ impl Metrics {
                 r.label(),
                 self.refused[r as usize]
             );
+        }
+        header(
+            &mut o,
+            "catalytic_logins_total",
+            "counter",
+            "Admin sign-ins, by method and outcome.",
+        );
+        for (m, ml) in LOGIN_METHODS {
+            for (r, rl) in LOGIN_RESULTS {
+                let _ = writeln!(
+                    o,
+                    "catalytic_logins_total{{method=\"{ml}\",result=\"{rl}\"}} {}",
+                    self.logins[m as usize][r as usize]
+                );
+            }
         }
         header(
             &mut o,
@@ -324,6 +412,9 @@ mod tests {
         m.http_request(404);
         m.http_request(200);
         m.broadcast(Stream::Admin, 0.003);
+        m.resume(Stream::Agent, false);
+        m.storage_busy += 2;
+        m.login(LoginMethod::Oidc, LoginResult::Failed);
         let t = m.render();
         for line in [
             "catalytic_ws_connections{stream=\"admin\"} 1",
@@ -338,6 +429,12 @@ mod tests {
             "catalytic_broadcast_seconds_count{stream=\"admin\"} 1",
             "catalytic_ws_messages_sent_total 0",
             "catalytic_ws_bytes_sent_total 0",
+            "catalytic_resumes_total{stream=\"agent\",result=\"initial\"} 1",
+            "catalytic_resumes_total{stream=\"admin\",result=\"resumed\"} 0",
+            "catalytic_storage_busy_total 2",
+            "catalytic_presence_sessions 0",
+            "catalytic_logins_total{method=\"oidc\",result=\"failed\"} 1",
+            "catalytic_logins_total{method=\"password\",result=\"ok\"} 0",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line}\n{t}");
         }

@@ -2,12 +2,19 @@
 //!
 //! `User` is the in-memory copy of one `users` row (plus its derived invite token). The reactor
 //! keeps every user in memory — the list is small (thousands, not millions) and it makes the
-//! `initial` snapshot, token look-ups and status derivation free of SQLite reads. SQLite is
-//! written first; memory is changed only after the write succeeded.
+//! `initial` snapshot, token look-ups and status derivation free of storage reads. Storage is
+//! written first; memory is changed only by applying the stored event.
+//!
+//! Contract rule (API.md "User object"): every field of the wire form but `session_timer` and
+//! `token_valid` follows from stored values alone, never from the clock at the moment of
+//! reading, so the same user reads the same on every node and in every frame. `status` is
+//! therefore decided by stored facts (a session counts as expired once its expiry is recorded,
+//! which the session clock does at the deadline).
 
+use crate::clock::rfc3339;
 use serde::Serialize;
 
-/// Status as the contract names it. Derived, never stored.
+/// Status as the contract names it. Derived from stored values, never stored itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -26,26 +33,31 @@ pub struct User {
     pub invite_nonce: Vec<u8>,
     /// Derived from the server key and `invite_nonce`; never stored.
     pub invite_token: String,
+    /// Wall-clock Unix ms (as every time below).
     pub invite_expires_at: i64,
+    /// The unused link ran out and that was announced.
+    pub invite_expired: bool,
     pub token_activated: bool,
     pub session_started_at: Option<i64>,
     pub session_expires_at: Option<i64>,
+    /// The session clock ran out and that was recorded.
     pub session_expired: bool,
+    /// All questions answered, or the clock ran out.
+    pub session_ended_at: Option<i64>,
     pub questions_answered: i64,
     pub questions_total: i64,
     pub transcript_url: Option<String>,
     pub summary_url: Option<String>,
+    /// When the user was invited.
     pub created_at: i64,
 }
 
 impl User {
-    /// The one place that decides what a user's status is at wall-clock time `now_ms`.
-    pub fn status(&self, now_ms: i64) -> Status {
-        if self.questions_total > 0 && self.questions_answered >= self.questions_total {
+    /// The one place that decides what a user's status is (stored values only).
+    pub fn status(&self) -> Status {
+        if self.is_complete() {
             Status::Completed
-        } else if self.session_is_over(now_ms)
-            || (!self.token_activated && self.invite_expires_at <= now_ms)
-        {
+        } else if self.session_expired || (!self.token_activated && self.invite_expired) {
             Status::Expired
         } else if self.token_activated {
             Status::InProgress
@@ -54,16 +66,27 @@ impl User {
         }
     }
 
+    /// Every question answered.
+    pub fn is_complete(&self) -> bool {
+        self.questions_total > 0 && self.questions_answered >= self.questions_total
+    }
+
+    /// The session's time is up at `now_ms` (recorded, or the deadline passed).
     pub fn session_is_over(&self, now_ms: i64) -> bool {
         self.session_expired || self.session_expires_at.is_some_and(|e| e <= now_ms)
     }
 
-    /// A session that is running: activated, clock not run out.
+    /// A session that is running at `now_ms`: activated, clock not run out.
     pub fn session_is_live(&self, now_ms: i64) -> bool {
         self.token_activated && !self.session_is_over(now_ms)
     }
 
-    /// Whether the invite link still opens (or re-opens) the session.
+    /// A session an agent works on: activated, not recorded as expired, not complete.
+    pub fn session_in_progress(&self) -> bool {
+        self.status() == Status::InProgress
+    }
+
+    /// Whether the invite link still opens (or re-opens) the session at `now_ms`.
     pub fn token_valid(&self, now_ms: i64) -> bool {
         if self.token_activated {
             !self.session_is_over(now_ms)
@@ -72,7 +95,7 @@ impl User {
         }
     }
 
-    /// Whole seconds left in a live session (rounded up, so "0" means over).
+    /// Whole seconds left in a live session at `now_ms` (rounded up, so "0" means over).
     pub fn remaining_seconds(&self, now_ms: i64) -> i64 {
         match self.session_expires_at {
             Some(e) if self.session_is_live(now_ms) => (e - now_ms + 999) / 1000,
@@ -80,14 +103,15 @@ impl User {
         }
     }
 
+    /// The contract's user object at `now_ms`.
     pub fn view<'a>(&'a self, public_url: &'a str, now_ms: i64) -> UserView<'a> {
-        let live = self.session_is_live(now_ms);
+        let live = self.session_is_live(now_ms) && !self.is_complete();
         UserView {
             id: self.id,
             first_name: &self.first_name,
             last_name: &self.last_name,
             email: &self.email,
-            status: self.status(now_ms),
+            status: self.status(),
             progress: format!("{}/{}", self.questions_answered, self.questions_total),
             invite_url: format!("{public_url}/session?token={}", self.invite_token),
             token_valid: self.token_valid(now_ms),
@@ -97,6 +121,10 @@ impl User {
             }),
             transcript: self.transcript_url.as_deref(),
             summary: self.summary_url.as_deref(),
+            invited_at: rfc3339(self.created_at),
+            invite_expires_at: (!self.token_activated).then(|| rfc3339(self.invite_expires_at)),
+            session_started_at: self.session_started_at.map(rfc3339),
+            session_ended_at: self.session_ended_at.map(rfc3339),
         }
     }
 }
@@ -115,13 +143,17 @@ pub struct UserView<'a> {
     pub session_timer: Option<String>,
     pub transcript: Option<&'a str>,
     pub summary: Option<&'a str>,
+    pub invited_at: String,
+    pub invite_expires_at: Option<String>,
+    pub session_started_at: Option<String>,
+    pub session_ended_at: Option<String>,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn user() -> User {
+    pub(crate) fn user() -> User {
         User {
             id: 7,
             first_name: "Ada".into(),
@@ -130,10 +162,12 @@ mod tests {
             invite_nonce: vec![1; 16],
             invite_token: "tok".into(),
             invite_expires_at: 10_000,
+            invite_expired: false,
             token_activated: false,
             session_started_at: None,
             session_expires_at: None,
             session_expired: false,
+            session_ended_at: None,
             questions_answered: 0,
             questions_total: 10,
             transcript_url: None,
@@ -143,32 +177,50 @@ mod tests {
     }
 
     #[test]
-    fn status_follows_the_lifecycle() {
+    fn status_follows_stored_values_only() {
         let mut u = user();
-        assert_eq!(u.status(0), Status::Invited);
+        assert_eq!(u.status(), Status::Invited);
         assert!(u.token_valid(0));
-        assert_eq!(u.status(10_000), Status::Expired, "invite ran out unused");
-        assert!(!u.token_valid(10_000));
+        assert!(!u.token_valid(10_000), "the link ran out");
+        assert_eq!(u.status(), Status::Invited, "until that is recorded");
+        u.invite_expired = true;
+        assert_eq!(u.status(), Status::Expired);
         u.token_activated = true;
         u.session_expires_at = Some(70_500);
-        assert_eq!(u.status(10_000), Status::InProgress);
+        assert_eq!(u.status(), Status::InProgress);
         assert_eq!(u.remaining_seconds(10_000), 61);
-        assert_eq!(u.status(70_500), Status::Expired);
         assert_eq!(u.remaining_seconds(70_500), 0);
+        assert_eq!(
+            u.status(),
+            Status::InProgress,
+            "the deadline alone changes nothing"
+        );
+        u.session_expired = true;
+        assert_eq!(u.status(), Status::Expired);
         u.questions_answered = 10;
-        assert_eq!(u.status(70_500), Status::Completed);
+        assert_eq!(u.status(), Status::Completed);
     }
 
     #[test]
     fn view_has_the_contract_shape() {
         let mut u = user();
         u.token_activated = true;
+        u.session_started_at = Some(0);
         u.session_expires_at = Some(754_000);
         u.questions_answered = 3;
         let json = serde_json::to_string(&u.view("http://h", 0)).unwrap();
         assert_eq!(
             json,
-            r#"{"id":7,"first_name":"Ada","last_name":"Lovelace","email":"ada@example.com","status":"in_progress","progress":"3/10","invite_url":"http://h/session?token=tok","token_valid":true,"session_timer":"12:34","transcript":null,"summary":null}"#
+            r#"{"id":7,"first_name":"Ada","last_name":"Lovelace","email":"ada@example.com","status":"in_progress","progress":"3/10","invite_url":"http://h/session?token=tok","token_valid":true,"session_timer":"12:34","transcript":null,"summary":null,"invited_at":"1970-01-01T00:00:00Z","invite_expires_at":null,"session_started_at":"1970-01-01T00:00:00Z","session_ended_at":null}"#
         );
+    }
+
+    #[test]
+    fn a_completed_session_shows_no_clock() {
+        let mut u = user();
+        u.token_activated = true;
+        u.session_expires_at = Some(754_000);
+        u.questions_answered = 10;
+        assert_eq!(u.view("http://h", 0).session_timer, None);
     }
 }

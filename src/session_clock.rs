@@ -15,8 +15,12 @@
 //!   re-checks against the wall clock and, if it is not yet time, the caller re-arms with
 //!   [`SessionClock::start`]. Firing early is thus never acted on.
 //!
-//! Invariants: at most one expiry timer and one tick timer per session; a session that is not
-//! started has neither; a tick timer exists only while the session is watched.
+//! * An unused **invite link** runs out at its stored expiry too; admins must hear of it within
+//!   2 s, so it has a timer of its own ([`SessionClock::arm_invite`]), re-checked the same way.
+//!
+//! Invariants: at most one expiry timer and one tick timer per session and one invite timer per
+//! user; a session that is not started has neither of the first two; a tick timer exists only
+//! while the session is watched.
 
 use crate::clock::Now;
 use crate::timers::{TimerId, Timers};
@@ -36,6 +40,8 @@ pub enum Due {
     Expire(i64),
     /// Send this session's streams a `time_update`.
     TimeUpdate(i64),
+    /// The unused invite link of this user should have run out: announce it.
+    InviteExpired(i64),
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +58,8 @@ struct Entry {
 pub struct SessionClock {
     timers: Timers<Due>,
     sessions: HashMap<i64, Entry>,
+    /// Unused invite links: user id → the timer of their expiry.
+    invites: HashMap<i64, TimerId>,
 }
 
 impl SessionClock {
@@ -60,7 +68,34 @@ impl SessionClock {
         SessionClock {
             timers: Timers::new(),
             sessions: HashMap::new(),
+            invites: HashMap::new(),
         }
+    }
+
+    /// The unused invite link of `user_id` runs out at wall time `expires_at`: (re-)arm its
+    /// timer.
+    pub fn arm_invite(&mut self, user_id: i64, expires_at: i64, now: Now) {
+        self.disarm_invite(user_id);
+        let t = self
+            .timers
+            .insert(now.mono_at(expires_at), Due::InviteExpired(user_id));
+        self.invites.insert(user_id, t);
+    }
+
+    /// The link was used, announced, replaced or deleted: no timer.
+    pub fn disarm_invite(&mut self, user_id: i64) {
+        if let Some(t) = self.invites.remove(&user_id) {
+            self.timers.cancel(t);
+        }
+    }
+
+    /// Announcing an invite's expiry failed: try again in [`EXPIRY_RETRY_MS`].
+    pub fn retry_invite(&mut self, user_id: i64, now: Now) {
+        self.disarm_invite(user_id);
+        let t = self
+            .timers
+            .insert(now.mono_ms + EXPIRY_RETRY_MS, Due::InviteExpired(user_id));
+        self.invites.insert(user_id, t);
     }
 
     /// The session of `user_id` runs until wall time `expires_at`: arm (or re-arm) its expiry,
@@ -152,6 +187,9 @@ impl SessionClock {
                         e.tick = None;
                     }
                     self.schedule_tick(id, now);
+                }
+                Due::InviteExpired(id) => {
+                    self.invites.remove(&id);
                 }
             }
         }
@@ -295,6 +333,27 @@ mod tests {
         assert!(due.is_empty());
         c.advance(at(2_010), &mut due);
         assert_eq!(due, [Due::Expire(3)]);
+    }
+
+    #[test]
+    fn invite_links_run_out_on_time_unless_disarmed() {
+        let mut c = SessionClock::new();
+        c.arm_invite(1, at(0).wall_ms + 2_000, at(0));
+        c.arm_invite(2, at(0).wall_ms + 2_000, at(0));
+        c.arm_invite(3, at(0).wall_ms - 5_000, at(0));
+        c.disarm_invite(2);
+        let fired = run(&mut c, 3_000, 10);
+        let got: Vec<(i64, Due)> = fired.iter().map(|(t, d)| (*t / 1000 * 1000, *d)).collect();
+        assert_eq!(
+            got,
+            [(0, Due::InviteExpired(3)), (2_000, Due::InviteExpired(1))],
+            "a link already past its end is due at once"
+        );
+        c.retry_invite(1, at(3_000));
+        let mut due = Vec::new();
+        c.advance(at(4_010), &mut due);
+        assert_eq!(due, [Due::InviteExpired(1)]);
+        assert_eq!(c.next_deadline(), None);
     }
 
     #[test]

@@ -66,6 +66,10 @@ fn two_admins_get_every_event_once_in_order() {
         expected.push(json!({"type":"user_added","data":u}));
     }
 
+    // Every change took the next number, from 1 on a fresh database.
+    for (i, want) in expected.iter_mut().enumerate() {
+        want["seq"] = json!(i + 1);
+    }
     for (name, ws) in [("admin 1", &mut w1), ("admin 2", &mut w2)] {
         for (i, want) in expected.iter().enumerate() {
             let got = recv_json(ws, WAIT);
@@ -114,7 +118,7 @@ fn invite_regeneration_broadcasts_update() {
     let (mut ws, _) = srv.admin_ws(&c);
     let nu = srv.regenerate_invite(id_of(&u), &c);
     let ev = recv_json(&mut ws, WAIT);
-    assert_eq!(ev, json!({"type":"user_update","data":nu}));
+    assert_eq!(ev, json!({"type":"user_update","seq":2,"data":nu}));
     // The old token's death: http_api.rs, invite_regeneration_kills_old_token.
 }
 

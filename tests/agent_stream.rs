@@ -65,6 +65,11 @@ fn key_from_environment() {
     .expect("agent handshake with env key");
     ws.send(tungstenite::Message::Ping(b"k".to_vec().into()))
         .unwrap();
+    assert_eq!(
+        recv_json(&mut ws, WAIT)["type"],
+        "initial",
+        "agent stream opened"
+    );
     match next_event(&mut ws, WAIT, true) {
         Some(WsEvent::Pong(_)) => {}
         other => panic!("agent stream with env key not open: {other:?}"),
@@ -76,7 +81,7 @@ fn key_from_environment() {
 #[test]
 fn session_started_and_http_progress_reach_agent() {
     let srv = Server::start(&["--agent-key", KEY]);
-    let mut agent = srv.agent_ws(KEY).expect("agent handshake");
+    let mut agent = srv.agent(KEY).0;
     let u = srv.create_user("Ada", "Lovelace", Some(4));
     let token = invite_token(&u);
     assert_eq!(srv.activate(&token).status, 200);
@@ -98,8 +103,8 @@ fn session_started_and_http_progress_reach_agent() {
     let ev = recv_json(&mut agent, WAIT);
     assert_eq!(
         ev,
-        json!({"type":"progress","user_id":u["id"],"questions_answered":1,"questions_total":4}),
-        "agent gets progress (and no second session_started)"
+        json!({"type":"progress","seq":3,"user_id":u["id"],"questions_answered":1,"questions_total":4}),
+        "agent gets progress (and no second session_started), numbered by its cause"
     );
 }
 
@@ -110,8 +115,8 @@ fn agent_updates_are_applied_acked_and_broadcast() {
     let s = srv.started_session(5);
     let (mut admin, _) = srv.admin_ws(&c);
     let mut sess = srv.session_ws(&s.session_id, &s.token).unwrap();
-    recv_type(&mut sess, "time_update", WAIT);
-    let mut agent = srv.agent_ws(KEY).unwrap();
+    session_opening(&mut sess);
+    let mut agent = srv.agent(KEY).0;
 
     // progress
     send_json(
@@ -171,8 +176,8 @@ fn bad_agent_messages_get_errors_and_change_nothing() {
     let before = srv.users();
     let (mut admin, _) = srv.admin_ws(&c);
     let mut sess = srv.session_ws(&s.session_id, &s.token).unwrap();
-    recv_type(&mut sess, "time_update", WAIT);
-    let mut agent = srv.agent_ws(KEY).unwrap();
+    session_opening(&mut sess);
+    let mut agent = srv.agent(KEY).0;
 
     let bad: Vec<Value> = vec![
         json!({"type":"progress","user_id":999_999,"questions_answered":1,"request_id":"b1"}),
@@ -228,12 +233,15 @@ fn bad_agent_messages_get_errors_and_change_nothing() {
 #[test]
 fn agent_gets_session_expired() {
     let srv = Server::start(&["--agent-key", KEY, "--session-minutes", "0.05"]);
-    let mut agent = srv.agent_ws(KEY).unwrap();
+    let mut agent = srv.agent(KEY).0;
     let u = srv.create_user("Ada", "Lovelace", Some(2));
     assert_eq!(srv.activate(&invite_token(&u)).status, 200);
     let (ev, _) = recv_type(&mut agent, "session_started", WAIT);
     assert_eq!(ev["data"]["id"], u["id"]);
     let (ev, skipped) = recv_type(&mut agent, "session_expired", Duration::from_secs(8));
-    assert_eq!(ev, json!({"type":"session_expired","data":{"id":u["id"]}}));
+    assert_eq!(
+        ev,
+        json!({"type":"session_expired","seq":3,"data":{"id":u["id"]}})
+    );
     assert!(skipped.is_empty(), "unexpected agent messages: {skipped:?}");
 }

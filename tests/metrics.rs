@@ -13,7 +13,7 @@ fn stream_gauges_and_counters_move() {
     let s = srv.started_session(3);
     let mut sess = srv.session_ws(&s.session_id, &s.token).unwrap();
     recv_json(&mut sess, WAIT);
-    let mut agent = srv.agent_ws("k-123").unwrap();
+    let mut agent = srv.agent("k-123").0;
     agent
         .send(tungstenite::Message::Ping(b"x".to_vec().into()))
         .unwrap();

@@ -36,7 +36,12 @@ fn stream_with_query_token_and_with_cookie() {
     let mut ws = srv
         .session_ws(&s.session_id, &s.token)
         .expect("session stream with ?token=");
-    let t = recv_json(&mut ws, WAIT);
+    let (t, p) = session_opening(&mut ws);
+    assert_eq!(
+        p,
+        json!({"type":"progress","questions_answered":0,"questions_total":5}),
+        "the current progress from the first frames (v2)"
+    );
     let n = assert_time_update(&t, 1800.0);
     assert!(n >= 1780.0, "fresh 30-minute session: {n}");
 
@@ -48,7 +53,7 @@ fn stream_with_query_token_and_with_cookie() {
             None,
         )
         .expect("session stream with cookie");
-    assert_time_update(&recv_json(&mut ws2, WAIT), 1800.0);
+    assert_time_update(&session_opening(&mut ws2).0, 1800.0);
 
     // An answer reaches both session streams as progress.
     let r = srv.request("POST", "/api/session/answer", &[("Cookie", &cookie)], None);
@@ -65,7 +70,7 @@ fn answer_sends_progress_and_admin_update() {
     let s = srv.started_session(3);
     let (mut admin, _) = srv.admin_ws(&c);
     let mut ws = srv.session_ws(&s.session_id, &s.token).unwrap();
-    assert_time_update(&recv_json(&mut ws, WAIT), 1800.0);
+    assert_time_update(&session_opening(&mut ws).0, 1800.0);
 
     for n in 1..=2 {
         let r = srv.json(
@@ -224,7 +229,7 @@ fn expiry_sends_session_expired_then_close_1000() {
     assert_eq!(ev["data"]["status"], "in_progress");
 
     let mut ws = srv.session_ws(&sid, &token).unwrap();
-    assert_time_update(&recv_json(&mut ws, WAIT), 3.0);
+    assert_time_update(&session_opening(&mut ws).0, 3.0);
     let (exp, skipped) = recv_type(&mut ws, "session_expired", Duration::from_secs(8));
     let at = started.elapsed();
     assert_eq!(exp, json!({"type":"session_expired"}));
@@ -284,8 +289,8 @@ fn deleting_the_user_closes_its_session_streams() {
     let other = srv.started_session(3);
     let mut ws = srv.session_ws(&s.session_id, &s.token).unwrap();
     let mut ws_other = srv.session_ws(&other.session_id, &other.token).unwrap();
-    recv_json(&mut ws, WAIT);
-    recv_json(&mut ws_other, WAIT);
+    session_opening(&mut ws);
+    session_opening(&mut ws_other);
     let r = srv.json(
         "DELETE",
         &format!("/api/users/{}", s.user_id),
@@ -304,7 +309,7 @@ fn periodic_time_update_every_10_seconds() {
     let srv = Server::start(&[]);
     let s = srv.started_session(3);
     let mut ws = srv.session_ws(&s.session_id, &s.token).unwrap();
-    let first = assert_time_update(&recv_json(&mut ws, WAIT), 1800.0);
+    let first = assert_time_update(&session_opening(&mut ws).0, 1800.0);
     let t0 = Instant::now();
     let second = assert_time_update(&recv_json(&mut ws, Duration::from_secs(12)), 1800.0);
     let gap = t0.elapsed();

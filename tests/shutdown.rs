@@ -13,8 +13,8 @@ fn shutdown_with(sig: i32) {
     let (admin2, _) = srv.admin_ws(&srv.second_admin_cookie());
     let s = srv.started_session(3);
     let mut sess = srv.session_ws(&s.session_id, &s.token).unwrap();
-    recv_type(&mut sess, "time_update", WAIT);
-    let agent = srv.agent_ws("k-123").unwrap();
+    session_opening(&mut sess);
+    let agent = srv.agent("k-123").0;
 
     srv.signal(sig);
     for (name, mut ws) in [

@@ -11,7 +11,7 @@ use super::{app_error, clear_cookie, cookie, Ctx, Job, Pending, Reply};
 use crate::app::{AppError, Command, Outcome};
 use crate::auth;
 use crate::http::{Request, Response};
-use crate::metrics::Refusal;
+use crate::metrics::{LoginMethod, LoginResult, Refusal};
 use crate::worker;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,7 +26,8 @@ pub struct Attempt {
     /// The email, lower-cased: the limiter's account key.
     account: String,
     ip: IpAddr,
-    admin_id: Option<i64>,
+    /// The account's id and email, once found.
+    admin: Option<(i64, String)>,
 }
 
 /// Failed logins per minute, per client IP and per account, in fixed one-minute windows.
@@ -78,6 +79,12 @@ fn limiter_keys(ip: IpAddr, account: &str) -> [String; 2] {
 
 /// `POST /api/admin/login`: refuse over the limit, else look the account up.
 pub fn login(ctx: &mut Ctx, req: &Request) -> Reply {
+    if !ctx.password_login {
+        return Reply::Now(Response::error(
+            403,
+            "password sign-in is turned off; sign in with your identity provider",
+        ));
+    }
     let fields = json_object(req).and_then(|body| {
         let email = required_string(&body, "email")?;
         let password = required_string(&body, "password")?;
@@ -96,6 +103,8 @@ pub fn login(ctx: &mut Ctx, req: &Request) -> Reply {
         .retry_after(&limiter_keys(ctx.client_ip, &account), ctx.now)
     {
         ctx.metrics.refused(Refusal::LoginRate);
+        ctx.metrics
+            .login(LoginMethod::Password, LoginResult::Limited);
         return Reply::Now(
             Response::error(429, "too many failed sign-ins; try again later")
                 .header("Retry-After", &secs.to_string()),
@@ -107,7 +116,7 @@ pub fn login(ctx: &mut Ctx, req: &Request) -> Reply {
             password,
             account,
             ip: ctx.client_ip,
-            admin_id: None,
+            admin: None,
         }),
     )
 }
@@ -116,7 +125,7 @@ pub fn login(ctx: &mut Ctx, req: &Request) -> Reply {
 pub fn check_password(mut a: Attempt, found: Result<Outcome, AppError>) -> Reply {
     let stored = match found {
         Ok(Outcome::Admin(Some(account))) => {
-            a.admin_id = Some(account.id);
+            a.admin = Some((account.id, account.email));
             account.password_hash
         }
         Ok(_) => auth::DUMMY_PASSWORD_HASH.to_string(),
@@ -135,9 +144,15 @@ pub fn check_password(mut a: Attempt, found: Result<Outcome, AppError>) -> Reply
 /// Sign-in step 3: a right password stores a session; a wrong one counts as a failure.
 pub fn password_checked(ctx: &mut Ctx, a: Attempt, outcome: worker::Outcome) -> Reply {
     let ok = matches!(outcome, worker::Outcome::Verified(true));
-    match a.admin_id.filter(|_| ok) {
-        Some(admin_id) => Reply::Later(
-            Job::Store(Command::CreateAdminSession { admin_id }),
+    let result = if a.admin.is_some() && ok {
+        LoginResult::Ok
+    } else {
+        LoginResult::Failed
+    };
+    ctx.metrics.login(LoginMethod::Password, result);
+    match a.admin.filter(|_| ok) {
+        Some((admin_id, email)) => Reply::Later(
+            Job::Store(Command::CreateAdminSession { admin_id, email }),
             Pending::SignedIn { first_admin: false },
         ),
         None => {
@@ -205,10 +220,14 @@ pub fn signed_in(ctx: &mut Ctx, first_admin: bool, result: Result<Outcome, AppEr
         ctx.app.close_setup();
     }
     match result {
-        Ok(Outcome::SignedIn { token, .. }) => Response::new(204).header(
-            "Set-Cookie",
-            &cookie("admin_session", &token, ctx.secure_cookies),
-        ),
+        Ok(Outcome::SignedIn { session, token }) => {
+            // Known at once: the streams this admin opens next need no storage look-up.
+            ctx.app.remember_admin_session(session);
+            Response::new(204).header(
+                "Set-Cookie",
+                &cookie("admin_session", &token, ctx.secure_cookies),
+            )
+        }
         Err(AppError::Conflict(_)) if first_admin => {
             Response::error(403, "setup is closed: an admin exists")
         }
@@ -220,10 +239,17 @@ pub fn signed_in(ctx: &mut Ctx, first_admin: bool, result: Result<Outcome, AppEr
     }
 }
 
+/// The hook where every sign-in sets the `device` cookie (contract v2: setup, password and
+/// OIDC sign-in all do). The signed device cookie is issue 12's; until it lands this passes
+/// the answer through unchanged.
+pub fn with_device_cookie(_ctx: &mut Ctx, _admin_id: i64, resp: Response) -> Response {
+    resp
+}
+
 /// `POST /api/admin/logout`: end this session (its streams close when the event applies).
 pub fn logout(ctx: &mut Ctx, req: &Request) -> Reply {
-    if let Err(resp) = require_admin(ctx, req) {
-        return Reply::Now(resp);
+    if let Err(reply) = require_admin(ctx, req) {
+        return reply;
     }
     let token = req.cookie("admin_session").unwrap_or_default();
     Reply::Later(

@@ -29,8 +29,6 @@ const PASSWORD_MAX_BYTES: usize = 4096;
 /// Where an admin-account request is in its chain of jobs.
 #[derive(Debug)]
 pub enum Step {
-    /// `GET /api/admin/me`: the session was looked up.
-    Me,
     /// `GET /api/admins`: the accounts were read.
     Listed,
     /// `POST /api/admins`: the password was hashed; next, store the account.
@@ -83,25 +81,34 @@ pub fn handle(ctx: &mut Ctx, req: &Request) -> Option<Reply> {
     Some(reply)
 }
 
-/// The admin behind the request and the digest of its session token, or the 401 answer.
-fn signed_in(ctx: &mut Ctx, req: &Request) -> Result<(i64, Digest32), Response> {
+/// The admin behind the request and the digest of its session token, or the reply that ends
+/// the request (401, or a storage look-up after which it is handled again).
+#[allow(clippy::result_large_err)]
+fn signed_in(ctx: &mut Ctx, req: &Request) -> Result<(i64, Digest32), Reply> {
     let id = require_admin(ctx, req)?;
     let token = req.cookie("admin_session").unwrap_or_default();
     Ok((id, auth::digest(token)))
 }
 
+/// Answered from the view's session cache, which `require_admin` has just filled.
 fn me(ctx: &mut Ctx, req: &Request) -> Reply {
-    let (_, token) = try_resp!(signed_in(ctx, req).map_err(Reply::Now));
-    Reply::Later(Job::Store(Command::AdminMe { token }), step(Step::Me))
+    let (_, token) = try_resp!(signed_in(ctx, req));
+    match ctx.app.cached_admin_session(&token, ctx.now) {
+        Some(s) => Reply::Now(Response::new(200).json(&json!({
+            "email": s.email,
+            "session_expires_at": rfc3339(s.expires_at),
+        }))),
+        None => Reply::Now(Response::error(401, "authentication required")),
+    }
 }
 
 fn list(ctx: &mut Ctx, req: &Request) -> Reply {
-    try_resp!(signed_in(ctx, req).map_err(Reply::Now));
+    try_resp!(signed_in(ctx, req));
     Reply::Later(Job::Store(Command::ListAdmins), step(Step::Listed))
 }
 
 fn create(ctx: &mut Ctx, req: &Request) -> Reply {
-    let (by, _) = try_resp!(signed_in(ctx, req).map_err(Reply::Now));
+    let (by, _) = try_resp!(signed_in(ctx, req));
     let fields = json_object(req).and_then(|body| {
         let email = required_string(&body, "email").and_then(email_field)?;
         let password = required_string(&body, "password")?;
@@ -116,7 +123,7 @@ fn create(ctx: &mut Ctx, req: &Request) -> Reply {
 }
 
 fn delete(ctx: &mut Ctx, req: &Request, raw: &str) -> Reply {
-    let (by, _) = try_resp!(signed_in(ctx, req).map_err(Reply::Now));
+    let (by, _) = try_resp!(signed_in(ctx, req));
     // A path keeps `+` as is (only a query turns it into a space).
     let email = percent_decode(&raw.replace('+', "%2B")).filter(|e| e.len() <= EMAIL_MAX);
     let Some(email) = email else {
@@ -131,7 +138,7 @@ fn delete(ctx: &mut Ctx, req: &Request, raw: &str) -> Reply {
 }
 
 fn change_password(ctx: &mut Ctx, req: &Request) -> Reply {
-    let (id, keep) = try_resp!(signed_in(ctx, req).map_err(Reply::Now));
+    let (id, keep) = try_resp!(signed_in(ctx, req));
     let fields = json_object(req).and_then(|body| {
         let current = required_string(&body, "current_password")?;
         let new = required_string(&body, "new_password")?;
@@ -168,17 +175,6 @@ fn step(s: Step) -> super::Pending {
 /// Finish or continue a request once its job is done.
 pub fn finish(ctx: &mut Ctx, s: Step, done: Done) -> Reply {
     match (s, done) {
-        (Step::Me, Done::Stored(r)) => Reply::Now(match r {
-            Ok(Outcome::Me {
-                email,
-                session_expires_at,
-            }) => Response::new(200).json(&json!({
-                "email": email,
-                "session_expires_at": rfc3339(session_expires_at),
-            })),
-            Err(AppError::Unauthorized) => Response::error(401, "authentication required"),
-            other => mix_up("me", other),
-        }),
         (Step::Listed, Done::Stored(r)) => Reply::Now(match r {
             Ok(Outcome::Admins(list)) => {
                 Response::new(200).json(&list.iter().map(admin_json).collect::<Vec<_>>())

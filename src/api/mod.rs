@@ -12,10 +12,10 @@
 //! (invitees and sessions), `admin` (sign-in, setup, sign-out, the failure limiter), `admins`
 //! (the accounts of admins: list, add, remove, change password).
 
-use crate::app::{App, AppError, Command, Outcome};
+use crate::app::{messages, App, AppError, Command, Outcome};
 use crate::http::{Method, Request, Response};
+use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::Sqlite;
 use crate::worker;
 use std::net::IpAddr;
 
@@ -23,6 +23,7 @@ pub mod access;
 pub mod admin;
 pub mod admins;
 pub mod input;
+pub mod oidc;
 pub mod users;
 
 pub use admin::LoginLimiter;
@@ -34,6 +35,8 @@ pub enum Job {
     Store(Command),
     /// A password hash or check, on the hashing thread.
     Hash(worker::Job),
+    /// A call to the identity provider, on the OIDC thread.
+    Oidc(crate::oidc::Job),
 }
 
 /// What a job gave back.
@@ -41,6 +44,7 @@ pub enum Job {
 pub enum Done {
     Stored(Result<Outcome, AppError>),
     Hashed(worker::Outcome),
+    Oidc(crate::oidc::Outcome),
 }
 
 /// A request answered now, or after a job. (A short-lived value, moved once or twice per
@@ -54,6 +58,10 @@ pub enum Reply {
 /// How to finish a request once its job is done.
 #[derive(Debug)]
 pub enum Pending {
+    /// The request's admin session was looked up in storage; then it is handled again.
+    Authenticate(Box<Request>),
+    /// A stream handshake's admin session was looked up; the reactor completes the upgrade.
+    Handshake(Box<Request>),
     /// `POST /api/users` → 201 and the user.
     UserCreated,
     /// `PATCH /api/users/{id}`, `POST /api/users/{id}/invite` → 200 and the user.
@@ -76,20 +84,28 @@ pub enum Pending {
     SignedOut,
     /// The admin-account routes, at this step of their chain.
     Admins(admins::Step),
+    /// A sign-in through the identity provider, between its steps.
+    Oidc(oidc::Step),
 }
 
 /// Per-request facts and state the handlers use.
 pub struct Ctx<'a> {
     pub app: &'a mut App,
-    /// For admin sessions the view has not seen yet (the CLI mints tokens).
-    pub store: &'a mut Sqlite,
+    /// Who listens to what (for presence).
+    pub hub: &'a Hub,
     /// Wall-clock Unix ms of this request.
     pub now: i64,
+    /// The request's admin session was just looked up in storage: a cache miss now means no.
+    pub looked_up: bool,
     pub client_ip: IpAddr,
     /// Cookies get `Secure` when the public URL is `https://`.
     pub secure_cookies: bool,
     pub limiter: &'a mut LoginLimiter,
     pub metrics: &'a mut Metrics,
+    /// Sign-in through the identity provider, when configured.
+    pub oidc: Option<&'a crate::oidc::Oidc>,
+    /// `--password-login` (on unless turned off).
+    pub password_login: bool,
 }
 
 /// Route one `/api/*` request.
@@ -103,11 +119,18 @@ pub fn handle(ctx: &mut Ctx, req: &Request) -> Reply {
         "/api/admin/setup" if m == Method::Post => admin::setup(ctx, req),
         "/api/admin/login" if m == Method::Post => admin::login(ctx, req),
         "/api/admin/logout" if m == Method::Post => admin::logout(ctx, req),
+        "/api/admin/auth" if m == Method::Get => Reply::Now(oidc::auth(ctx)),
+        "/api/admin/oidc/login" if m == Method::Get => Reply::Now(oidc::login(ctx)),
+        "/api/admin/oidc/callback" if m == Method::Get => oidc::callback(ctx, req),
+        "/api/admin/auth" | "/api/admin/oidc/login" | "/api/admin/oidc/callback" => {
+            Reply::Now(not_allowed("GET"))
+        }
         "/api/users" => match m {
-            Method::Get => Reply::Now(users::list(ctx, req)),
+            Method::Get => users::list(ctx, req),
             Method::Post => users::create(ctx, req),
             _ => Reply::Now(not_allowed("GET, POST")),
         },
+        "/api/presence" if m == Method::Get => presence(ctx, req),
         "/api/session/activate" if m == Method::Post => users::activate(req),
         "/api/session/answer" if m == Method::Post => users::answer(req),
         "/api/admin/setup"
@@ -115,6 +138,7 @@ pub fn handle(ctx: &mut Ctx, req: &Request) -> Reply {
         | "/api/admin/logout"
         | "/api/session/activate"
         | "/api/session/answer" => Reply::Now(not_allowed("POST")),
+        "/api/presence" => Reply::Now(not_allowed("GET")),
         _ => match users::route(path) {
             Some((id, false)) => match m {
                 Method::Patch => users::patch(ctx, req, id),
@@ -131,6 +155,7 @@ pub fn handle(ctx: &mut Ctx, req: &Request) -> Reply {
 /// Finish a request whose job is done.
 pub fn finish(ctx: &mut Ctx, pending: Pending, done: Done) -> Reply {
     match (pending, done) {
+        (Pending::Authenticate(req), Done::Stored(r)) => access::looked_up(ctx, &req, r),
         (Pending::LoginFound(a), Done::Stored(r)) => admin::check_password(a, r),
         (Pending::LoginChecked(a), Done::Hashed(o)) => admin::password_checked(ctx, a, o),
         (Pending::SetupHashed { email }, Done::Hashed(o)) => admin::setup_hashed(email, o),
@@ -139,12 +164,22 @@ pub fn finish(ctx: &mut Ctx, pending: Pending, done: Done) -> Reply {
         }
         (Pending::SignedOut, Done::Stored(r)) => Reply::Now(admin::signed_out(ctx, r)),
         (Pending::Admins(step), done) => admins::finish(ctx, step, done),
+        (Pending::Oidc(step), done) => oidc::finish(ctx, step, done),
         (p, Done::Stored(r)) => Reply::Now(users::finish(ctx, p, r)),
-        (p, Done::Hashed(o)) => {
-            log::error!("a hashing answer for {p:?} ({o:?})");
+        (p, done) => {
+            log::error!("a job answer for {p:?} ({done:?})");
             Reply::Now(Response::error(500, "internal mix-up of worker answers"))
         }
     }
+}
+
+/// `GET /api/presence`: who is here, as in the `presence` frame.
+fn presence(ctx: &mut Ctx, req: &Request) -> Reply {
+    if let Err(reply) = access::require_admin(ctx, req) {
+        return reply;
+    }
+    let body = messages::presence(&ctx.hub.presence(), false);
+    Reply::Now(Response::new(200).body("application/json", body))
 }
 
 pub(crate) fn not_allowed(allow: &str) -> Response {
@@ -159,6 +194,11 @@ pub fn app_error(e: AppError) -> Response {
         AppError::Invalid(msg) => Response::error(422, &msg),
         AppError::Unauthorized => Response::error(401, "unknown or replaced link"),
         AppError::Gone(msg) => Response::error(410, msg),
+        AppError::Busy => Response::error(
+            503,
+            "storage is busy; nothing changed, try again in a moment",
+        )
+        .header("Retry-After", "1"),
         AppError::Storage => {
             Response::error(500, "the change could not be stored; nothing changed")
         }

@@ -6,7 +6,7 @@ use super::input::{
     try_resp,
 };
 use super::{app_error, cookie, Ctx, Job, Pending, Reply};
-use crate::app::{AppError, Command, Event, Outcome, UserChange};
+use crate::app::{AppError, Command, Event, Outcome};
 use crate::auth;
 use crate::clock::rfc3339;
 use crate::http::{Request, Response};
@@ -39,8 +39,8 @@ fn as_admin(
     cmd: impl FnOnce() -> Result<Command, Response>,
     then: Pending,
 ) -> Reply {
-    if let Err(resp) = require_admin(ctx, req) {
-        return Reply::Now(resp);
+    if let Err(reply) = require_admin(ctx, req) {
+        return reply;
     }
     match cmd() {
         Ok(cmd) => Reply::Later(Job::Store(cmd), then),
@@ -48,9 +48,9 @@ fn as_admin(
     }
 }
 
-pub fn list(ctx: &mut Ctx, req: &Request) -> Response {
+pub fn list(ctx: &mut Ctx, req: &Request) -> Reply {
     try_resp!(require_admin(ctx, req));
-    Response::new(200).json(&ctx.app.list(ctx.now))
+    Reply::Now(Response::new(200).json(&ctx.app.list(ctx.now)))
 }
 
 pub fn create(ctx: &mut Ctx, req: &Request) -> Reply {
@@ -74,8 +74,8 @@ pub fn create(ctx: &mut Ctx, req: &Request) -> Reply {
 }
 
 pub fn patch(ctx: &mut Ctx, req: &Request, id: i64) -> Reply {
-    if let Err(resp) = require_admin(ctx, req) {
-        return Reply::Now(resp);
+    if let Err(reply) = require_admin(ctx, req) {
+        return reply;
     }
     // An unknown id is 404 whatever the body says.
     if ctx.app.user(id).is_none() {
@@ -94,7 +94,7 @@ pub fn patch(ctx: &mut Ctx, req: &Request, id: i64) -> Reply {
         Job::Store(Command::UpdateUser {
             id,
             patch,
-            by_agent: false,
+            agent_request: None,
         }),
         Pending::UserChanged,
     )
@@ -154,9 +154,7 @@ pub fn finish(ctx: &mut Ctx, pending: Pending, result: Result<Outcome, AppError>
         Err(e) => return app_error(e),
     };
     let user = match &outcome {
-        Outcome::Changed(Event::User(UserChange::Added(u) | UserChange::Updated(u, _))) => {
-            Some(&**u)
-        }
+        Outcome::Changed(Event::User(logged)) => logged.change.user(),
         Outcome::Unchanged(u) => Some(&**u),
         _ => None,
     };

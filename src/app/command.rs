@@ -11,15 +11,22 @@
 //! that depend on stored state: a user exists, a link is current, a session is live, answers do
 //! not exceed the total.
 
-use super::event::{Cause, Event, UserChange};
-use super::{AppError, AppResult};
+use super::event::{Cause, Event, Logged, UserChange};
+use super::{messages, AppError, AppResult};
 use crate::auth::{self, Digest32};
 use crate::model::User;
-use crate::store::{AdminAccount, AdminInfo, DbError, NewUser, Tx};
+use crate::store::{
+    AdminAccount, AdminInfo, AdminSession, DbError, NewUser, StoredEvent, Tx, RETENTION,
+};
+
+/// How long a repeated agent `request_id` is recognised (ms; API.md: 10 minutes).
+pub const AGENT_REQUEST_MEMORY_MS: i64 = 10 * 60 * 1000;
 
 /// Fixed rules of this deployment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Rules {
+    /// Origin of the invite links in logged messages.
+    pub public_url: String,
     /// Length of an interview session (ms).
     pub session_ms: i64,
     /// How long an unused invite link stays valid (ms).
@@ -60,7 +67,9 @@ pub enum Command {
     UpdateUser {
         id: i64,
         patch: UserPatch,
-        by_agent: bool,
+        /// `Some` for an agent message: its `request_id` (JSON text, if it sent one). The agent
+        /// is not told what it said itself, and a repeated id is applied only once.
+        agent_request: Option<Option<String>>,
     },
     DeleteUser {
         id: i64,
@@ -81,6 +90,10 @@ pub enum Command {
     ExpireSession {
         id: i64,
     },
+    /// The unused invite link of this user should have run out: announce it.
+    ExpireInvite {
+        id: i64,
+    },
     /// Create the first admin (password already hashed) and sign it in, if there is no admin.
     SetupFirstAdmin {
         email: String,
@@ -89,6 +102,7 @@ pub enum Command {
     /// Sign an admin in: a new admin session with a token of its own.
     CreateAdminSession {
         admin_id: i64,
+        email: String,
     },
     /// Sign out: the admin session with this token digest ends.
     EndAdminSession {
@@ -101,10 +115,6 @@ pub enum Command {
     /// Read: the account with this id (its password hash for a password change).
     FindAdminById {
         id: i64,
-    },
-    /// Read: who is signed in with the admin session of this token digest, until when.
-    AdminMe {
-        token: Digest32,
     },
     /// Read: every admin account.
     ListAdmins,
@@ -123,6 +133,50 @@ pub enum Command {
         password_hash: String,
         keep: Digest32,
     },
+    /// Read: the admin session with this token digest, if valid.
+    LookupAdminSession {
+        token: Digest32,
+    },
+    /// Read: every valid admin session.
+    AdminSessions,
+    /// Read: the logged events numbered `from..=to` (a resume from beyond the memory tail).
+    ReadEvents {
+        from: u64,
+        to: u64,
+    },
+    /// Housekeeping: trim the event log and the agent request ids to what must be kept, prune
+    /// expired admin sessions.
+    Maintain,
+    /// Read: whether this OpenID Connect login attempt was used already.
+    OidcAttemptUsed {
+        attempt: [u8; 16],
+    },
+    /// Sign in through OpenID Connect, in one transaction: record the attempt as used (once
+    /// only), find the admin with this (provider-verified) email or, when `may_create`,
+    /// create one, and create a session.
+    OidcSignIn {
+        attempt: [u8; 16],
+        /// When the attempt stops being usable (Unix ms).
+        attempt_expires_at: i64,
+        email: String,
+        may_create: bool,
+    },
+}
+
+impl Command {
+    /// Whether it only reads (runs in a read transaction, which never waits for writers).
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Command::FindAdmin { .. }
+                | Command::LookupAdminSession { .. }
+                | Command::AdminSessions
+                | Command::ReadEvents { .. }
+                | Command::OidcAttemptUsed { .. }
+                | Command::FindAdminById { .. }
+                | Command::ListAdmins
+        )
+    }
 }
 
 /// What a command did.
@@ -134,30 +188,45 @@ pub enum Outcome {
     Unchanged(Box<User>),
     /// Nothing to do (an expiry for a session that is already over, reset or gone).
     Nothing,
-    /// The session's stored end is still ahead (the timer fired early): try again then.
+    /// An agent message with a `request_id` already applied: acknowledge, change nothing.
+    Duplicate,
+    /// The stored end is still ahead (the timer fired early): try again then (wall ms).
     NotYet { expires_at: i64 },
-    /// An admin signed in: the new session's token (the cookie value).
-    SignedIn { admin_id: i64, token: String },
+    /// An admin signed in: the new session and its token (the cookie value).
+    SignedIn {
+        session: AdminSession,
+        token: String,
+    },
     /// `FindAdmin`'s and `FindAdminById`'s answer.
     Admin(Option<AdminAccount>),
-    /// `AdminMe`'s answer.
-    Me {
-        email: String,
-        session_expires_at: i64,
-    },
     /// `ListAdmins`' answer.
     Admins(Vec<AdminInfo>),
     /// `CreateAdmin`'s answer.
     AdminCreated(AdminInfo),
+    /// `LookupAdminSession`'s answer.
+    AdminSession(Option<AdminSession>),
+    /// `AdminSessions`' answer.
+    AdminSessions(Vec<AdminSession>),
+    /// `ReadEvents`' answer.
+    Events(Vec<StoredEvent>),
+    /// `Maintain` trimmed the log: storage now holds events from this number on.
+    Trimmed { stored_from: u64 },
+    /// `OidcAttemptUsed`'s answer.
+    AttemptUsed(bool),
+    /// Sign-in refused with this reason; the transaction commits (the attempt is spent).
+    Refused(&'static str),
 }
+
+/// Why an OpenID Connect sign-in was refused after the provider vouched for the email.
+pub const OIDC_ATTEMPT_USED: &str = "this sign-in was already used; start again";
+pub const OIDC_NOT_ALLOWED: &str =
+    "there is no admin account for this email, and its domain may not create one";
 
 /// Run `cmd` at wall time `now` (Unix ms) against an open transaction.
 pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppResult<Outcome> {
-    let changed = |u: User, cause| {
-        Ok(Outcome::Changed(Event::User(UserChange::Updated(
-            Box::new(u),
-            cause,
-        ))))
+    let updated = |tx: &mut dyn Tx, u: User, cause| {
+        store(tx, &u)?;
+        log(tx, rules, now, UserChange::Updated(Box::new(u), cause))
     };
     match cmd {
         Command::CreateUser {
@@ -176,21 +245,30 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
                 invite_expires_at: now + rules.invite_ttl_ms,
                 created_at: now,
             })?;
-            Ok(Outcome::Changed(Event::User(UserChange::Added(Box::new(
-                u,
-            )))))
+            log(tx, rules, now, UserChange::Added(Box::new(u)))
         }
         Command::UpdateUser {
             id,
             patch,
-            by_agent,
+            agent_request,
         } => {
+            let request_id = agent_request.clone().flatten();
+            if let Some(rid) = &request_id {
+                if tx.agent_request_seen(rid, now - AGENT_REQUEST_MEMORY_MS)? {
+                    return Ok(Outcome::Duplicate);
+                }
+            }
             let mut u = tx.user(id)?.ok_or(AppError::NotFound)?;
             let before = (u.questions_answered, u.questions_total);
             apply_patch(&mut u, patch)?;
-            store(tx, &u)?;
+            note_completion(&mut u, now);
+            if let Some(rid) = &request_id {
+                tx.record_agent_request(rid, now)?;
+            }
             let progressed = before != (u.questions_answered, u.questions_total);
-            changed(
+            let by_agent = agent_request.is_some();
+            updated(
+                tx,
                 u,
                 Cause::Edited {
                     progressed,
@@ -202,19 +280,20 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             if !tx.delete_user(id)? {
                 return Err(AppError::NotFound);
             }
-            Ok(Outcome::Changed(Event::User(UserChange::Deleted(id))))
+            log(tx, rules, now, UserChange::Deleted(id))
         }
         Command::RegenerateInvite { id } => {
             let mut u = tx.user(id)?.ok_or(AppError::NotFound)?;
             u.invite_nonce = fresh_nonce()?.to_vec();
-            u.invite_token = tx_invite_token(tx, &u)?;
+            u.invite_token = tx.invite_token(u.id, &u.invite_nonce)?;
             u.invite_expires_at = now + rules.invite_ttl_ms;
+            u.invite_expired = false;
             u.token_activated = false;
             u.session_started_at = None;
             u.session_expires_at = None;
             u.session_expired = false;
-            store(tx, &u)?;
-            changed(u, Cause::InviteRegenerated)
+            u.session_ended_at = None;
+            updated(tx, u, Cause::InviteRegenerated)
         }
         Command::Activate { token } => {
             let mut u = tx.user_by_token(&token)?.ok_or(AppError::Unauthorized)?;
@@ -230,8 +309,7 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             u.token_activated = true;
             u.session_started_at = Some(now);
             u.session_expires_at = Some(now + rules.session_ms);
-            store(tx, &u)?;
-            changed(u, Cause::Activated)
+            updated(tx, u, Cause::Activated)
         }
         Command::Answer { token } => {
             let mut u = tx.user_by_token(&token)?.ok_or(AppError::Unauthorized)?;
@@ -242,8 +320,8 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
                 return Err(AppError::Gone("this session has ended"));
             }
             u.questions_answered = (u.questions_answered + 1).min(u.questions_total);
-            store(tx, &u)?;
-            changed(u, Cause::Answered)
+            note_completion(&mut u, now);
+            updated(tx, u, Cause::Answered)
         }
         Command::ExpireSession { id } => {
             let Some(mut u) = tx.user(id)? else {
@@ -256,8 +334,25 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
                 return Ok(Outcome::NotYet { expires_at });
             }
             u.session_expired = true;
-            store(tx, &u)?;
-            changed(u, Cause::SessionExpired)
+            if u.session_ended_at.is_none() {
+                u.session_ended_at = u.session_expires_at.or(Some(now));
+            }
+            updated(tx, u, Cause::SessionExpired)
+        }
+        Command::ExpireInvite { id } => {
+            let Some(mut u) = tx.user(id)? else {
+                return Ok(Outcome::Nothing);
+            };
+            if u.token_activated || u.invite_expired {
+                return Ok(Outcome::Nothing);
+            }
+            if u.invite_expires_at > now {
+                return Ok(Outcome::NotYet {
+                    expires_at: u.invite_expires_at,
+                });
+            }
+            u.invite_expired = true;
+            updated(tx, u, Cause::InviteExpired)
         }
         Command::SetupFirstAdmin {
             email,
@@ -267,9 +362,9 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
                 .create_first_admin(&email, &password_hash, now)?
                 .ok_or(AppError::Conflict("an admin already exists"))?;
             log::info!("first admin created: {email}");
-            sign_in(tx, rules, now, id)
+            sign_in(tx, rules, now, id, email)
         }
-        Command::CreateAdminSession { admin_id } => sign_in(tx, rules, now, admin_id),
+        Command::CreateAdminSession { admin_id, email } => sign_in(tx, rules, now, admin_id, email),
         Command::EndAdminSession { token } => {
             tx.delete_admin_session(&token)?;
             Ok(Outcome::Changed(Event::AdminSessionEnded(token)))
@@ -278,25 +373,21 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
         Command::FindAdminById { id } => Ok(Outcome::Admin(tx.admin_by_id(id)?.map(
             |(a, password_hash)| AdminAccount {
                 id: a.id,
+                email: a.email,
                 password_hash,
             },
         ))),
-        Command::AdminMe { token } => {
-            let (id, session_expires_at) = tx
-                .admin_session(&token, now)?
-                .ok_or(AppError::Unauthorized)?;
-            let (a, _) = tx.admin_by_id(id)?.ok_or(AppError::Unauthorized)?;
-            Ok(Outcome::Me {
-                email: a.email,
-                session_expires_at,
-            })
-        }
         Command::ListAdmins => Ok(Outcome::Admins(tx.admins()?)),
         Command::CreateAdmin {
             email,
             password_hash,
         } => match tx.insert_admin(&email, &password_hash, now) {
-            Ok(a) => Ok(Outcome::AdminCreated(a)),
+            Ok(id) => Ok(Outcome::AdminCreated(AdminInfo {
+                id,
+                email,
+                created_at: now,
+                last_sign_in_at: None,
+            })),
             Err(DbError::Conflict) => Err(AppError::Conflict(
                 "an admin with this email already exists",
             )),
@@ -324,6 +415,87 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             let ended = tx.end_admin_sessions(id, Some(&keep))?;
             Ok(Outcome::Changed(Event::AdminSessionsEnded(ended)))
         }
+        Command::LookupAdminSession { token } => {
+            Ok(Outcome::AdminSession(tx.admin_session(&token, now)?))
+        }
+        Command::AdminSessions => Ok(Outcome::AdminSessions(tx.admin_sessions(now)?)),
+        Command::ReadEvents { from, to } => Ok(Outcome::Events(tx.events_between(from, to)?)),
+        Command::Maintain => {
+            let events = tx.trim_events(RETENTION, now)?;
+            let requests = tx.trim_agent_requests(now - AGENT_REQUEST_MEMORY_MS)?;
+            let sessions = tx.prune_admin_sessions(now)?;
+            if events + requests + sessions > 0 {
+                log::debug!(
+                    "housekeeping: {events} old events, {requests} agent request ids, {sessions} expired admin sessions removed"
+                );
+            }
+            let head = tx.log_head()?.head;
+            let stored_from = tx.oldest_event()?.unwrap_or(head + 1);
+            Ok(Outcome::Trimmed { stored_from })
+        }
+        Command::OidcAttemptUsed { attempt } => {
+            Ok(Outcome::AttemptUsed(tx.oidc_attempt_used(&attempt)?))
+        }
+        Command::OidcSignIn {
+            attempt,
+            attempt_expires_at,
+            email,
+            may_create,
+        } => {
+            if !tx.use_oidc_attempt(&attempt, attempt_expires_at, now)? {
+                return Ok(Outcome::Refused(OIDC_ATTEMPT_USED));
+            }
+            let id = match tx.find_admin(&email)? {
+                Some(admin) => admin.id,
+                // No password: only the provider signs this account in (the dummy hash
+                // matches no password, at the cost of a real check).
+                None if may_create => {
+                    let id = tx.insert_admin(&email, auth::DUMMY_PASSWORD_HASH, now)?;
+                    log::info!("admin {email} created on first sign-in through OpenID Connect");
+                    id
+                }
+                None => return Ok(Outcome::Refused(OIDC_NOT_ALLOWED)),
+            };
+            sign_in(tx, rules, now, id, email)
+        }
+    }
+}
+
+/// Number `change`, build its messages at `now`, and store it in the log, all in the
+/// transaction that stored the change itself.
+fn log(tx: &mut dyn Tx, rules: &Rules, now: i64, change: UserChange) -> AppResult<Outcome> {
+    let seq = tx.next_seq()?;
+    let admin_message = messages::admin(&change, seq, &rules.public_url, now);
+    let agent_message = messages::agent(&change, seq, &rules.public_url, now);
+    let cause = match &change {
+        UserChange::Updated(_, c) => Some(c.label()),
+        _ => None,
+    };
+    tx.append_event(&StoredEvent {
+        seq,
+        at_ms: now,
+        user_id: change.user_id(),
+        kind: change.kind(),
+        cause,
+        admin_message: admin_message.clone(),
+        agent_message: agent_message.clone(),
+    })?;
+    Ok(Outcome::Changed(Event::User(Box::new(Logged {
+        seq,
+        at_ms: now,
+        change,
+        admin_message,
+        agent_message,
+    }))))
+}
+
+/// Record when the interview ended by answers: set when the last question is answered, cleared
+/// if an admin raises the total again (a recorded expiry keeps its time).
+fn note_completion(u: &mut User, now: i64) {
+    if u.is_complete() {
+        u.session_ended_at.get_or_insert(now);
+    } else if !u.session_expired {
+        u.session_ended_at = None;
     }
 }
 
@@ -366,25 +538,26 @@ fn store(tx: &mut dyn Tx, u: &User) -> AppResult<()> {
     }
 }
 
-/// The token for `u`'s current nonce: the store derives it when it reads the row back.
-fn tx_invite_token(tx: &mut dyn Tx, u: &User) -> AppResult<String> {
-    tx.invite_token(u.id, &u.invite_nonce)
-        .map_err(AppError::from)
-}
-
-fn sign_in(tx: &mut dyn Tx, rules: &Rules, now: i64, admin_id: i64) -> AppResult<Outcome> {
+fn sign_in(
+    tx: &mut dyn Tx,
+    rules: &Rules,
+    now: i64,
+    admin_id: i64,
+    email: String,
+) -> AppResult<Outcome> {
     let token = auth::new_token().map_err(|e| {
         log::error!("OS randomness failed: {e}");
         AppError::Storage
     })?;
-    tx.create_admin_session(
+    let session = AdminSession {
+        token_digest: auth::digest(&token),
         admin_id,
-        &auth::digest(&token),
-        now + rules.admin_session_ms,
-        now,
-    )?;
+        email,
+        expires_at: now + rules.admin_session_ms,
+    };
+    tx.create_admin_session(admin_id, &session.token_digest, session.expires_at, now)?;
     tx.note_admin_sign_in(admin_id, now)?;
-    Ok(Outcome::SignedIn { admin_id, token })
+    Ok(Outcome::SignedIn { session, token })
 }
 
 fn fresh_nonce() -> AppResult<[u8; 16]> {

@@ -20,20 +20,21 @@ use crate::auth::{self, Digest32};
 use crate::hub::Stream;
 use crate::metrics::CloseReason;
 use crate::model::{User, UserView};
-use crate::store::DbError;
+use crate::store::{AdminSession, DbError, LogHead, StoredEvent};
 use crate::ws;
-use serde::Serialize;
-use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 pub mod command;
 pub mod event;
+pub mod event_log;
+pub mod messages;
 #[cfg(test)]
 mod tests;
 
 pub use command::{Command, Outcome, Rules, UserPatch};
-pub use event::{Cause, Event, UserChange};
+pub use event::{Cause, Event, Logged, UserChange};
+pub use event_log::{Replay, ResumePoint};
 
 /// What the reactor must do after an event was applied.
 #[derive(Debug)]
@@ -53,6 +54,12 @@ pub enum Effect {
     StartClock { user_id: i64, expires_at: i64 },
     /// The session of this user is over, reset or gone: stop its clock.
     StopClock(i64),
+    /// The unused invite link of this user runs out at wall time `expires_at` (`None`: it no
+    /// longer can — used, expired, or the user is gone).
+    InviteClock {
+        user_id: i64,
+        expires_at: Option<i64>,
+    },
 }
 
 /// A failed application operation, mapped to an HTTP status by the API layer.
@@ -66,6 +73,8 @@ pub enum AppError {
     Unauthorized,
     /// The invite or session ran out.
     Gone(&'static str),
+    /// Storage is locked by another process or unreachable: nothing changed; try again (503).
+    Busy,
     /// Storage failed; nothing changed.
     Storage,
 }
@@ -74,6 +83,7 @@ impl From<DbError> for AppError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Conflict => AppError::Conflict("a user with this email already exists"),
+            DbError::Busy => AppError::Busy,
             other => {
                 log::error!("storage error: {other}");
                 AppError::Storage
@@ -84,15 +94,7 @@ impl From<DbError> for AppError {
 
 pub type AppResult<T> = Result<T, AppError>;
 
-/// `{"type": ..., "data": ...}`, serialised in that order.
-#[derive(Serialize)]
-struct Envelope<'a, T: Serialize> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    data: T,
-}
-
-/// The encoded `initial` frame, shared by every admin that connects until the list changes.
+/// An encoded `initial` frame, shared by every stream that opens until the view changes.
 struct Snapshot {
     frame: Rc<[u8]>,
     built_at: i64,
@@ -100,8 +102,26 @@ struct Snapshot {
     has_clock: bool,
 }
 
+impl Snapshot {
+    fn fresh(&self, now: i64) -> bool {
+        !self.has_clock || now - self.built_at < 1000
+    }
+}
+
 /// Admin sessions cached at most (a flood of distinct valid tokens clears the cache).
 const ADMIN_SESSION_CACHE: usize = 100_000;
+
+/// What a stream gets first: `initial`, or `resumed` and the missed events.
+pub enum Opening {
+    /// Send these frames (`initial`; or `resumed` and the replay from memory).
+    Frames {
+        frames: Vec<Rc<[u8]>>,
+        resumed: bool,
+    },
+    /// The replay starts beyond the memory tail: read events `from..=to` from storage, then
+    /// [`App::resumed_from_storage`] (and what was broadcast meanwhile).
+    ReadStorage { from: u64, to: u64 },
+}
 
 /// The in-memory view of the invitee list and of signed-in admins.
 pub struct App {
@@ -111,26 +131,38 @@ pub struct App {
     users: BTreeMap<i64, User>,
     /// Digest of each user's current invite token → user id.
     by_token: HashMap<Digest32, i64>,
-    /// `None` whenever the list changed since it was built.
-    snapshot: Option<Snapshot>,
+    /// The tail of the event log, at the same position as `users`.
+    log: event_log::EventLog,
+    /// The admins' `initial`; `None` whenever the list changed since it was built.
+    admin_snapshot: Option<Snapshot>,
+    /// The agents' `initial` (the running sessions); `None` likewise.
+    agent_snapshot: Option<Snapshot>,
     /// One-time code for creating the first admin; `None` once an admin exists.
     setup_code: Option<String>,
-    /// Admin sessions seen valid: token digest → (admin id, expiry, wall ms). Saves a storage
-    /// read per handshake in a reconnect wave. An entry goes when the session expires or is
-    /// ended through this process; digests not cached are always looked up in storage (the CLI
-    /// mints tokens).
-    admin_sessions: HashMap<Digest32, (i64, i64)>,
+    /// Admin sessions seen valid, by token digest. Saves a storage read per handshake in a
+    /// reconnect wave. An entry goes when the session expires or is ended through this process;
+    /// digests not cached are looked up in storage (the CLI mints tokens).
+    admin_sessions: HashMap<Digest32, AdminSession>,
 }
 
 impl App {
-    /// The view of `users` (as loaded from storage). `setup_code` is the one-time code for the
-    /// first admin while there is none.
-    pub fn new(users: Vec<User>, public_url: String, setup_code: Option<String>) -> App {
+    /// The view of `users` with the log at `head` holding `events` (as loaded from storage).
+    /// `setup_code` is the one-time code for the first admin while there is none.
+    pub fn new(
+        users: Vec<User>,
+        head: LogHead,
+        events: &[StoredEvent],
+        stored_from: u64,
+        public_url: String,
+        setup_code: Option<String>,
+    ) -> App {
         let mut app = App {
             public_url,
             users: BTreeMap::new(),
             by_token: HashMap::new(),
-            snapshot: None,
+            log: event_log::EventLog::new(head.epoch, head.head, events, stored_from),
+            admin_snapshot: None,
+            agent_snapshot: None,
             setup_code,
             admin_sessions: HashMap::new(),
         };
@@ -151,6 +183,11 @@ impl App {
 
     pub fn user_count(&self) -> usize {
         self.users.len()
+    }
+
+    /// Number of the last change applied.
+    pub fn head(&self) -> u64 {
+        self.log.head()
     }
 
     /// The user whose current invite (= session) token this is, confirmed in constant time.
@@ -176,6 +213,15 @@ impl App {
             .collect()
     }
 
+    /// Unused invite links not yet announced as run out: (user id, wall expiry).
+    pub fn pending_invites(&self) -> Vec<(i64, i64)> {
+        self.users
+            .values()
+            .filter(|u| !u.token_activated && !u.invite_expired)
+            .map(|u| (u.id, u.invite_expires_at))
+            .collect()
+    }
+
     /// All users, newest first, as the API returns them.
     pub fn list(&self, now: i64) -> Vec<UserView<'_>> {
         self.users
@@ -192,50 +238,110 @@ impl App {
 
     // ---------------------------------------------------------------- frames
 
-    /// A text frame of `value`, encoded once.
-    fn frame(value: &impl Serialize) -> Rc<[u8]> {
-        // Serialising our own types cannot fail; an empty object keeps the stream valid if it did.
-        let payload = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-        Rc::from(ws::text_frame(&payload))
-    }
-
-    fn user_frame(&self, kind: &str, u: &User, now: i64) -> Rc<[u8]> {
-        Self::frame(&Envelope {
-            kind,
-            data: u.view(&self.public_url, now),
-        })
-    }
-
-    /// `{"type":"initial",...}`: built once per change of the list and shared by every admin
-    /// that connects until the next change (a reconnect wave costs one encoding, not N). While
-    /// a session clock runs it shows `session_timer`, so it is rebuilt at most once a second.
-    pub fn initial_frame(&mut self, now: i64) -> Rc<[u8]> {
-        if let Some(s) = &self.snapshot {
-            if !s.has_clock || now - s.built_at < 1000 {
-                return Rc::clone(&s.frame);
+    /// What a new admin or agent stream gets first at `now`: a replay from `resume` when the
+    /// log still holds everything after it, else a fresh `initial`. Both come from the same
+    /// position as the broadcasts that follow (see `event_log.rs`).
+    pub fn open(&mut self, stream: Stream, resume: Option<&ResumePoint>, now: i64) -> Opening {
+        let agent = stream == Stream::Agent;
+        if let Some(point) = resume {
+            match self.log.since(point) {
+                Replay::Memory(tail) => {
+                    let mut frames = vec![self.resumed_frame(point.since)];
+                    frames.extend(tail.filter_map(|e| e.for_stream(agent)));
+                    return Opening::Frames {
+                        frames,
+                        resumed: true,
+                    };
+                }
+                Replay::Storage { from, to } => return Opening::ReadStorage { from, to },
+                Replay::Impossible => {}
             }
         }
-        let views = self.list(now);
+        Opening::Frames {
+            frames: vec![self.initial_frame(agent, now)],
+            resumed: false,
+        }
+    }
+
+    /// The opening of a stream whose replay was read from storage: `resumed` at `since`, then
+    /// the stored events, framed for the stream.
+    pub fn resumed_from_storage(
+        &self,
+        stream: Stream,
+        since: u64,
+        events: &[StoredEvent],
+    ) -> Vec<Rc<[u8]>> {
+        let agent = stream == Stream::Agent;
+        let mut frames = vec![self.resumed_frame(since)];
+        frames.extend(
+            events
+                .iter()
+                .filter_map(|e| event_log::Entry::from_stored(e).for_stream(agent)),
+        );
+        frames
+    }
+
+    /// A fresh `initial` for `stream` at `now` (a replay that could not be read).
+    pub fn initial(&mut self, stream: Stream, now: i64) -> Rc<[u8]> {
+        self.initial_frame(stream == Stream::Agent, now)
+    }
+
+    fn resumed_frame(&self, since: u64) -> Rc<[u8]> {
+        Rc::from(ws::text_frame(&messages::resumed(self.log.epoch(), since)))
+    }
+
+    /// Storage trimmed its log: it now holds events from `seq` on.
+    pub fn stored_from(&mut self, seq: u64) {
+        self.log.set_stored_from(seq);
+    }
+
+    /// `{"type":"initial",...}`: built once per change of the list and shared by every stream
+    /// that opens until the next change (a reconnect wave costs one encoding, not N). While a
+    /// session clock runs it shows `session_timer`, so it is rebuilt at most once a second.
+    fn initial_frame(&mut self, agent: bool, now: i64) -> Rc<[u8]> {
+        let cached = if agent {
+            &self.agent_snapshot
+        } else {
+            &self.admin_snapshot
+        };
+        if let Some(s) = cached.as_ref().filter(|s| s.fresh(now)) {
+            return Rc::clone(&s.frame);
+        }
+        let views: Vec<UserView<'_>> = self
+            .users
+            .values()
+            .rev()
+            .filter(|u| !agent || u.session_in_progress())
+            .map(|u| u.view(&self.public_url, now))
+            .collect();
         let has_clock = views.iter().any(|v| v.session_timer.is_some());
-        let frame = Self::frame(&Envelope {
-            kind: "initial",
-            data: views,
-        });
-        self.snapshot = Some(Snapshot {
+        let frame: Rc<[u8]> = Rc::from(ws::text_frame(&messages::initial(
+            self.log.epoch(),
+            self.log.head(),
+            &views,
+        )));
+        let snapshot = Some(Snapshot {
             frame: Rc::clone(&frame),
             built_at: now,
             has_clock,
         });
+        if agent {
+            self.agent_snapshot = snapshot;
+        } else {
+            self.admin_snapshot = snapshot;
+        }
         frame
     }
 
     /// `{"type":"time_update"}` for the session of `user_id`, if it exists.
     pub fn time_update_frame(&self, user_id: i64, now: i64) -> Option<Rc<[u8]>> {
         let u = self.users.get(&user_id)?;
-        Some(Self::frame(&json!({
-            "type": "time_update",
-            "remaining_seconds": u.remaining_seconds(now),
-        })))
+        Some(frame(messages::time_update(u.remaining_seconds(now))))
+    }
+
+    /// `{"type":"progress"}` for the session of `user_id`, if it exists.
+    pub fn progress_frame(&self, user_id: i64) -> Option<Rc<[u8]>> {
+        Some(frame(messages::session_progress(self.users.get(&user_id)?)))
     }
 
     // ---------------------------------------------------------------- admins
@@ -255,33 +361,55 @@ impl App {
         self.setup_code = None;
     }
 
-    /// The admin behind a session token digest if this process has seen the session valid and
-    /// it has not expired at `now`. `None` means "ask storage" (see [`Self::remember_admin_session`]).
-    pub fn cached_admin_session(&mut self, digest: &Digest32, now: i64) -> Option<i64> {
-        let &(id, expires_at) = self.admin_sessions.get(digest)?;
-        if expires_at > now {
-            return Some(id);
+    /// The admin session with this token digest, if this process has seen it valid and it has
+    /// not expired at `now`. `None` means "ask storage" (then [`Self::remember_admin_session`]).
+    pub fn cached_admin_session(&mut self, digest: &Digest32, now: i64) -> Option<&AdminSession> {
+        if self
+            .admin_sessions
+            .get(digest)
+            .is_some_and(|s| s.expires_at <= now)
+        {
+            self.admin_sessions.remove(digest);
         }
-        self.admin_sessions.remove(digest);
-        None
+        self.admin_sessions.get(digest)
     }
 
-    /// Storage said this admin session is valid until `expires_at`.
-    pub fn remember_admin_session(&mut self, digest: Digest32, admin_id: i64, expires_at: i64) {
+    /// Storage said this admin session is valid.
+    pub fn remember_admin_session(&mut self, session: AdminSession) {
         if self.admin_sessions.len() >= ADMIN_SESSION_CACHE {
             self.admin_sessions.clear();
         }
-        self.admin_sessions.insert(digest, (admin_id, expires_at));
+        self.admin_sessions.insert(session.token_digest, session);
     }
 
     // ---------------------------------------------------------------- apply
 
-    /// Apply a stored event at `now`: update the view and push what must happen into `effects`.
-    pub fn apply(&mut self, event: &Event, now: i64, effects: &mut Vec<Effect>) {
+    /// Apply a stored event: update the view and push what must happen into `effects`. Returns
+    /// `false` when a logged change is not the next number (the caller must reload the view
+    /// from storage); nothing changed then.
+    #[must_use]
+    pub fn apply(&mut self, event: &Event, effects: &mut Vec<Effect>) -> bool {
         match event {
-            Event::User(change) => {
-                self.snapshot = None;
-                self.apply_user(change, now, effects);
+            Event::User(logged) => {
+                let entry = event_log::Entry {
+                    seq: logged.seq,
+                    at_ms: logged.at_ms,
+                    admin: frame(logged.admin_message.as_bytes().to_vec()),
+                    agent: logged
+                        .agent_message
+                        .as_ref()
+                        .map(|m| frame(m.as_bytes().to_vec())),
+                };
+                if !self.log.push(entry.clone()) {
+                    return false;
+                }
+                self.admin_snapshot = None;
+                self.agent_snapshot = None;
+                self.apply_user(&logged.change, effects);
+                effects.push(Effect::Broadcast(Stream::Admin, entry.admin));
+                if let Some(agent) = entry.agent {
+                    effects.push(Effect::Broadcast(Stream::Agent, agent));
+                }
             }
             Event::AdminSessionEnded(digest) => {
                 self.admin_sessions.remove(digest);
@@ -294,93 +422,34 @@ impl App {
                 }
             }
         }
+        true
     }
 
-    fn apply_user(&mut self, change: &UserChange, now: i64, effects: &mut Vec<Effect>) {
+    /// The view and the session-side effects of a change. Session frames go first: a person is
+    /// waiting on them; the admin and agent frames follow (pushed by `apply`).
+    fn apply_user(&mut self, change: &UserChange, effects: &mut Vec<Effect>) {
         match change {
             UserChange::Added(u) => {
                 self.put((**u).clone());
-                effects.push(Effect::Broadcast(
-                    Stream::Admin,
-                    self.user_frame("user_added", u, now),
-                ));
+                effects.push(Effect::InviteClock {
+                    user_id: u.id,
+                    expires_at: Some(u.invite_expires_at),
+                });
             }
             UserChange::Updated(u, cause) => {
                 self.put((**u).clone());
-                self.updated(u, *cause, now, effects);
+                session_effects(u, *cause, effects);
             }
             UserChange::Deleted(id) => {
                 if let Some(u) = self.users.remove(id) {
                     self.by_token.remove(&auth::digest(&u.invite_token));
                 }
                 effects.push(Effect::StopClock(*id));
-                effects.push(close_session_link(*id));
-                effects.push(Effect::Broadcast(
-                    Stream::Admin,
-                    Self::frame(&json!({ "type": "user_deleted", "data": { "id": id } })),
-                ));
-            }
-        }
-    }
-
-    /// Who hears of an updated user beyond the admins, by why it changed. Session and agent
-    /// frames go first: they are the ones a person is waiting on.
-    fn updated(&self, u: &User, cause: Cause, now: i64, effects: &mut Vec<Effect>) {
-        let admin_update = Effect::Broadcast(Stream::Admin, self.user_frame("user_update", u, now));
-        match cause {
-            Cause::Edited {
-                progressed,
-                by_agent,
-            } => {
-                if progressed {
-                    effects.push(progress_to_session(u));
-                    if !by_agent {
-                        // The agent said it itself; echoing it back would only confuse it.
-                        effects.push(progress_to_agents(u));
-                    }
-                }
-                effects.push(admin_update);
-            }
-            Cause::Answered => {
-                effects.push(progress_to_session(u));
-                effects.push(progress_to_agents(u));
-                effects.push(admin_update);
-            }
-            Cause::Activated => {
-                if let Some(expires_at) = u.session_expires_at {
-                    effects.push(Effect::StartClock {
-                        user_id: u.id,
-                        expires_at,
-                    });
-                }
-                effects.push(admin_update);
-                effects.push(Effect::Broadcast(
-                    Stream::Agent,
-                    self.user_frame("session_started", u, now),
-                ));
-            }
-            Cause::InviteRegenerated => {
-                effects.push(Effect::StopClock(u.id));
-                effects.push(close_session_link(u.id));
-                effects.push(admin_update);
-            }
-            Cause::SessionExpired => {
-                effects.push(Effect::StopClock(u.id));
-                effects.push(Effect::Broadcast(
-                    Stream::Session(u.id),
-                    Self::frame(&json!({ "type": "session_expired" })),
-                ));
-                effects.push(Effect::CloseSession {
-                    user_id: u.id,
-                    code: ws::code::NORMAL,
-                    reason: "Session expired",
-                    why: CloseReason::Expired,
+                effects.push(Effect::InviteClock {
+                    user_id: *id,
+                    expires_at: None,
                 });
-                effects.push(admin_update);
-                effects.push(Effect::Broadcast(
-                    Stream::Agent,
-                    Self::frame(&json!({ "type": "session_expired", "data": { "id": u.id } })),
-                ));
+                effects.push(close_session_link(*id));
             }
         }
     }
@@ -395,6 +464,60 @@ impl App {
     }
 }
 
+/// What an updated user means for its session streams and clocks, by why it changed.
+fn session_effects(u: &User, cause: Cause, effects: &mut Vec<Effect>) {
+    match cause {
+        Cause::Edited { progressed, .. } => {
+            if progressed {
+                effects.push(progress_to_session(u));
+            }
+        }
+        Cause::Answered => effects.push(progress_to_session(u)),
+        Cause::Activated => {
+            effects.push(Effect::InviteClock {
+                user_id: u.id,
+                expires_at: None,
+            });
+            if let Some(expires_at) = u.session_expires_at {
+                effects.push(Effect::StartClock {
+                    user_id: u.id,
+                    expires_at,
+                });
+            }
+        }
+        Cause::InviteRegenerated => {
+            effects.push(Effect::StopClock(u.id));
+            effects.push(Effect::InviteClock {
+                user_id: u.id,
+                expires_at: Some(u.invite_expires_at),
+            });
+            effects.push(close_session_link(u.id));
+        }
+        Cause::InviteExpired => effects.push(Effect::InviteClock {
+            user_id: u.id,
+            expires_at: None,
+        }),
+        Cause::SessionExpired => {
+            effects.push(Effect::StopClock(u.id));
+            effects.push(Effect::Broadcast(
+                Stream::Session(u.id),
+                frame(messages::session_expired()),
+            ));
+            effects.push(Effect::CloseSession {
+                user_id: u.id,
+                code: ws::code::NORMAL,
+                reason: "Session expired",
+                why: CloseReason::Expired,
+            });
+        }
+    }
+}
+
+/// A text frame of a message, encoded once.
+fn frame(payload: Vec<u8>) -> Rc<[u8]> {
+    Rc::from(ws::text_frame(&payload))
+}
+
 /// Close the session streams of a user whose link stopped working (deleted, new link): the
 /// page must not reconnect, so 1008.
 fn close_session_link(user_id: i64) -> Effect {
@@ -407,24 +530,5 @@ fn close_session_link(user_id: i64) -> Effect {
 }
 
 fn progress_to_session(u: &User) -> Effect {
-    Effect::Broadcast(
-        Stream::Session(u.id),
-        App::frame(&json!({
-            "type": "progress",
-            "questions_answered": u.questions_answered,
-            "questions_total": u.questions_total,
-        })),
-    )
-}
-
-fn progress_to_agents(u: &User) -> Effect {
-    Effect::Broadcast(
-        Stream::Agent,
-        App::frame(&json!({
-            "type": "progress",
-            "user_id": u.id,
-            "questions_answered": u.questions_answered,
-            "questions_total": u.questions_total,
-        })),
-    )
+    Effect::Broadcast(Stream::Session(u.id), frame(messages::session_progress(u)))
 }

@@ -2,17 +2,22 @@
 //! file in a temp directory, events applied to a real view, effects inspected as values.
 
 use super::*;
-use crate::store::Sqlite;
+use crate::store::{Sqlite, Tx};
 use serde_json::Value;
 
 const MIN: i64 = 60_000;
 const T0: i64 = 1_800_000_000_000;
 
-const RULES: Rules = Rules {
-    session_ms: 30 * MIN,
-    invite_ttl_ms: 168 * 60 * MIN,
-    admin_session_ms: 7 * 24 * 60 * MIN,
-};
+fn rules() -> Rules {
+    Rules {
+        public_url: "http://h".into(),
+        session_ms: 30 * MIN,
+        invite_ttl_ms: 168 * 60 * MIN,
+        admin_session_ms: 7 * 24 * 60 * MIN,
+    }
+}
+
+const INVITE_TTL: i64 = 168 * 60 * MIN;
 
 struct World {
     _dir: tempfile::TempDir,
@@ -23,12 +28,18 @@ struct World {
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        let store = Sqlite::open(&dir.path().join("app.db"), Some([7; 32])).unwrap();
+        let mut store = Sqlite::open(&dir.path().join("app.db"), Some([7; 32])).unwrap();
+        let app = load(&mut store);
         World {
             _dir: dir,
             store,
-            app: App::new(Vec::new(), "http://h".into(), None),
+            app,
         }
+    }
+
+    /// A fresh view from what is stored, as the server builds it at start.
+    fn reload(&mut self) {
+        self.app = load(&mut self.store);
     }
 
     /// Run `cmd`, which must succeed.
@@ -39,12 +50,16 @@ impl World {
 
     /// Run `cmd` at `now`; apply its event; return the outcome and the effects.
     fn run(&mut self, now: i64, cmd: Command) -> (AppResult<Outcome>, Vec<Effect>) {
-        let out = self
-            .store
-            .write(|tx| command::execute(tx, &RULES, now, cmd));
+        let rules = rules();
+        let out = if cmd.is_read() {
+            self.store.read(|tx| command::execute(tx, &rules, now, cmd))
+        } else {
+            self.store
+                .write(|tx| command::execute(tx, &rules, now, cmd))
+        };
         let mut effects = Vec::new();
         if let Ok(Outcome::Changed(e)) = &out {
-            self.app.apply(e, now, &mut effects);
+            assert!(self.app.apply(e, &mut effects), "applied in order");
         }
         (out, effects)
     }
@@ -60,7 +75,10 @@ impl World {
             },
         );
         match out {
-            Ok(Outcome::Changed(Event::User(UserChange::Added(u)))) => *u,
+            Ok(Outcome::Changed(Event::User(l))) => match l.change {
+                UserChange::Added(u) => *u,
+                other => panic!("{other:?}"),
+            },
             other => panic!("{other:?}"),
         }
     }
@@ -70,9 +88,34 @@ impl World {
     }
 }
 
-/// The JSON of a server text frame (header of 2 or 4 bytes).
+fn load(store: &mut Sqlite) -> App {
+    let users = store.load_users().unwrap();
+    let (head, events, from) = store
+        .read(|tx| {
+            let head = tx.log_head()?;
+            let events = tx.events_between(1, head.head)?;
+            let from = tx.oldest_event()?.unwrap_or(head.head + 1);
+            Ok::<_, crate::store::DbError>((head, events, from))
+        })
+        .unwrap();
+    App::new(users, head, &events, from, "http://h".into(), None)
+}
+
+/// The frames of an opening that did not need storage.
+fn frames(o: Opening) -> (Vec<Rc<[u8]>>, bool) {
+    match o {
+        Opening::Frames { frames, resumed } => (frames, resumed),
+        Opening::ReadStorage { from, to } => panic!("storage replay {from}..={to}"),
+    }
+}
+
+/// The JSON of a server text frame (header of 2, 4 or 10 bytes).
 fn payload(frame: &[u8]) -> Value {
-    let start = if frame[1] == 126 { 4 } else { 2 };
+    let start = match frame[1] {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
     serde_json::from_slice(&frame[start..]).unwrap()
 }
 
@@ -89,7 +132,10 @@ fn broadcasts(effects: &[Effect]) -> Vec<(Stream, String)> {
 
 fn updated(out: AppResult<Outcome>) -> (User, Cause) {
     match out {
-        Ok(Outcome::Changed(Event::User(UserChange::Updated(u, c)))) => (*u, c),
+        Ok(Outcome::Changed(Event::User(l))) => match l.change {
+            UserChange::Updated(u, c) => (*u, c),
+            other => panic!("{other:?}"),
+        },
         other => panic!("{other:?}"),
     }
 }
@@ -110,7 +156,7 @@ fn creating_a_user_tells_the_admins_and_fills_the_view() {
     assert_eq!(broadcasts(&effects), [(Stream::Admin, "user_added".into())]);
     let u = w.app.list(T0)[0].id;
     let stored = w.app.user(u).unwrap();
-    assert_eq!(stored.invite_expires_at, T0 + RULES.invite_ttl_ms);
+    assert_eq!(stored.invite_expires_at, T0 + INVITE_TTL);
     assert!(w.app.user_by_token(&stored.invite_token.clone()).is_some());
     let (dup, effects) = w.run(
         T0,
@@ -166,7 +212,7 @@ fn an_expired_or_unknown_invite_does_not_activate() {
     let mut w = World::new();
     let u = w.add(T0, "a@x.io", 10);
     let token = w.token(u.id);
-    let (out, effects) = w.run(T0 + RULES.invite_ttl_ms, Command::Activate { token });
+    let (out, effects) = w.run(T0 + INVITE_TTL, Command::Activate { token });
     assert_eq!(
         out.unwrap_err(),
         AppError::Gone("this invite link has expired")
@@ -200,15 +246,15 @@ fn answers_count_up_to_the_total_and_complete_the_interview() {
         broadcasts(&effects),
         [
             (Stream::Session(u.id), "progress".into()),
-            (Stream::Agent, "progress".into()),
-            (Stream::Admin, "user_update".into())
+            (Stream::Admin, "user_update".into()),
+            (Stream::Agent, "progress".into())
         ]
     );
     w.ok(T0 + 2_000, Command::Answer { token });
     let (out, _) = w.run(T0 + 3_000, Command::Answer { token });
     let (user, _) = updated(out);
     assert_eq!(user.questions_answered, 2, "capped at the total");
-    assert_eq!(user.status(T0 + 3_000), crate::model::Status::Completed);
+    assert_eq!(user.status(), crate::model::Status::Completed);
     let (late, _) = w.run(T0 + 30 * MIN, Command::Answer { token });
     assert_eq!(late.unwrap_err(), AppError::Gone("this session has ended"));
 }
@@ -261,7 +307,7 @@ fn a_new_invite_link_kills_the_old_one_and_resets_the_session() {
     let (user, cause) = updated(out);
     assert_eq!(cause, Cause::InviteRegenerated);
     assert!(!user.token_activated && user.session_expires_at.is_none());
-    assert_eq!(user.invite_expires_at, T0 + MIN + RULES.invite_ttl_ms);
+    assert_eq!(user.invite_expires_at, T0 + MIN + INVITE_TTL);
     assert_ne!(auth::digest(&user.invite_token), old);
     assert!(effects.iter().any(|e| matches!(e, Effect::StopClock(_))));
     assert!(effects
@@ -312,7 +358,7 @@ fn edits_are_checked_and_the_agent_is_not_told_what_it_said() {
         Command::UpdateUser {
             id: u.id,
             patch: patch(6),
-            by_agent: false,
+            agent_request: None,
         },
     );
     assert!(matches!(bad, Err(AppError::Invalid(_))));
@@ -324,15 +370,15 @@ fn edits_are_checked_and_the_agent_is_not_told_what_it_said() {
         Command::UpdateUser {
             id: u.id,
             patch: patch(2),
-            by_agent: false,
+            agent_request: None,
         },
     );
     assert_eq!(
         broadcasts(&by_admin),
         [
             (Stream::Session(u.id), "progress".into()),
-            (Stream::Agent, "progress".into()),
-            (Stream::Admin, "user_update".into())
+            (Stream::Admin, "user_update".into()),
+            (Stream::Agent, "progress".into())
         ]
     );
     let (_, by_agent) = w.run(
@@ -340,7 +386,7 @@ fn edits_are_checked_and_the_agent_is_not_told_what_it_said() {
         Command::UpdateUser {
             id: u.id,
             patch: patch(3),
-            by_agent: true,
+            agent_request: Some(None),
         },
     );
     assert_eq!(
@@ -358,21 +404,205 @@ fn edits_are_checked_and_the_agent_is_not_told_what_it_said() {
                 first_name: Some("Augusta".into()),
                 ..UserPatch::default()
             },
-            by_agent: false,
+            agent_request: None,
         },
     );
     assert_eq!(broadcasts(&rename), [(Stream::Admin, "user_update".into())]);
     assert_eq!(w.app.user(u.id).unwrap().first_name, "Augusta");
 }
 
+fn initial(w: &mut World, stream: Stream, now: i64) -> Rc<[u8]> {
+    let (frames, resumed) = frames(w.app.open(stream, None, now));
+    assert!(!resumed);
+    assert_eq!(frames.len(), 1);
+    Rc::clone(&frames[0])
+}
+
 #[test]
 fn the_initial_snapshot_is_shared_until_the_list_changes() {
     let mut w = World::new();
     w.add(T0, "a@x.io", 10);
-    let first = w.app.initial_frame(T0);
-    assert!(Rc::ptr_eq(&first, &w.app.initial_frame(T0 + 5_000)));
+    let first = initial(&mut w, Stream::Admin, T0);
+    assert!(Rc::ptr_eq(
+        &first,
+        &initial(&mut w, Stream::Admin, T0 + 5_000)
+    ));
     w.add(T0, "b@x.io", 10);
-    let second = w.app.initial_frame(T0);
+    let second = initial(&mut w, Stream::Admin, T0);
     assert!(!Rc::ptr_eq(&first, &second));
-    assert_eq!(payload(&second)["data"].as_array().unwrap().len(), 2);
+    let msg = payload(&second);
+    assert_eq!(msg["data"].as_array().unwrap().len(), 2);
+    assert_eq!(msg["seq"], 2, "the list as of event 2");
+    assert_eq!(msg["epoch"].as_str().unwrap().len(), 16);
+}
+
+#[test]
+fn every_change_takes_the_next_number_and_carries_it() {
+    let mut w = World::new();
+    let a = w.add(T0, "a@x.io", 10);
+    let b = w.add(T0, "b@x.io", 10);
+    let (_, effects) = w.run(T0, Command::DeleteUser { id: a.id });
+    let token = w.token(b.id);
+    let (_, started) = w.run(T0, Command::Activate { token });
+    let seq_of = |effects: &[Effect], stream| {
+        effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Broadcast(s, f) if *s == stream => payload(f)["seq"].as_u64(),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(seq_of(&effects, Stream::Admin), 3);
+    assert_eq!(seq_of(&started, Stream::Admin), 4);
+    assert_eq!(
+        seq_of(&started, Stream::Agent),
+        4,
+        "agent events carry the number of their cause"
+    );
+    assert_eq!(w.app.head(), 4);
+    // Nothing numbered for what admins are not sent: a failed write, a sign-out.
+    let (dup, _) = w.run(T0, Command::DeleteUser { id: a.id });
+    assert!(dup.is_err());
+    w.ok(T0, Command::EndAdminSession { token: [1; 32] });
+    assert_eq!(w.app.head(), 4);
+}
+
+#[test]
+fn a_stream_resumes_with_exactly_what_it_missed_even_after_a_restart() {
+    let mut w = World::new();
+    for i in 0..5 {
+        w.add(T0, &format!("u{i}@x.io"), 10);
+    }
+    let epoch = payload(&initial(&mut w, Stream::Admin, T0))["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.reload();
+    let at = |since| ResumePoint {
+        epoch: epoch.clone(),
+        since,
+    };
+    let (opening, resumed) = frames(w.app.open(Stream::Admin, Some(&at(2)), T0));
+    assert!(resumed);
+    let msgs: Vec<Value> = opening.iter().map(|f| payload(f)).collect();
+    assert_eq!(msgs[0]["type"], "resumed");
+    assert_eq!(msgs[0]["seq"], 2);
+    let seqs: Vec<u64> = msgs[1..]
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    let (up_to_date, resumed) = frames(w.app.open(Stream::Admin, Some(&at(5)), T0));
+    assert!(resumed && up_to_date.len() == 1);
+    for wrong in [
+        ResumePoint {
+            epoch: "0000000000000000".into(),
+            since: 2,
+        },
+        at(6),
+    ] {
+        let (o, resumed) = frames(w.app.open(Stream::Admin, Some(&wrong), T0));
+        assert!(!resumed, "{wrong:?}");
+        assert_eq!(payload(&o[0])["type"], "initial");
+    }
+}
+
+#[test]
+fn agents_get_the_running_sessions_and_their_own_replay() {
+    let mut w = World::new();
+    let a = w.add(T0, "a@x.io", 10);
+    let _b = w.add(T0, "b@x.io", 10);
+    let token = w.token(a.id);
+    w.ok(T0, Command::Activate { token });
+    let first = payload(&initial(&mut w, Stream::Agent, T0));
+    let data = first["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "only the session in progress: {first}");
+    assert_eq!(data[0]["id"], a.id);
+    let point = ResumePoint {
+        epoch: first["epoch"].as_str().unwrap().into(),
+        since: 1,
+    };
+    let replay: Vec<Value> = frames(w.app.open(Stream::Agent, Some(&point), T0))
+        .0
+        .iter()
+        .map(|f| payload(f))
+        .collect();
+    let kinds: Vec<_> = replay.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["resumed", "session_started"],
+        "event 2 had no agent message"
+    );
+    assert_eq!(replay[1]["seq"], 3);
+}
+
+#[test]
+fn an_unused_invite_runs_out_once_and_admins_hear_of_it() {
+    let mut w = World::new();
+    let u = w.add(T0, "a@x.io", 10);
+    let (early, _) = w.run(T0 + MIN, Command::ExpireInvite { id: u.id });
+    assert!(matches!(early, Ok(Outcome::NotYet { expires_at }) if expires_at == T0 + INVITE_TTL));
+    let (out, effects) = w.run(T0 + INVITE_TTL, Command::ExpireInvite { id: u.id });
+    let (user, cause) = updated(out);
+    assert_eq!(cause, Cause::InviteExpired);
+    assert_eq!(user.status(), crate::model::Status::Expired);
+    let update = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Broadcast(Stream::Admin, f) => Some(payload(f)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(update["data"]["token_valid"], false);
+    let (again, _) = w.run(T0 + INVITE_TTL + 1, Command::ExpireInvite { id: u.id });
+    assert!(matches!(again, Ok(Outcome::Nothing)));
+    // A new link is valid again and arms a new clock.
+    let (_, effects) = w.run(T0 + INVITE_TTL, Command::RegenerateInvite { id: u.id });
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::InviteClock { expires_at: Some(at), .. } if *at == T0 + 2 * INVITE_TTL
+    )));
+    assert_eq!(
+        w.app.user(u.id).unwrap().status(),
+        crate::model::Status::Invited
+    );
+}
+
+#[test]
+fn a_repeated_agent_request_is_applied_once() {
+    let mut w = World::new();
+    let u = w.add(T0, "a@x.io", 10);
+    let progress = |n| Command::UpdateUser {
+        id: u.id,
+        patch: UserPatch {
+            questions_answered: Some(n),
+            ..UserPatch::default()
+        },
+        agent_request: Some(Some("\"r1\"".into())),
+    };
+    let (first, _) = w.run(T0, progress(3));
+    assert!(matches!(first, Ok(Outcome::Changed(_))));
+    let (again, effects) = w.run(T0 + MIN, progress(4));
+    assert!(matches!(again, Ok(Outcome::Duplicate)));
+    assert!(effects.is_empty());
+    assert_eq!(w.app.user(u.id).unwrap().questions_answered, 3);
+    // Ten minutes on, the id is forgotten.
+    let (later, _) = w.run(T0 + 11 * MIN, progress(4));
+    assert!(matches!(later, Ok(Outcome::Changed(_))));
+}
+
+#[test]
+fn completion_and_expiry_record_when_the_interview_ended() {
+    let mut w = World::new();
+    let u = w.add(T0, "a@x.io", 1);
+    let token = w.token(u.id);
+    w.ok(T0, Command::Activate { token });
+    let (out, _) = w.run(T0 + 5_000, Command::Answer { token });
+    assert_eq!(updated(out).0.session_ended_at, Some(T0 + 5_000));
+    let v = w.add(T0, "b@x.io", 1);
+    let token = w.token(v.id);
+    w.ok(T0, Command::Activate { token });
+    let (out, _) = w.run(T0 + 31 * MIN, Command::ExpireSession { id: v.id });
+    assert_eq!(updated(out).0.session_ended_at, Some(T0 + 30 * MIN));
 }

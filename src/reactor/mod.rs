@@ -11,7 +11,8 @@
 //!   a generation no longer in the slot is ignored (mio says events for closed sockets happen).
 //! * **Never block.** Sockets are non-blocking; what the kernel will not take waits in the
 //!   connection's bounded outbox until a writable event. Password hashing runs on the worker
-//!   thread; its answers come back through a `mio::Waker`.
+//!   thread and calls to the identity provider on the OIDC thread; their answers come back
+//!   through the one shared `mio::Waker`.
 //!
 //! ## One turn, Redis-style
 //! 1. `poll`, with the timeout of the next timer (zero when some connection has more to read);
@@ -35,18 +36,27 @@
 //! * `refuse_stream` — the contract's refusal: complete the handshake, then close at once with
 //!   1008 and a reason the browser can read → `WsClosing`.
 //!
-//! Application changes come back from `api`/`agent` as jobs; storage jobs run inline today, and
-//! their events are applied (broadcast) before the request is answered.
+//! ## Jobs
+//! Work that could wait — a storage command, a password hash — leaves the loop as a job and
+//! comes back through the `WAKER` token: storage commands run on the storage thread
+//! (`storage.rs`), password checks on the hashing thread (`worker.rs`). A request waiting for
+//! one sits in `AwaitingJob`; an agent message waits without blocking its stream. When a
+//! storage command stored a change, its event is applied (and broadcast) before the request
+//! that caused it is answered.
 
 use crate::api::{self, Ctx, Done, Job, LoginLimiter, Pending, Reply};
-use crate::app::{self, App, Command, Effect, Rules};
+use crate::app::event_log::MEMORY_CAP;
+use crate::app::{App, Command, Effect, Rules};
+use crate::auth::Digest32;
 use crate::clock::{Clock, Now};
 use crate::config::ServeConfig;
 use crate::conn::{Conn, Phase};
 use crate::hub::Hub;
 use crate::metrics::{CloseReason, Metrics, Refusal};
+use crate::oidc::Oidc;
 use crate::session_clock::SessionClock;
-use crate::store::{self, Sqlite};
+use crate::storage::Storage;
+use crate::store::{self, Sqlite, Tx, RETENTION};
 use crate::timers::Timers;
 use crate::worker::Worker;
 use crate::ws::{self, code};
@@ -63,6 +73,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod input;
+mod jobs;
+mod presence;
 mod requests;
 mod streams;
 mod timers;
@@ -95,8 +107,10 @@ enum Timer {
     Conn { key: usize, gen: u32 },
     /// Ping the next slice of streams, drop the silent ones.
     Heartbeat,
-    /// Forget old reconnect bookkeeping.
+    /// Forget old reconnect bookkeeping; now and then, trim the log and prune sessions.
     Housekeeping,
+    /// Time to tell the admins who is here (presence changed, at most once a second).
+    Presence,
     /// Shutdown grace is over: drop whoever is left.
     ShutdownDeadline,
     /// Accepting failed (out of descriptors): try again.
@@ -121,6 +135,11 @@ pub struct Server {
     signals: Signals,
     /// The password-hashing thread; its answers arrive through the `WAKER` token.
     worker: Worker,
+    /// The storage thread; its answers arrive through the `WAKER` token too.
+    storage: Storage<jobs::Ticket>,
+    /// Sign-in through the identity provider (when configured): its thread answers through the
+    /// same `WAKER` (mio allows one waker per poll).
+    oidc: Option<Oidc>,
     /// Every client connection, by slab key. Entries are removed only in `reap_dead`.
     conns: Slab<Conn>,
     /// Generation of the last accepted connection; tokens carry it so a reused key is told
@@ -132,12 +151,11 @@ pub struct Server {
     timers: Timers<Timer>,
     /// Session expiries and `time_update` ticks.
     session_clock: SessionClock,
-    /// The in-memory view of users and admin sessions; changed only by applying events.
+    /// The in-memory view of users, admin sessions and the event log; changed only by
+    /// applying events.
     app: App,
-    /// The database; commands run against it in one transaction each.
-    store: Sqlite,
-    /// Session length, invite TTL, admin-session length (from the config).
-    rules: Rules,
+    /// When presence was last told, and whether a telling is scheduled.
+    presence: presence::Teller,
     /// Failed sign-ins per address and per account.
     limiter: LoginLimiter,
     metrics: Metrics,
@@ -170,9 +188,9 @@ pub struct Server {
     shutting_down: bool,
     /// `accept` failed (descriptors exhausted); `ResumeAccept` clears it.
     accept_paused: bool,
+    /// Housekeeping rounds so far (every sixth also trims storage).
+    housekeeping_round: u64,
 }
-
-use crate::auth::Digest32;
 
 impl Server {
     /// Bind, open the database, and get ready to run. Logs `listening on http://HOST:PORT`.
@@ -197,6 +215,12 @@ impl Server {
             .unwrap_or_else(|| format!("http://{local}"));
         let time = Clock::default();
         let (store, app) = open_storage(&cfg, public_url.clone(), time.now().wall_ms)?;
+        let rules = Rules {
+            public_url: public_url.clone(),
+            session_ms: cfg.session_length.as_millis() as i64,
+            invite_ttl_ms: cfg.invite_ttl.as_millis() as i64,
+            admin_session_ms: ADMIN_SESSION_MS,
+        };
         let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
@@ -208,25 +232,25 @@ impl Server {
             .map_err(|e| format!("register signals: {e}"))?;
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| format!("waker: {e}"))?);
-        let worker = Worker::start(waker).map_err(|e| format!("worker thread: {e}"))?;
-        let rules = Rules {
-            session_ms: cfg.session_length.as_millis() as i64,
-            invite_ttl_ms: cfg.invite_ttl.as_millis() as i64,
-            admin_session_ms: ADMIN_SESSION_MS,
-        };
+        let worker =
+            Worker::start(Arc::clone(&waker)).map_err(|e| format!("worker thread: {e}"))?;
+        let oidc = start_oidc(&cfg, &public_url, local, Arc::clone(&waker))?;
+        let storage =
+            Storage::start(store, rules, waker).map_err(|e| format!("storage thread: {e}"))?;
         let mut server = Server {
             poll,
             listener,
             signals,
             worker,
+            storage,
+            oidc,
             conns: Slab::with_capacity(1024),
             next_gen: 0,
             hub: Hub::default(),
             timers: Timers::new(),
             session_clock: SessionClock::new(),
             app,
-            store,
-            rules,
+            presence: presence::Teller::default(),
             limiter: LoginLimiter::new(cfg.login_failures_per_minute),
             metrics: Metrics::default(),
             max_connections,
@@ -242,6 +266,7 @@ impl Server {
             heartbeat_slice: 0,
             shutting_down: false,
             accept_paused: false,
+            housekeeping_round: 0,
             cfg,
         };
         let slice_ms = server.heartbeat_slice_ms();
@@ -250,6 +275,9 @@ impl Server {
         let now = server.time.now();
         for (user_id, expires_at) in server.app.running_sessions() {
             server.session_clock.start(user_id, expires_at, now);
+        }
+        for (user_id, expires_at) in server.app.pending_invites() {
+            server.session_clock.arm_invite(user_id, expires_at, now);
         }
         let line = format!(
             "listening on http://{local} (public URL {}, {} users, up to {} connections)",
@@ -289,7 +317,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signal(),
-                    WAKER => self.on_worker_done(),
+                    WAKER => self.on_jobs_done(),
                     t => {
                         let (key, gen) = split_token(t);
                         if self.conns.get(key).is_none_or(|c| c.gen != gen) {
@@ -393,82 +421,6 @@ impl Server {
         log::debug!("conn {key}.{gen} accepted from {addr}");
     }
 
-    // ------------------------------------------------------------------ jobs
-
-    /// The per-request context the API handlers take.
-    fn ctx(&mut self, client_ip: IpAddr, now: i64) -> Ctx<'_> {
-        Ctx {
-            app: &mut self.app,
-            store: &mut self.store,
-            now,
-            client_ip,
-            secure_cookies: self.public_url.starts_with("https://"),
-            limiter: &mut self.limiter,
-            metrics: &mut self.metrics,
-        }
-    }
-
-    /// Run a storage command now, in one transaction, and apply what it stored: its frames are
-    /// on their way before the caller answers the request that caused it.
-    fn run_command(&mut self, cmd: Command, now: Now, started: Instant) -> Done {
-        let rules = self.rules;
-        let result = self
-            .store
-            .write(|tx| app::command::execute(tx, &rules, now.wall_ms, cmd));
-        if let Ok(app::Outcome::Changed(event)) = &result {
-            let mut effects = std::mem::take(&mut self.effects);
-            self.app.apply(event, now.wall_ms, &mut effects);
-            self.apply_effects(&mut effects, now, started);
-            self.effects = effects;
-        }
-        Done::Stored(result)
-    }
-
-    /// Drive a reply for connection `key` until it is an answer (running storage jobs inline)
-    /// or waits for the hashing thread.
-    fn drive_reply(&mut self, key: usize, mut reply: Reply, keep_alive: bool, started: Instant) {
-        loop {
-            match reply {
-                Reply::Now(resp) => return self.respond(key, resp, keep_alive),
-                Reply::Later(Job::Store(cmd), pending) => {
-                    let now = self.time.now();
-                    let done = self.run_command(cmd, now, started);
-                    let Some(ip) = self.conns.get(key).map(|c| c.client_ip) else {
-                        return;
-                    };
-                    reply = api::finish(&mut self.ctx(ip, now.wall_ms), pending, done);
-                }
-                Reply::Later(Job::Hash(job), pending) => {
-                    return self.await_hash(key, job, pending, keep_alive)
-                }
-            }
-        }
-    }
-
-    /// Hand a password job to the worker; the connection waits in `AwaitingJob`.
-    fn await_hash(
-        &mut self,
-        key: usize,
-        job: crate::worker::Job,
-        pending: Pending,
-        keep_alive: bool,
-    ) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let who = crate::worker::Requester { key, gen: conn.gen };
-        if self.worker.submit(who, job) {
-            conn.enter(Phase::AwaitingJob {
-                keep_alive,
-                pending: Box::new(pending),
-            });
-        } else {
-            let busy = crate::http::Response::error(503, "sign-in is busy; try again in a moment")
-                .header("Retry-After", "1");
-            self.respond(key, busy, keep_alive);
-        }
-    }
-
     // ------------------------------------------------------------------ removal
 
     /// Mark a connection for removal at the end of the loop turn. The one place that does.
@@ -515,7 +467,40 @@ impl Server {
     }
 }
 
-/// Open the database (SQLite file and key) and build the in-memory view from it.
+/// Start sign-in through the identity provider, when configured. The redirect URI is built
+/// from the public URL, so a server listening on every address needs `--public-url`.
+fn start_oidc(
+    cfg: &ServeConfig,
+    public_url: &str,
+    local: SocketAddr,
+    waker: Arc<Waker>,
+) -> Result<Option<Oidc>, String> {
+    let Some(oidc_cfg) = &cfg.oidc else {
+        return Ok(None);
+    };
+    if cfg.public_url.is_none() && local.ip().is_unspecified() {
+        return Err(format!(
+            "OpenID Connect needs --public-url when listening on {local}: the provider \
+             sends browsers back to <public-url>{}",
+            crate::oidc::CALLBACK_PATH
+        ));
+    }
+    let settings = crate::oidc::Settings::load(oidc_cfg, public_url)?;
+    log::info!(
+        "sign-in with {} ({}); register the redirect URI {}",
+        settings.name,
+        settings.issuer,
+        settings.redirect_uri
+    );
+    // The attempt keys derive from the deployment's server key (already created by
+    // `open_storage`), so every node of a deployment accepts every attempt.
+    let (key, _) = store::load_or_create_key(&cfg.db).map_err(|e| e.to_string())?;
+    Oidc::start(settings, &key, waker).map(Some)
+}
+
+/// Open the database (SQLite file and key), trim the log, and build the in-memory view from
+/// it: users, the log's tail, and every valid admin session (so a reconnect wave after a
+/// restart costs no storage read). Runs before the loop starts, so it may wait.
 fn open_storage(cfg: &ServeConfig, public_url: String, now: i64) -> Result<(Sqlite, App), String> {
     let (key, new_key) = store::load_or_create_key(&cfg.db).map_err(|e| e.to_string())?;
     let mut db = Sqlite::open(&cfg.db, Some(key)).map_err(|e| e.to_string())?;
@@ -535,11 +520,31 @@ fn open_storage(cfg: &ServeConfig, public_url: String, now: i64) -> Result<(Sqli
     } else {
         None
     };
-    let pruned = db.prune_admin_sessions(now).unwrap_or(0);
-    if pruned > 0 {
-        log::info!("removed {pruned} expired admin sessions");
+    let (head, events, stored_from, sessions) = db
+        .write(|tx| {
+            let pruned = tx.prune_admin_sessions(now)?;
+            if pruned > 0 {
+                log::info!("removed {pruned} expired admin sessions");
+            }
+            tx.trim_events(RETENTION, now)?;
+            let head = tx.log_head()?;
+            let tail_from = head.head.saturating_sub(MEMORY_CAP as u64) + 1;
+            let events = tx.events_between(tail_from, head.head)?;
+            let stored_from = tx.oldest_event()?.unwrap_or(head.head + 1);
+            Ok::<_, store::DbError>((head, events, stored_from, tx.admin_sessions(now)?))
+        })
+        .map_err(|e| e.to_string())?;
+    log::info!(
+        "event log {} at {} ({} events held from {stored_from})",
+        head.epoch,
+        head.head,
+        head.head + 1 - stored_from
+    );
+    let mut app = App::new(users, head, &events, stored_from, public_url, setup_code);
+    for s in sessions {
+        app.remember_admin_session(s);
     }
-    Ok((db, App::new(users, public_url, setup_code)))
+    Ok((db, app))
 }
 
 fn release_ip(per_ip: &mut HashMap<IpAddr, u32>, ip: IpAddr) {

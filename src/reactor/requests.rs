@@ -5,7 +5,6 @@ use super::*;
 use crate::assets;
 use crate::http::{Method, Request, Response};
 use crate::hub::Stream;
-use crate::worker::Outcome;
 
 impl Server {
     /// One complete request from connection `key`.
@@ -18,7 +17,7 @@ impl Server {
         let keep_alive = req.keep_alive;
         let stream = Stream::from_path(&req.path, self.cfg.echo_path.as_deref());
         if req.wants_websocket || stream.is_some() {
-            return self.upgrade(key, &req, stream);
+            return self.upgrade(key, &req, stream, false);
         }
         if let Some(refusal) = self.over_limit(key) {
             let resp = match refusal {
@@ -36,6 +35,7 @@ impl Server {
             }
             (Method::Get | Method::Head, "/metrics") => {
                 self.metrics.open_connections = self.conns.len();
+                self.metrics.presence_sessions = self.hub.sessions_watched();
                 Response::new(200).body(
                     "text/plain; version=0.0.4; charset=utf-8",
                     self.metrics.render(),
@@ -63,41 +63,6 @@ impl Server {
         let now = self.time.now().wall_ms;
         let reply = api::handle(&mut self.ctx(client_ip, now), req);
         self.drive_reply(key, reply, req.keep_alive, started);
-    }
-
-    /// Password jobs are done: finish the requests that waited for them.
-    pub(super) fn on_worker_done(&mut self) {
-        let done: Vec<_> = self.worker.finished().collect();
-        for (who, outcome) in done {
-            self.hash_done(who.key, who.gen, outcome);
-        }
-    }
-
-    fn hash_done(&mut self, key: usize, gen: u32, outcome: Outcome) {
-        let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
-            return; // the client left while its password was checked
-        };
-        if !matches!(conn.phase(), Phase::AwaitingJob { .. }) {
-            return;
-        }
-        let Phase::AwaitingJob {
-            keep_alive,
-            pending,
-        } = conn.enter(Phase::Http)
-        else {
-            return;
-        };
-        let client_ip = conn.client_ip;
-        // A client that half-closed after its request gets the answer, then the close.
-        let half_closed = conn.input_paused && conn.out.is_empty();
-        let now = self.time.now().wall_ms;
-        let reply = api::finish(
-            &mut self.ctx(client_ip, now),
-            *pending,
-            Done::Hashed(outcome),
-        );
-        self.drive_reply(key, reply, keep_alive && !half_closed, Instant::now());
-        self.resume.push(key);
     }
 
     /// Behind a trusted proxy, the client is the last `X-Forwarded-For` hop.

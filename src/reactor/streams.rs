@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::agent::{self, Agent};
-use crate::api::access;
+use crate::api::access::{self, Credential, Denied};
+use crate::app::{Opening, ResumePoint};
 use crate::conn::{Sent, WsState};
 use crate::http::{Request, Response};
 use crate::hub::{self, Left, Stream};
@@ -15,8 +16,15 @@ const ECHO_MESSAGE_MAX: usize = 16 * 1024 * 1024;
 
 impl Server {
     /// An upgrade request (or a request for a stream path): check the handshake, limits and
-    /// credentials, then open the stream or refuse it.
-    pub(super) fn upgrade(&mut self, key: usize, req: &Request, stream: Option<Stream>) {
+    /// credentials, then open the stream or refuse it. `looked_up`: the admin session was just
+    /// looked up in storage (a second miss means no such session).
+    pub(super) fn upgrade(
+        &mut self,
+        key: usize,
+        req: &Request,
+        stream: Option<Stream>,
+        looked_up: bool,
+    ) {
         let Some(stream) = stream else {
             return self.respond(
                 key,
@@ -37,8 +45,8 @@ impl Server {
                 return self.respond(key, e.response().closing(), false);
             }
         };
-        self.metrics.http_request(101);
         if let Some(refusal) = self.over_limit(key) {
+            self.metrics.http_request(101);
             let reason = match refusal {
                 Refusal::PerIp => "Too many connections from your address",
                 _ => "Server busy",
@@ -50,19 +58,27 @@ impl Server {
         };
         let now = self.time.now().wall_ms;
         let agent_key = self.cfg.agent_key.clone();
-        let verdict = access::authorize_stream(
-            &mut self.ctx(client_ip, now),
-            stream,
-            req,
-            agent_key.as_deref(),
-        );
+        let mut ctx = self.ctx(client_ip, now);
+        ctx.looked_up = looked_up;
+        let verdict = access::authorize_stream(&mut ctx, stream, req, agent_key.as_deref());
         match verdict {
-            Ok(credential) => self.open_stream(key, handshake, stream, credential),
-            Err(reason) => {
+            Ok(credential) => {
+                self.metrics.http_request(101);
+                self.open_stream(key, req, handshake, stream, credential)
+            }
+            Err(Denied::No(_, reason)) => {
+                self.metrics.http_request(101);
                 self.metrics.closed(CloseReason::Unauthorized);
                 log::info!("conn {key} stream refused: {reason}");
                 self.refuse_stream(key, handshake, code::POLICY, reason);
             }
+            Err(Denied::LookUp(token)) => self.await_storage(
+                key,
+                Command::LookupAdminSession { token },
+                Pending::Handshake(Box::new(req.clone())),
+                req.keep_alive,
+                Instant::now(),
+            ),
         }
     }
 
@@ -84,16 +100,22 @@ impl Server {
     fn open_stream(
         &mut self,
         key: usize,
+        req: &Request,
         handshake: Vec<u8>,
         stream: Stream,
-        credential: Digest32,
+        credential: Credential,
     ) {
         let now = self.time.now();
         let reconnect = self
             .recent_closes
-            .get(&credential)
+            .get(&credential.digest)
             .is_some_and(|t| now.mono_ms.saturating_sub(*t) < RECONNECT_WINDOW_MS);
-        let hub_slot = self.hub.join(stream, key, credential);
+        let hub_slot = self.hub.join(
+            stream,
+            key,
+            credential.digest,
+            credential.admin_email.as_deref(),
+        );
         let max_message = if stream == Stream::Echo {
             ECHO_MESSAGE_MAX
         } else {
@@ -111,7 +133,7 @@ impl Server {
         conn.enter(Phase::Ws(Box::new(WsState {
             stream,
             hub_slot,
-            credential,
+            credential: credential.digest,
             reader: ws::MessageReader::new(max_message),
             max_message,
         })));
@@ -119,26 +141,77 @@ impl Server {
             return self.mark_dead(key, CloseReason::WriteError);
         }
         match stream {
-            Stream::Admin => {
-                let frame = self.app.initial_frame(now.wall_ms);
-                self.send_initial(key, &frame);
+            Stream::Admin | Stream::Agent => {
+                let asked = resume_point(req);
+                let point = asked.as_ref().ok().and_then(|p| p.as_ref());
+                match self.app.open(stream, point, now.wall_ms) {
+                    Opening::Frames { frames, resumed } => {
+                        if !matches!(asked, Ok(None)) {
+                            self.metrics.resume(stream, resumed);
+                        }
+                        self.send_opening(key, &frames);
+                    }
+                    Opening::ReadStorage { from, to } => {
+                        self.replay_from_storage(key, stream, from, to, now)
+                    }
+                }
+                if stream == Stream::Admin {
+                    let presence = self.presence_frame(now);
+                    self.send_frame(key, &presence);
+                }
             }
             Stream::Session(user_id) => {
                 if let Some(frame) = self.app.time_update_frame(user_id, now.wall_ms) {
                     self.send_frame(key, &frame);
                 }
+                if let Some(frame) = self.app.progress_frame(user_id) {
+                    self.send_frame(key, &frame);
+                }
                 self.session_clock.watch(user_id, now);
             }
-            Stream::Agent | Stream::Echo => {}
+            Stream::Echo => {}
+        }
+        if matches!(stream, Stream::Admin | Stream::Session(_)) {
+            self.presence_changed(now);
         }
     }
 
-    fn send_initial(&mut self, key: usize, frame: &Rc<[u8]>) {
+    /// A resume from beyond the memory tail: hold what is broadcast to the stream from now on,
+    /// and read the events it missed from storage (`jobs::Ticket::Replay` finishes it). If the
+    /// read cannot even be queued, the stream gets a fresh `initial` at once.
+    fn replay_from_storage(&mut self, key: usize, stream: Stream, from: u64, to: u64, now: Now) {
+        let Some(gen) = self.conns.get(key).map(|c| c.gen) else {
+            return;
+        };
+        let ticket = jobs::Ticket::Replay {
+            key,
+            gen,
+            stream,
+            since: from - 1,
+            to,
+        };
+        if self
+            .storage
+            .submit(ticket, Command::ReadEvents { from, to })
+        {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.hold();
+            }
+        } else {
+            self.metrics.resume(stream, false);
+            let initial = self.app.initial(stream, now.wall_ms);
+            self.send_opening(key, &[initial]);
+        }
+    }
+
+    /// The first frames of a stream (`initial`, or `resumed` and the replay): may pass the
+    /// outbox limit once, since a large list must still reach a new admin (API.md "Limits").
+    fn send_opening(&mut self, key: usize, frames: &[Rc<[u8]>]) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let (sent, written) = conn.send_initial(frame);
-        self.metrics.ws_messages_sent += 1;
+        let (sent, written) = conn.send_opening(frames);
+        self.metrics.ws_messages_sent += frames.len() as u64;
         self.metrics.ws_bytes_sent += written as u64;
         if sent == Sent::Failed {
             self.mark_dead(key, CloseReason::WriteError);
@@ -215,20 +288,29 @@ impl Server {
         }
     }
 
-    /// An agent message: run its command like an API request would, then answer it.
+    /// An agent message: its command runs like an API request's; the stream reads on, and the
+    /// ack (or error) follows when storage has answered.
     fn on_agent_message(&mut self, key: usize, payload: &[u8]) {
-        let reply = match agent::read(payload) {
-            Agent::Reply(frame) => frame,
-            Agent::Quiet => return,
+        match agent::read(payload) {
+            Agent::Reply(frame) => self.send_frame(key, &frame),
+            Agent::Quiet => {}
             Agent::Store(cmd, request_id) => {
-                let started = Instant::now();
-                let Done::Stored(result) = self.run_command(cmd, self.time.now(), started) else {
+                let Some(gen) = self.conns.get(key).map(|c| c.gen) else {
                     return;
                 };
-                agent::finish(&request_id, result)
+                let ticket = jobs::Ticket::Agent {
+                    key,
+                    gen,
+                    request_id: request_id.clone(),
+                    started: Instant::now(),
+                };
+                if !self.storage.submit(ticket, cmd) {
+                    self.metrics.storage_busy += 1;
+                    let busy = agent::finish(&request_id, Err(crate::app::AppError::Busy));
+                    self.send_frame(key, &busy);
+                }
             }
-        };
-        self.send_frame(key, &reply);
+        }
     }
 
     /// Leave the hub and count the stream as closed (`Ws → WsClosing`). Idempotent: acts only
@@ -245,6 +327,9 @@ impl Server {
         };
         if let Left::LastOfSession(user_id) = self.hub.leave(state.stream, state.hub_slot, key) {
             self.session_clock.unwatch(user_id);
+        }
+        if matches!(state.stream, Stream::Admin | Stream::Session(_)) {
+            self.presence_changed(self.time.now());
         }
         if state.stream != Stream::Echo {
             self.metrics.stream_closed(state.stream);
@@ -303,24 +388,30 @@ impl Server {
 
     // ------------------------------------------------------------------ effects
 
+    /// Hand one encoded frame to every stream of `stream`; those that cannot take it die.
+    pub(super) fn broadcast(&mut self, stream: Stream, frame: &Rc<[u8]>) {
+        let d = hub::deliver(
+            &mut self.conns,
+            self.hub.members(stream),
+            frame,
+            self.cfg.max_outbox_bytes,
+        );
+        for (key, why) in d.failed {
+            self.mark_dead(key, why);
+        }
+        self.metrics.ws_messages_sent += d.recipients;
+        self.metrics.ws_bytes_sent += d.bytes_written;
+    }
+
     /// Carry out what applying an event asked for. `started` is when the event's cause
     /// arrived, for the broadcast latency metric.
     pub(super) fn apply_effects(&mut self, effects: &mut Vec<Effect>, now: Now, started: Instant) {
         for effect in effects.drain(..) {
             match effect {
                 Effect::Broadcast(stream, frame) => {
-                    let d = hub::deliver(
-                        &mut self.conns,
-                        self.hub.members(stream),
-                        &frame,
-                        self.cfg.max_outbox_bytes,
-                    );
-                    for (key, why) in d.failed {
-                        self.mark_dead(key, why);
-                    }
-                    self.metrics.ws_messages_sent += d.recipients;
-                    self.metrics.ws_bytes_sent += d.bytes_written;
-                    if self.hub.has_members(stream) || !matches!(stream, Stream::Session(_)) {
+                    let watched = self.hub.has_members(stream);
+                    self.broadcast(stream, &frame);
+                    if watched || !matches!(stream, Stream::Session(_)) {
                         self.metrics
                             .broadcast(stream, started.elapsed().as_secs_f64());
                     }
@@ -351,7 +442,27 @@ impl Server {
                     expires_at,
                 } => self.session_clock.start(user_id, expires_at, now),
                 Effect::StopClock(user_id) => self.session_clock.stop(user_id),
+                Effect::InviteClock {
+                    user_id,
+                    expires_at: Some(at),
+                } => self.session_clock.arm_invite(user_id, at, now),
+                Effect::InviteClock {
+                    user_id,
+                    expires_at: None,
+                } => self.session_clock.disarm_invite(user_id),
             }
         }
     }
+}
+
+/// The resume point a handshake asks for: `Ok(None)` when it asks for none, `Err(())` when its
+/// `epoch`/`since` are malformed (it gets a fresh `initial`, and counts as a resume that failed).
+fn resume_point(req: &Request) -> Result<Option<ResumePoint>, ()> {
+    let (epoch, since) = (req.query_param("epoch"), req.query_param("since"));
+    if epoch.is_none() && since.is_none() {
+        return Ok(None);
+    }
+    let since = since.and_then(|s| s.parse::<u64>().ok()).ok_or(())?;
+    let epoch = epoch.filter(|e| !e.is_empty() && e.len() <= 64).ok_or(())?;
+    Ok(Some(ResumePoint { epoch, since }))
 }

@@ -14,6 +14,7 @@ impl Server {
                 Timer::Conn { key, gen } => self.on_deadline(key, gen),
                 Timer::Heartbeat => self.heartbeat(),
                 Timer::Housekeeping => self.housekeeping(),
+                Timer::Presence => self.tell_presence(),
                 Timer::ShutdownDeadline => {
                     let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                     for key in keys {
@@ -38,28 +39,30 @@ impl Server {
             match d {
                 Due::TimeUpdate(user_id) => {
                     if let Some(frame) = self.app.time_update_frame(user_id, now.wall_ms) {
-                        let mut effects = vec![Effect::Broadcast(Stream::Session(user_id), frame)];
-                        self.apply_effects(&mut effects, now, Instant::now());
+                        self.broadcast(Stream::Session(user_id), &frame);
                     }
                 }
-                Due::Expire(user_id) => self.expire_session(user_id, now),
+                // Recording runs on the storage thread; its event closes the session's
+                // streams and tells admins and agents. A full queue means: try again shortly.
+                Due::Expire(user_id) => {
+                    let cmd = Command::ExpireSession { id: user_id };
+                    if !self
+                        .storage
+                        .submit(jobs::Ticket::SessionExpiry(user_id), cmd)
+                    {
+                        self.session_clock.retry_expiry(user_id, now);
+                    }
+                }
+                Due::InviteExpired(user_id) => {
+                    let cmd = Command::ExpireInvite { id: user_id };
+                    if !self
+                        .storage
+                        .submit(jobs::Ticket::InviteExpiry(user_id), cmd)
+                    {
+                        self.session_clock.retry_invite(user_id, now);
+                    }
+                }
             }
-        }
-    }
-
-    /// Record that a session ran out; its event closes its streams and tells admins and agents.
-    fn expire_session(&mut self, user_id: i64, now: Now) {
-        let started = Instant::now();
-        match self.run_command(Command::ExpireSession { id: user_id }, now, started) {
-            Done::Stored(Ok(app::Outcome::NotYet { expires_at })) => {
-                // The timer fired early (the wall clock moved): wait for the stored end.
-                self.session_clock.start(user_id, expires_at, now);
-            }
-            Done::Stored(Err(e)) => {
-                log::error!("session {user_id} could not be expired: {e:?}; retrying in 1 s");
-                self.session_clock.retry_expiry(user_id, now);
-            }
-            _ => {}
         }
     }
 
@@ -129,12 +132,20 @@ impl Server {
         self.timers.insert(at, Timer::Heartbeat);
     }
 
+    /// Every 10 s: forget old reconnect bookkeeping. Every minute: trim the log in storage to
+    /// what retention requires, and prune expired admin sessions.
     fn housekeeping(&mut self) {
-        let now = self.now_ms();
+        let now = self.time.now();
         self.recent_closes
-            .retain(|_, t| now.saturating_sub(*t) < RECONNECT_WINDOW_MS);
+            .retain(|_, t| now.mono_ms.saturating_sub(*t) < RECONNECT_WINDOW_MS);
+        self.housekeeping_round += 1;
+        if self.housekeeping_round.is_multiple_of(6) {
+            // Best effort: a full queue skips one round.
+            self.storage
+                .submit(jobs::Ticket::Housekeeping, Command::Maintain);
+        }
         self.timers
-            .insert(now + HOUSEKEEPING_MS, Timer::Housekeeping);
+            .insert(now.mono_ms + HOUSEKEEPING_MS, Timer::Housekeeping);
     }
 
     // ------------------------------------------------------------------ shutdown

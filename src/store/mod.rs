@@ -33,6 +33,7 @@ pub struct NewUser<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminAccount {
     pub id: i64,
+    pub email: String,
     /// Argon2id PHC string.
     pub password_hash: String,
 }
@@ -48,10 +49,61 @@ pub struct AdminInfo {
     pub last_sign_in_at: Option<i64>,
 }
 
+/// A valid admin session (its token is known only by its digest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSession {
+    pub token_digest: Digest32,
+    pub admin_id: i64,
+    pub email: String,
+    /// Wall-clock Unix ms.
+    pub expires_at: i64,
+}
+
+/// One entry of the event log as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    /// Wall-clock Unix ms of the change.
+    pub at_ms: i64,
+    pub user_id: i64,
+    /// `added`, `updated` or `deleted`.
+    pub kind: &'static str,
+    /// Why an update happened (see `app::Cause::label`).
+    pub cause: Option<&'static str>,
+    /// The admin stream message, exactly as sent.
+    pub admin_message: String,
+    /// The agent stream message, if the change caused one.
+    pub agent_message: Option<String>,
+}
+
+/// Where the log stands: the history it belongs to and the last number written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogHead {
+    pub epoch: String,
+    pub head: u64,
+}
+
+/// How much of the log is kept: at least the last `count` events and every event younger than
+/// `age_ms` (API.md: 1,000 and 10 minutes).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub count: u64,
+    pub age_ms: i64,
+}
+
+/// The contract's retention.
+pub const RETENTION: Retention = Retention {
+    count: 1_000,
+    age_ms: 10 * 60 * 1000,
+};
+
 #[derive(Debug)]
 pub enum DbError {
     /// A UNIQUE constraint (duplicate email) refused the write.
     Conflict,
+    /// Another process holds the database lock (SQLite `SQLITE_BUSY`), or the database cannot
+    /// be reached: nothing was written; try again later.
+    Busy,
     Sqlite(rusqlite::Error),
     Io(String),
 }
@@ -60,6 +112,7 @@ impl std::fmt::Display for DbError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DbError::Conflict => f.write_str("already exists"),
+            DbError::Busy => f.write_str("storage busy"),
             DbError::Sqlite(e) => write!(f, "sqlite: {e}"),
             DbError::Io(e) => f.write_str(e),
         }
@@ -94,20 +147,20 @@ pub trait Tx {
         expires_at: i64,
         now_ms: i64,
     ) -> DbResult<()>;
-    /// Admin id and expiry of an unexpired session with this token digest.
+    /// The unexpired session with this token digest.
     fn admin_session(
         &mut self,
         token_digest: &Digest32,
         now_ms: i64,
-    ) -> DbResult<Option<(i64, i64)>>;
+    ) -> DbResult<Option<AdminSession>>;
+    /// Every unexpired admin session (to warm the cache at start).
+    fn admin_sessions(&mut self, now_ms: i64) -> DbResult<Vec<AdminSession>>;
     fn delete_admin_session(&mut self, token_digest: &Digest32) -> DbResult<()>;
 
     /// Every admin account, oldest first.
     fn admins(&mut self) -> DbResult<Vec<AdminInfo>>;
     /// The account with this id (for "me" and password changes).
     fn admin_by_id(&mut self, id: i64) -> DbResult<Option<(AdminInfo, String)>>;
-    /// Another admin account; `Conflict` when the email exists (case-insensitively).
-    fn insert_admin(&mut self, email: &str, hash: &str, now_ms: i64) -> DbResult<AdminInfo>;
     /// Delete an account (its sessions go with it); `false` if there was none.
     fn delete_admin(&mut self, id: i64) -> DbResult<bool>;
     fn set_admin_password(&mut self, id: i64, hash: &str) -> DbResult<bool>;
@@ -115,6 +168,40 @@ pub trait Tx {
     /// End every session of admin `id` but `keep`; returns the digests of those ended, so
     /// their streams can be closed.
     fn end_admin_sessions(&mut self, id: i64, keep: Option<&Digest32>) -> DbResult<Vec<Digest32>>;
+    /// Delete admin sessions that expired at or before `now_ms`; returns how many.
+    fn prune_admin_sessions(&mut self, now_ms: i64) -> DbResult<usize>;
+
+    /// Where the log stands.
+    fn log_head(&mut self) -> DbResult<LogHead>;
+    /// Take the next event number. It is held by this transaction until it commits, so numbers
+    /// follow commit order.
+    fn next_seq(&mut self) -> DbResult<u64>;
+    fn append_event(&mut self, e: &StoredEvent) -> DbResult<()>;
+    /// The events numbered `from..=to` still held, oldest first.
+    fn events_between(&mut self, from: u64, to: u64) -> DbResult<Vec<StoredEvent>>;
+    /// The number of the oldest event still held.
+    fn oldest_event(&mut self) -> DbResult<Option<u64>>;
+    /// Drop events beyond `keep` at `now_ms`; returns how many went.
+    fn trim_events(&mut self, keep: Retention, now_ms: i64) -> DbResult<usize>;
+
+    /// Whether an agent message with this request id was applied at or after `since_ms`.
+    fn agent_request_seen(&mut self, request_id: &str, since_ms: i64) -> DbResult<bool>;
+    fn record_agent_request(&mut self, request_id: &str, now_ms: i64) -> DbResult<()>;
+    /// Forget request ids older than `before_ms`.
+    fn trim_agent_requests(&mut self, before_ms: i64) -> DbResult<usize>;
+
+    /// Create an admin account; returns its id (`Conflict` if the email exists).
+    fn insert_admin(&mut self, email: &str, password_hash: &str, now_ms: i64) -> DbResult<i64>;
+    /// Whether the OpenID Connect login attempt with this id was used already.
+    fn oidc_attempt_used(&mut self, attempt: &[u8; 16]) -> DbResult<bool>;
+    /// Record the attempt as used; `false` if it was used already. Rows of attempts that
+    /// expired before `now_ms` are removed on the way.
+    fn use_oidc_attempt(
+        &mut self,
+        attempt: &[u8; 16],
+        expires_at: i64,
+        now_ms: i64,
+    ) -> DbResult<bool>;
 }
 
 /// The server key file beside the database.

@@ -10,7 +10,10 @@
 //! writers (the server and the `admin` CLI) never deadlock upgrading a read lock, and a
 //! command's reads see exactly the state it changes.
 
-use super::{AdminAccount, AdminInfo, DbError, DbResult, NewUser, Tx};
+use super::{
+    AdminAccount, AdminInfo, AdminSession, DbError, DbResult, LogHead, NewUser, Retention,
+    StoredEvent, Tx,
+};
 use crate::auth::{self, Digest32};
 use crate::model::User;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
@@ -19,16 +22,20 @@ use std::path::Path;
 /// Migrations, applied in order inside one transaction each; `PRAGMA user_version` counts them.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../sql/0001_init.sql"),
-    include_str!("../../sql/0003_admins.sql"),
+    include_str!("../../sql/0002_event_log.sql"),
+    include_str!("../../sql/0003_oidc.sql"),
+    include_str!("../../sql/0004_admins.sql"),
 ];
 
-/// How long a statement waits for another process's lock before giving up (`SQLITE_BUSY`).
+/// How long a statement waits for another process's lock before giving up (`SQLITE_BUSY`),
+/// unless the caller sets its own deadline ([`Sqlite::set_busy_timeout`]).
 const BUSY_TIMEOUT_MS: u64 = 2000;
 
 /// Columns of a user row, in the order [`user_from_row`] reads them.
 const USER_COLUMNS: &str = "id, first_name, last_name, email, invite_nonce, invite_expires_at,
     token_activated, session_started_at, session_expires_at, session_expired,
-    questions_answered, questions_total, transcript_url, summary_url, created_at";
+    questions_answered, questions_total, transcript_url, summary_url, created_at,
+    invite_expired, session_ended_at";
 
 impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
@@ -37,6 +44,14 @@ impl From<rusqlite::Error> for DbError {
                 if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
             {
                 DbError::Conflict
+            }
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                DbError::Busy
             }
             _ => DbError::Sqlite(e),
         }
@@ -69,6 +84,12 @@ impl Sqlite {
             log::info!("created new database {}", path.display());
         }
         Ok(db)
+    }
+
+    /// Wait at most `timeout` for another process's lock from now on (the storage thread sets
+    /// each job's remaining time before running it).
+    pub fn set_busy_timeout(&self, timeout: std::time::Duration) -> DbResult<()> {
+        Ok(self.conn.busy_timeout(timeout)?)
     }
 
     fn migrate(&mut self) -> DbResult<()> {
@@ -149,14 +170,6 @@ impl Sqlite {
         )?;
         Ok(self.conn.last_insert_rowid())
     }
-
-    /// Delete admin sessions that expired before `now_ms`; returns how many.
-    pub fn prune_admin_sessions(&self, now_ms: i64) -> DbResult<usize> {
-        Ok(self.conn.execute(
-            "DELETE FROM admin_sessions WHERE expires_at <= ?1",
-            [now_ms],
-        )?)
-    }
 }
 
 /// Columns of an admin row, in the order [`admin_from_row`] reads them.
@@ -192,6 +205,36 @@ fn user_from_row(r: &Row<'_>, key: &[u8; 32]) -> rusqlite::Result<User> {
         transcript_url: r.get(12)?,
         summary_url: r.get(13)?,
         created_at: r.get(14)?,
+        invite_expired: r.get(15)?,
+        session_ended_at: r.get(16)?,
+    })
+}
+
+fn admin_session_from_row(r: &Row<'_>) -> rusqlite::Result<AdminSession> {
+    let digest: Vec<u8> = r.get(0)?;
+    let mut token_digest = [0u8; 32];
+    if digest.len() == 32 {
+        token_digest.copy_from_slice(&digest);
+    }
+    Ok(AdminSession {
+        token_digest,
+        admin_id: r.get(1)?,
+        email: r.get(2)?,
+        expires_at: r.get(3)?,
+    })
+}
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let kind: String = r.get(3)?;
+    let cause: Option<String> = r.get(4)?;
+    Ok(StoredEvent {
+        seq: r.get::<_, i64>(0)? as u64,
+        at_ms: r.get(1)?,
+        user_id: r.get(2)?,
+        kind: crate::app::event::kind_label(&kind),
+        cause: cause.as_deref().and_then(crate::app::Cause::from_label),
+        admin_message: r.get(5)?,
+        agent_message: r.get(6)?,
     })
 }
 
@@ -261,10 +304,12 @@ impl Tx for SqliteTx<'_> {
             invite_token: token,
             invite_nonce: u.invite_nonce.to_vec(),
             invite_expires_at: u.invite_expires_at,
+            invite_expired: false,
             token_activated: false,
             session_started_at: None,
             session_expires_at: None,
             session_expired: false,
+            session_ended_at: None,
             questions_answered: 0,
             questions_total: u.questions_total,
             transcript_url: None,
@@ -281,7 +326,7 @@ impl Tx for SqliteTx<'_> {
                     invite_token_hash = ?6, invite_expires_at = ?7, token_activated = ?8,
                     session_started_at = ?9, session_expires_at = ?10, session_expired = ?11,
                     questions_answered = ?12, questions_total = ?13, transcript_url = ?14,
-                    summary_url = ?15
+                    summary_url = ?15, invite_expired = ?16, session_ended_at = ?17
                  WHERE id = ?1",
             )?
             .execute(params![
@@ -300,6 +345,8 @@ impl Tx for SqliteTx<'_> {
                 u.questions_total,
                 u.transcript_url,
                 u.summary_url,
+                u.invite_expired,
+                u.session_ended_at,
             ])?;
         Ok(n == 1)
     }
@@ -330,11 +377,12 @@ impl Tx for SqliteTx<'_> {
     fn find_admin(&mut self, email: &str) -> DbResult<Option<AdminAccount>> {
         Ok(self
             .tx
-            .prepare_cached("SELECT id, password_hash FROM admins WHERE email = ?1")?
+            .prepare_cached("SELECT id, email, password_hash FROM admins WHERE email = ?1")?
             .query_row([email], |r| {
                 Ok(AdminAccount {
                     id: r.get(0)?,
-                    password_hash: r.get(1)?,
+                    email: r.get(1)?,
+                    password_hash: r.get(2)?,
                 })
             })
             .optional()?)
@@ -360,19 +408,28 @@ impl Tx for SqliteTx<'_> {
         &mut self,
         token_digest: &Digest32,
         now_ms: i64,
-    ) -> DbResult<Option<(i64, i64)>> {
-        let row: Option<(Vec<u8>, i64, i64)> = self
+    ) -> DbResult<Option<AdminSession>> {
+        let row = self
             .tx
             .prepare_cached(
-                "SELECT token_hash, admin_id, expires_at FROM admin_sessions
-                 WHERE token_hash = ?1 AND expires_at > ?2",
+                "SELECT s.token_hash, s.admin_id, a.email, s.expires_at
+                 FROM admin_sessions s JOIN admins a ON a.id = s.admin_id
+                 WHERE s.token_hash = ?1 AND s.expires_at > ?2",
             )?
-            .query_row(params![&token_digest[..], now_ms], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+            .query_row(params![&token_digest[..], now_ms], admin_session_from_row)
             .optional()?;
         // The index found the row; the final check is in constant time anyway.
-        Ok(row.and_then(|(h, id, exp)| auth::ct_eq(&h, token_digest).then_some((id, exp))))
+        Ok(row.filter(|s| auth::ct_eq(&s.token_digest, token_digest)))
+    }
+
+    fn admin_sessions(&mut self, now_ms: i64) -> DbResult<Vec<AdminSession>> {
+        let mut stmt = self.tx.prepare(
+            "SELECT s.token_hash, s.admin_id, a.email, s.expires_at
+             FROM admin_sessions s JOIN admins a ON a.id = s.admin_id
+             WHERE s.expires_at > ?1",
+        )?;
+        let rows = stmt.query_map([now_ms], admin_session_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn delete_admin_session(&mut self, token_digest: &Digest32) -> DbResult<()> {
@@ -400,18 +457,130 @@ impl Tx for SqliteTx<'_> {
             .optional()?)
     }
 
-    fn insert_admin(&mut self, email: &str, hash: &str, now_ms: i64) -> DbResult<AdminInfo> {
+    fn prune_admin_sessions(&mut self, now_ms: i64) -> DbResult<usize> {
+        Ok(self.tx.execute(
+            "DELETE FROM admin_sessions WHERE expires_at <= ?1",
+            [now_ms],
+        )?)
+    }
+
+    fn log_head(&mut self) -> DbResult<LogHead> {
+        Ok(self
+            .tx
+            .query_row("SELECT epoch, head FROM log_head WHERE id = 1", [], |r| {
+                Ok(LogHead {
+                    epoch: r.get(0)?,
+                    head: r.get::<_, i64>(1)? as u64,
+                })
+            })?)
+    }
+
+    fn next_seq(&mut self) -> DbResult<u64> {
+        let seq: i64 = self
+            .tx
+            .prepare_cached("UPDATE log_head SET head = head + 1 WHERE id = 1 RETURNING head")?
+            .query_row([], |r| r.get(0))?;
+        Ok(seq as u64)
+    }
+
+    fn append_event(&mut self, e: &StoredEvent) -> DbResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO events (seq, at_ms, user_id, kind, cause, admin_message, agent_message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                e.seq as i64,
+                e.at_ms,
+                e.user_id,
+                e.kind,
+                e.cause,
+                e.admin_message,
+                e.agent_message
+            ])?;
+        Ok(())
+    }
+
+    fn events_between(&mut self, from: u64, to: u64) -> DbResult<Vec<StoredEvent>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT seq, at_ms, user_id, kind, cause, admin_message, agent_message
+             FROM events WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![from as i64, to as i64], event_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn oldest_event(&mut self) -> DbResult<Option<u64>> {
+        let seq: Option<i64> = self
+            .tx
+            .query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))?;
+        Ok(seq.map(|s| s as u64))
+    }
+
+    fn trim_events(&mut self, keep: Retention, now_ms: i64) -> DbResult<usize> {
+        Ok(self.tx.execute(
+            "DELETE FROM events
+             WHERE seq <= (SELECT head FROM log_head WHERE id = 1) - ?1 AND at_ms < ?2",
+            params![keep.count as i64, now_ms - keep.age_ms],
+        )?)
+    }
+
+    fn agent_request_seen(&mut self, request_id: &str, since_ms: i64) -> DbResult<bool> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT 1 FROM agent_requests WHERE request_id = ?1 AND at_ms >= ?2")?
+            .exists(params![request_id, since_ms])?)
+    }
+
+    fn record_agent_request(&mut self, request_id: &str, now_ms: i64) -> DbResult<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO agent_requests (request_id, at_ms) VALUES (?1, ?2)
+                 ON CONFLICT (request_id) DO UPDATE SET at_ms = excluded.at_ms",
+            )?
+            .execute(params![request_id, now_ms])?;
+        Ok(())
+    }
+
+    fn trim_agent_requests(&mut self, before_ms: i64) -> DbResult<usize> {
+        Ok(self
+            .tx
+            .execute("DELETE FROM agent_requests WHERE at_ms < ?1", [before_ms])?)
+    }
+
+    fn insert_admin(&mut self, email: &str, password_hash: &str, now_ms: i64) -> DbResult<i64> {
         self.tx
             .prepare_cached(
                 "INSERT INTO admins (email, password_hash, created_at) VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![email, hash, now_ms])?;
-        Ok(AdminInfo {
-            id: self.tx.last_insert_rowid(),
-            email: email.to_string(),
-            created_at: now_ms,
-            last_sign_in_at: None,
-        })
+            .execute(params![email, password_hash, now_ms])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    fn oidc_attempt_used(&mut self, attempt: &[u8; 16]) -> DbResult<bool> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT 1 FROM oidc_attempts_used WHERE attempt = ?1")?
+            .exists([&attempt[..]])?)
+    }
+
+    fn use_oidc_attempt(
+        &mut self,
+        attempt: &[u8; 16],
+        expires_at: i64,
+        now_ms: i64,
+    ) -> DbResult<bool> {
+        self.tx
+            .prepare_cached("DELETE FROM oidc_attempts_used WHERE expires_at < ?1")?
+            .execute([now_ms])?;
+        let n = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO oidc_attempts_used (attempt, expires_at) VALUES (?1, ?2)
+                 ON CONFLICT (attempt) DO NOTHING",
+            )?
+            .execute(params![&attempt[..], expires_at])?;
+        Ok(n == 1)
     }
 
     fn delete_admin(&mut self, id: i64) -> DbResult<bool> {
@@ -532,16 +701,42 @@ mod tests {
             assert_eq!(tx.create_first_admin("b@x.io", "h", 0)?, None);
             let h = auth::digest("tok");
             tx.create_admin_session(id, &h, 1000, 0)?;
-            assert_eq!(tx.admin_session(&h, 999)?, Some((id, 1000)));
+            let s = tx.admin_session(&h, 999)?.unwrap();
+            assert_eq!(
+                (s.admin_id, s.email.as_str(), s.expires_at),
+                (id, "root@x.io", 1000)
+            );
+            assert_eq!(tx.admin_sessions(999)?, vec![s]);
             assert_eq!(tx.admin_session(&h, 1000)?, None);
             assert_eq!(tx.admin_session(&auth::digest("other"), 0)?, None);
             tx.delete_admin_session(&h)?;
             assert_eq!(tx.admin_session(&h, 0)?, None);
+            tx.create_admin_session(id, &h, 1000, 0)?;
+            assert_eq!(tx.prune_admin_sessions(1000)?, 1);
             assert_eq!(
                 tx.find_admin("ROOT@x.io")?.map(|a| a.id),
                 Some(id),
                 "emails compare case-insensitively"
             );
+            Ok::<_, DbError>(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn oidc_attempts_are_used_once() {
+        let (_d, mut db) = temp_db();
+        db.write(|tx| {
+            let a = [1u8; 16];
+            assert!(!tx.oidc_attempt_used(&a)?);
+            assert!(tx.use_oidc_attempt(&a, 1000, 0)?);
+            assert!(tx.oidc_attempt_used(&a)?);
+            assert!(!tx.use_oidc_attempt(&a, 1000, 10)?, "second use refused");
+            // Past its expiry the row is pruned by the next use of another attempt.
+            assert!(tx.use_oidc_attempt(&[2u8; 16], 5000, 1001)?);
+            assert!(!tx.oidc_attempt_used(&a)?);
+            let id = tx.insert_admin("new@x.io", "h", 0)?;
+            assert_eq!(tx.find_admin("NEW@x.io")?.map(|a| a.id), Some(id));
             Ok::<_, DbError>(())
         })
         .unwrap();

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-pub const USER_KEYS: [&str; 11] = [
+pub const USER_KEYS: [&str; 15] = [
     "id",
     "first_name",
     "last_name",
@@ -14,7 +14,26 @@ pub const USER_KEYS: [&str; 11] = [
     "session_timer",
     "transcript",
     "summary",
+    "invited_at",
+    "invite_expires_at",
+    "session_started_at",
+    "session_ended_at",
 ];
+
+/// An RFC 3339 UTC time as the server writes it: `2026-11-30T12:34:56Z`.
+pub fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'Z'
+        && [0..4, 5..7, 8..10, 11..13, 14..16, 17..19]
+            .into_iter()
+            .all(|r| b[r].iter().all(u8::is_ascii_digit))
+}
 
 /// Asserts a value has exactly the contract's user-object keys and value types.
 pub fn assert_user_shape(u: &Value) {
@@ -51,6 +70,20 @@ pub fn assert_user_shape(u: &Value) {
     }
     for k in ["transcript", "summary"] {
         assert!(u[k].is_null() || u[k].is_string(), "{k}: {u}");
+    }
+    assert!(
+        u["invited_at"].as_str().is_some_and(is_rfc3339),
+        "invited_at: {u}"
+    );
+    for k in [
+        "invite_expires_at",
+        "session_started_at",
+        "session_ended_at",
+    ] {
+        assert!(
+            u[k].is_null() || u[k].as_str().is_some_and(is_rfc3339),
+            "{k}: {u}"
+        );
     }
 }
 

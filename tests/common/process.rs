@@ -60,7 +60,7 @@ impl Logs {
     }
 }
 
-fn drain<R: Read + Send + 'static>(r: R, logs: Logs, tag: &'static str) {
+pub fn drain<R: Read + Send + 'static>(r: R, logs: Logs, tag: &'static str) {
     thread::spawn(move || {
         let mut r = BufReader::new(r);
         let mut buf = Vec::new();

@@ -61,6 +61,15 @@ impl Server {
     }
 
     /// Session stream authenticated with `?token=`.
+    /// An agent stream that must open: returns it after its first message, the `initial` (the
+    /// sessions in progress), which it also returns.
+    pub fn agent(&self, key: &str) -> (Ws, Value) {
+        let mut ws = self.agent_ws(key).expect("agent stream handshake");
+        let init = recv_json(&mut ws, WAIT);
+        assert_eq!(init["type"], "initial", "first agent message: {init}");
+        (ws, init)
+    }
+
     pub fn session_ws(&self, session_id: &str, token: &str) -> Result<Ws, tungstenite::Error> {
         self.ws_with(&format!("/session/{session_id}/stream?token={token}"), &[])
     }
@@ -131,6 +140,11 @@ pub fn next_event(ws: &mut Ws, timeout: Duration, auto_pong: bool) -> Option<WsE
                         let _ = ws.send(Message::text(r#"{"type":"pong"}"#));
                         continue;
                     }
+                    // Presence comes whenever someone opens or closes a page: it is checked
+                    // where it is the subject (`next_presence`), skipped everywhere else.
+                    if auto_pong && v["type"] == "presence" {
+                        continue;
+                    }
                     return Some(WsEvent::Json(v));
                 }
                 Err(_) => return Some(WsEvent::Text(t.as_str().to_string())),
@@ -157,6 +171,27 @@ pub fn next_event(ws: &mut Ws, timeout: Duration, auto_pong: bool) -> Option<WsE
 }
 
 /// The next JSON message (JSON pings answered and skipped); panics on anything else.
+/// The next `presence` message (other messages before it are returned too, oldest first).
+pub fn next_presence(ws: &mut Ws, timeout: Duration) -> (Option<Value>, Vec<Value>) {
+    let deadline = Instant::now() + timeout;
+    let mut others = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (None, others);
+        }
+        match next_event(ws, left, false) {
+            Some(WsEvent::Json(v)) if v["type"] == "presence" => return (Some(v), others),
+            Some(WsEvent::Json(v)) if v["type"] == "ping" => {
+                let _ = ws.send(Message::text(r#"{"type":"pong"}"#));
+            }
+            Some(WsEvent::Json(v)) => others.push(v),
+            Some(WsEvent::Close(_) | WsEvent::Ended(_)) | None => return (None, others),
+            Some(_) => {}
+        }
+    }
+}
+
 pub fn recv_json(ws: &mut Ws, timeout: Duration) -> Value {
     match next_event(ws, timeout, true) {
         Some(WsEvent::Json(v)) => v,
@@ -270,4 +305,18 @@ pub fn close_normal(ws: &mut Ws) {
         reason: "".into(),
     }));
     let _ = ws.flush();
+}
+
+/// The first two messages of a session stream (API.md v2): `time_update`, then the current
+/// `progress`. Returns both.
+pub fn session_opening(ws: &mut Ws) -> (Value, Value) {
+    let t = recv_json(ws, WAIT);
+    assert_eq!(t["type"], "time_update", "first session message: {t}");
+    let p = recv_json(ws, WAIT);
+    assert_eq!(p["type"], "progress", "second session message: {p}");
+    assert!(
+        p["questions_answered"].is_u64() && p["questions_total"].is_u64(),
+        "progress on open: {p}"
+    );
+    (t, p)
 }

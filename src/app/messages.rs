@@ -1,0 +1,234 @@
+//! The JSON messages of the streams, in one place, fields in the contract's order.
+//!
+//! Everything here returns bytes or strings; framing them (`ws::text_frame`) and deciding who
+//! receives them is the caller's business. Messages that are logged (admin and agent changes)
+//! are built once, in the command that stores them, and kept verbatim.
+
+use super::event::{Cause, UserChange};
+use crate::hub::Presence;
+use crate::model::{User, UserView};
+use serde::Serialize;
+use serde_json::json;
+
+/// `{"type":…,"seq":…,"data":…}`.
+#[derive(Serialize)]
+struct Numbered<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    seq: u64,
+    data: T,
+}
+
+/// `{"type":"initial","epoch":…,"seq":…,"data":[…]}`.
+#[derive(Serialize)]
+struct Initial<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    epoch: &'a str,
+    seq: u64,
+    data: T,
+}
+
+/// Serialising our own types cannot fail; an empty object keeps the stream valid if it did.
+fn to_vec(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+fn to_string(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_string())
+}
+
+/// The admin stream message of change number `seq` at `now` (wall ms).
+pub fn admin(change: &UserChange, seq: u64, public_url: &str, now: i64) -> String {
+    match change {
+        UserChange::Added(u) => to_string(&Numbered {
+            kind: "user_added",
+            seq,
+            data: u.view(public_url, now),
+        }),
+        UserChange::Updated(u, _) => to_string(&Numbered {
+            kind: "user_update",
+            seq,
+            data: u.view(public_url, now),
+        }),
+        UserChange::Deleted(id) => to_string(&Numbered {
+            kind: "user_deleted",
+            seq,
+            data: json!({ "id": id }),
+        }),
+    }
+}
+
+/// The agent stream message change number `seq` causes, if any: a session started, progress
+/// the agent did not report itself, a session that ran out.
+pub fn agent(change: &UserChange, seq: u64, public_url: &str, now: i64) -> Option<String> {
+    let UserChange::Updated(u, cause) = change else {
+        return None;
+    };
+    match cause {
+        Cause::Activated => Some(to_string(&Numbered {
+            kind: "session_started",
+            seq,
+            data: u.view(public_url, now),
+        })),
+        Cause::Answered
+        | Cause::Edited {
+            progressed: true,
+            by_agent: false,
+        } => Some(
+            json!({
+                "type": "progress",
+                "seq": seq,
+                "user_id": u.id,
+                "questions_answered": u.questions_answered,
+                "questions_total": u.questions_total,
+            })
+            .to_string(),
+        ),
+        Cause::SessionExpired => Some(to_string(&Numbered {
+            kind: "session_expired",
+            seq,
+            data: json!({ "id": u.id }),
+        })),
+        _ => None,
+    }
+}
+
+/// `initial` of the admin stream (every user) or of the agent stream (the running sessions).
+pub fn initial(epoch: &str, seq: u64, users: &[UserView<'_>]) -> Vec<u8> {
+    to_vec(&Initial {
+        kind: "initial",
+        epoch,
+        seq,
+        data: users,
+    })
+}
+
+/// `resumed`: the events after `seq` follow.
+pub fn resumed(epoch: &str, seq: u64) -> Vec<u8> {
+    to_vec(&json!({ "type": "resumed", "epoch": epoch, "seq": seq }))
+}
+
+/// `{"sessions":{"<id>":K,…},"admins":[{"email":E,"streams":K},…]}`: the body of
+/// `GET /api/presence` and, with `"type":"presence"` first, the admin stream message.
+pub fn presence(p: &Presence, as_message: bool) -> Vec<u8> {
+    let mut body = serde_json::Map::new();
+    if as_message {
+        body.insert("type".into(), json!("presence"));
+    }
+    let sessions: serde_json::Map<String, serde_json::Value> = p
+        .sessions
+        .iter()
+        .map(|(id, n)| (id.to_string(), json!(n)))
+        .collect();
+    body.insert("sessions".into(), sessions.into());
+    let admins: Vec<_> = p
+        .admins
+        .iter()
+        .map(|(email, n)| json!({ "email": email, "streams": n }))
+        .collect();
+    body.insert("admins".into(), admins.into());
+    to_vec(&body)
+}
+
+/// `time_update` of a session stream.
+pub fn time_update(remaining_seconds: i64) -> Vec<u8> {
+    to_vec(&json!({ "type": "time_update", "remaining_seconds": remaining_seconds }))
+}
+
+/// `progress` of a session stream.
+pub fn session_progress(u: &User) -> Vec<u8> {
+    to_vec(&json!({
+        "type": "progress",
+        "questions_answered": u.questions_answered,
+        "questions_total": u.questions_total,
+    }))
+}
+
+/// `session_expired` of a session stream (then it closes with 1000).
+pub fn session_expired() -> Vec<u8> {
+    br#"{"type":"session_expired"}"#.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn user() -> User {
+        crate::model::tests::user()
+    }
+
+    #[test]
+    fn logged_messages_carry_their_number_in_the_contract_order() {
+        let change = UserChange::Added(Box::new(user()));
+        let m = admin(&change, 42, "http://h", 0);
+        assert!(
+            m.starts_with(r#"{"type":"user_added","seq":42,"data":{"id":7,"#),
+            "{m}"
+        );
+        assert_eq!(agent(&change, 42, "http://h", 0), None);
+        let gone = admin(&UserChange::Deleted(7), 43, "http://h", 0);
+        assert_eq!(gone, r#"{"type":"user_deleted","seq":43,"data":{"id":7}}"#);
+    }
+
+    #[test]
+    fn agents_hear_of_starts_progress_and_expiry_only() {
+        let u = || Box::new(user());
+        let msg = |cause| {
+            agent(&UserChange::Updated(u(), cause), 9, "http://h", 0)
+                .map(|m| serde_json::from_str::<Value>(&m).unwrap())
+        };
+        assert_eq!(msg(Cause::Activated).unwrap()["type"], "session_started");
+        let p = msg(Cause::Answered).unwrap();
+        assert_eq!(
+            (p["type"].as_str(), p["seq"].as_u64(), p["user_id"].as_i64()),
+            (Some("progress"), Some(9), Some(7))
+        );
+        assert_eq!(msg(Cause::SessionExpired).unwrap()["data"]["id"], 7);
+        assert!(msg(Cause::Edited {
+            progressed: true,
+            by_agent: true
+        })
+        .is_none());
+        assert!(msg(Cause::Edited {
+            progressed: false,
+            by_agent: false
+        })
+        .is_none());
+        assert!(msg(Cause::InviteExpired).is_none());
+        assert!(msg(Cause::InviteRegenerated).is_none());
+    }
+
+    #[test]
+    fn presence_is_full_state_in_a_stable_order() {
+        let mut p = Presence::default();
+        p.sessions.insert(12, 1);
+        p.sessions.insert(3, 2);
+        p.admins.insert("b@x.io".into(), 1);
+        p.admins.insert("a@x.io".into(), 2);
+        assert_eq!(
+            String::from_utf8(presence(&p, true)).unwrap(),
+            r#"{"type":"presence","sessions":{"3":2,"12":1},"admins":[{"email":"a@x.io","streams":2},{"email":"b@x.io","streams":1}]}"#
+        );
+        assert_eq!(
+            String::from_utf8(presence(&Presence::default(), false)).unwrap(),
+            r#"{"sessions":{},"admins":[]}"#
+        );
+    }
+
+    #[test]
+    fn initial_and_resumed() {
+        let u = user();
+        let i: Value = serde_json::from_slice(&initial("e1", 5, &[u.view("http://h", 0)])).unwrap();
+        assert_eq!(
+            (i["type"].as_str(), i["epoch"].as_str(), i["seq"].as_u64()),
+            (Some("initial"), Some("e1"), Some(5))
+        );
+        assert_eq!(i["data"][0]["id"], 7);
+        assert_eq!(
+            resumed("e1", 5),
+            br#"{"type":"resumed","epoch":"e1","seq":5}"#.to_vec()
+        );
+    }
+}

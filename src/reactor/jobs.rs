@@ -1,0 +1,363 @@
+//! Jobs off the loop and their answers: storage commands (the storage thread) and password
+//! checks (the hashing thread), both waking the loop through the `WAKER` token.
+//!
+//! A request that needs a job waits in `AwaitingJob` with its `Pending` note; when the answer
+//! comes, `api::finish` builds the reply, which may ask for the next job. An answer for a
+//! connection that left (the slot is empty or has a new generation) is dropped — but a stored
+//! event is applied whoever asked for it, before anything else is done with the answer, so the
+//! view and every stream follow storage in order.
+
+use super::*;
+use crate::agent;
+use crate::app::{AppError, Outcome};
+use crate::http::{Request, Response};
+use crate::hub::Stream;
+use crate::worker::Requester;
+use serde_json::Value;
+
+/// Who is waiting for a storage command, and for what.
+#[derive(Debug)]
+pub enum Ticket {
+    /// An HTTP request (or a stream handshake) of connection `key`.`gen`, in `AwaitingJob`.
+    Request {
+        key: usize,
+        gen: u32,
+        started: Instant,
+    },
+    /// A message of the agent stream `key`.`gen`; answered with an ack or an error.
+    Agent {
+        key: usize,
+        gen: u32,
+        request_id: Value,
+        started: Instant,
+    },
+    /// A resuming stream's missed events, read from storage; it holds what is broadcast
+    /// meanwhile.
+    Replay {
+        key: usize,
+        gen: u32,
+        stream: Stream,
+        /// The client has events up to this number…
+        since: u64,
+        /// …and storage was asked for the ones up to this (the head when it asked).
+        to: u64,
+    },
+    /// The session clock of this user ran out.
+    SessionExpiry(i64),
+    /// The unused invite link of this user ran out.
+    InviteExpiry(i64),
+    /// Trimming the log and pruning sessions.
+    Housekeeping,
+}
+
+impl Server {
+    /// The per-request context the API handlers take.
+    pub(super) fn ctx(&mut self, client_ip: IpAddr, now: i64) -> Ctx<'_> {
+        Ctx {
+            app: &mut self.app,
+            hub: &self.hub,
+            now,
+            looked_up: false,
+            client_ip,
+            secure_cookies: self.public_url.starts_with("https://"),
+            limiter: &mut self.limiter,
+            metrics: &mut self.metrics,
+            oidc: self.oidc.as_ref(),
+            password_login: self.cfg.password_login,
+        }
+    }
+
+    /// Carry out a reply for connection `key`: answer it, or hand its job over and wait.
+    pub(super) fn drive_reply(
+        &mut self,
+        key: usize,
+        reply: Reply,
+        keep_alive: bool,
+        started: Instant,
+    ) {
+        match reply {
+            Reply::Now(resp) => self.respond(key, resp, keep_alive),
+            Reply::Later(Job::Store(cmd), pending) => {
+                self.await_storage(key, cmd, pending, keep_alive, started)
+            }
+            Reply::Later(Job::Hash(job), pending) => {
+                self.await_thread(key, pending, keep_alive, |s, who| s.worker.submit(who, job))
+            }
+            Reply::Later(Job::Oidc(job), pending) => {
+                self.await_thread(key, pending, keep_alive, |s, who| {
+                    s.oidc.as_ref().is_some_and(|o| o.submit(who, job))
+                })
+            }
+        }
+    }
+
+    /// Hand a storage command to the storage thread; the connection waits in `AwaitingJob`.
+    pub(super) fn await_storage(
+        &mut self,
+        key: usize,
+        cmd: Command,
+        pending: Pending,
+        keep_alive: bool,
+        started: Instant,
+    ) {
+        let Some(gen) = self.conns.get(key).map(|c| c.gen) else {
+            return;
+        };
+        if !self
+            .storage
+            .submit(Ticket::Request { key, gen, started }, cmd)
+        {
+            // The queue is full: storage is far behind. Say so rather than queue without end.
+            self.metrics.storage_busy += 1;
+            return self.respond(key, api::app_error(AppError::Busy), keep_alive);
+        }
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.enter(Phase::AwaitingJob {
+                keep_alive,
+                pending: Box::new(pending),
+            });
+        }
+    }
+
+    /// Hand a job to a helper thread (`submit` queues it; `false` when its queue is full): the
+    /// password pool or the OIDC thread. The connection waits in `AwaitingJob`.
+    fn await_thread(
+        &mut self,
+        key: usize,
+        pending: Pending,
+        keep_alive: bool,
+        submit: impl FnOnce(&Self, Requester) -> bool,
+    ) {
+        let Some(gen) = self.conns.get(key).map(|c| c.gen) else {
+            return;
+        };
+        if submit(self, Requester { key, gen }) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.enter(Phase::AwaitingJob {
+                    keep_alive,
+                    pending: Box::new(pending),
+                });
+            }
+        } else {
+            let busy = Response::error(503, "sign-in is busy; try again in a moment")
+                .header("Retry-After", "1");
+            self.respond(key, busy, keep_alive);
+        }
+    }
+
+    /// The `WAKER` token fired: pick up every answer of every helper thread.
+    pub(super) fn on_jobs_done(&mut self) {
+        let hashed: Vec<_> = self.worker.finished().collect();
+        for (who, outcome) in hashed {
+            self.job_done(who.key, who.gen, Done::Hashed(outcome), Instant::now());
+        }
+        let signed: Vec<_> = self
+            .oidc
+            .as_mut()
+            .map(|o| o.take_answers())
+            .unwrap_or_default();
+        for (who, outcome) in signed {
+            self.job_done(who.key, who.gen, Done::Oidc(outcome), Instant::now());
+        }
+        let stored: Vec<_> = self.storage.finished().collect();
+        for (ticket, result) in stored {
+            self.storage_done(ticket, result);
+        }
+    }
+
+    fn storage_done(&mut self, ticket: Ticket, result: Result<Outcome, AppError>) {
+        let now = self.time.now();
+        let started = match &ticket {
+            Ticket::Request { started, .. } | Ticket::Agent { started, .. } => *started,
+            _ => Instant::now(),
+        };
+        if let Ok(Outcome::Changed(event)) = &result {
+            self.apply_event(event, now, started);
+        }
+        if matches!(result, Err(AppError::Busy))
+            && matches!(ticket, Ticket::Request { .. } | Ticket::Agent { .. })
+        {
+            self.metrics.storage_busy += 1;
+        }
+        match ticket {
+            Ticket::Request { key, gen, started } => {
+                self.job_done(key, gen, Done::Stored(result), started)
+            }
+            Ticket::Agent {
+                key,
+                gen,
+                request_id,
+                ..
+            } => {
+                if self
+                    .conns
+                    .get(key)
+                    .is_some_and(|c| c.gen == gen && c.is_live_stream())
+                {
+                    let reply = agent::finish(&request_id, result);
+                    self.send_frame(key, &reply);
+                }
+            }
+            Ticket::SessionExpiry(user_id) => match result {
+                Ok(Outcome::NotYet { expires_at }) => {
+                    // The timer fired early (the wall clock moved): wait for the stored end.
+                    self.session_clock.start(user_id, expires_at, now);
+                }
+                Ok(Outcome::Nothing) => self.session_clock.stop(user_id),
+                Err(e) => {
+                    log::warn!("session {user_id} could not be expired ({e:?}); retrying in 1 s");
+                    self.session_clock.retry_expiry(user_id, now);
+                }
+                Ok(_) => {}
+            },
+            Ticket::InviteExpiry(user_id) => match result {
+                Ok(Outcome::NotYet { expires_at }) => {
+                    self.session_clock.arm_invite(user_id, expires_at, now)
+                }
+                Ok(Outcome::Nothing) => self.session_clock.disarm_invite(user_id),
+                Err(e) => {
+                    log::warn!("invite {user_id} expiry not recorded ({e:?}); retrying in 1 s");
+                    self.session_clock.retry_invite(user_id, now);
+                }
+                Ok(_) => {}
+            },
+            Ticket::Replay {
+                key,
+                gen,
+                stream,
+                since,
+                to,
+            } => self.replayed(key, gen, stream, (since, to), result, now),
+            Ticket::Housekeeping => match result {
+                Ok(Outcome::Trimmed { stored_from }) => self.app.stored_from(stored_from),
+                Ok(_) => {}
+                Err(e) => log::warn!("housekeeping in storage failed: {e:?}"),
+            },
+        }
+    }
+
+    /// Apply a stored event to the view and carry out its effects (the broadcasts go now).
+    fn apply_event(&mut self, event: &crate::app::Event, now: Now, started: Instant) {
+        let mut effects = std::mem::take(&mut self.effects);
+        if self.app.apply(event, &mut effects) {
+            self.apply_effects(&mut effects, now, started);
+        } else {
+            // One storage thread numbers and answers in order, so this cannot happen unless
+            // another process wrote to the log. Streams that resume will get `initial`.
+            log::error!(
+                "event log out of step: applied {} but storage answered another number; the view may be stale until restart",
+                self.app.head()
+            );
+        }
+        effects.clear();
+        self.effects = effects;
+    }
+
+    /// The events a resuming stream missed came back from storage: send `resumed`, them, and
+    /// what was held meanwhile. If storage could not give every one of them (busy, or trimmed
+    /// in between), a fresh `initial` replaces it all — it already reflects the held events.
+    fn replayed(
+        &mut self,
+        key: usize,
+        gen: u32,
+        stream: Stream,
+        (since, to): (u64, u64),
+        result: Result<Outcome, AppError>,
+        now: Now,
+    ) {
+        let live = self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.gen == gen && c.is_live_stream() && c.is_holding());
+        if !live {
+            return;
+        }
+        let complete = match &result {
+            Ok(Outcome::Events(events))
+                if events.len() as u64 == to - since
+                    && events.iter().zip(since + 1..).all(|(e, n)| e.seq == n) =>
+            {
+                Some(events)
+            }
+            _ => None,
+        };
+        let (frames, resumed) = match complete {
+            Some(events) => (self.app.resumed_from_storage(stream, since, events), true),
+            None => (vec![self.app.initial(stream, now.wall_ms)], false),
+        };
+        self.metrics.resume(stream, resumed);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let (sent, written) = conn.release_held(frames, resumed);
+        self.metrics.ws_bytes_sent += written as u64;
+        if sent == crate::conn::Sent::Failed {
+            return self.mark_dead(key, CloseReason::WriteError);
+        }
+        if !resumed && stream == Stream::Admin {
+            // The held presence frame went with the rest: send the current one.
+            let presence = self.presence_frame(now);
+            self.send_frame(key, &presence);
+        }
+    }
+
+    /// A job of the request waiting on connection `key`.`gen` is done: finish it.
+    fn job_done(&mut self, key: usize, gen: u32, done: Done, started: Instant) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
+            return; // the client left while its job ran
+        };
+        if !matches!(conn.phase(), Phase::AwaitingJob { .. }) {
+            return;
+        }
+        let Phase::AwaitingJob {
+            keep_alive,
+            pending,
+        } = conn.enter(Phase::Http)
+        else {
+            return;
+        };
+        let client_ip = conn.client_ip;
+        // A client that half-closed after its request gets the answer, then the close.
+        let half_closed = conn.input_paused && conn.out.is_empty();
+        let keep_alive = keep_alive && !half_closed;
+        match (*pending, done) {
+            (Pending::Handshake(req), Done::Stored(result)) => {
+                self.handshake_looked_up(key, &req, result)
+            }
+            (pending, done) => {
+                let now = self.time.now().wall_ms;
+                let reply = api::finish(&mut self.ctx(client_ip, now), pending, done);
+                self.drive_reply(key, reply, keep_alive, started);
+            }
+        }
+        self.resume.push(key);
+    }
+
+    /// A stream handshake's admin session was looked up: remember it and upgrade, or refuse.
+    /// Storage that could not answer gets 503: a credential that cannot be checked is never
+    /// refused as if it were wrong (API.md).
+    fn handshake_looked_up(
+        &mut self,
+        key: usize,
+        req: &Request,
+        result: Result<Outcome, AppError>,
+    ) {
+        match result {
+            Ok(Outcome::AdminSession(found)) => {
+                if let Some(session) = found {
+                    self.app.remember_admin_session(session);
+                }
+                let stream = Stream::from_path(&req.path, self.cfg.echo_path.as_deref());
+                self.upgrade(key, req, stream, true);
+            }
+            Ok(other) => {
+                log::error!("a handshake got {other:?} from storage");
+                self.respond(key, Response::error(500, "internal error").closing(), false);
+            }
+            Err(_) => {
+                let busy = api::app_error(AppError::Busy).closing();
+                self.respond(key, busy, false);
+            }
+        }
+    }
+}
