@@ -290,16 +290,19 @@ export async function freshServer(args = [], { withAdmin = true } = {}) {
   return s;
 }
 
-/** Sign in through the page's form. */
+/** Sign in through the page's form; returns once the form is gone or shows an error. */
 export async function signIn(page, email = ADMIN_EMAIL, password = ADMIN_PASSWORD) {
   await page.getByLabel('Email', { exact: true }).fill(email);
   await page.getByLabel('Password', { exact: true }).fill(password);
   await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await until(async () => (await page.locator('#signin').count()) === 0 || page.locator('#signin-error').isVisible(),
+    { what: 'the sign-in to be answered' });
 }
 
-/** Wait until the connection indicator says "Live". */
+/** Wait until the connection indicator is shown and says "Live". */
 export async function waitLive(page, timeout = 15_000) {
-  await until(async () => (await connText(page)) === 'Live', { timeout, what: 'connection indicator "Live"' });
+  await until(async () => (await page.locator('#conn').isVisible()) && (await connText(page)) === 'Live',
+    { timeout, what: 'connection indicator "Live"' });
 }
 
 /** The table row of the invitee with this email. */

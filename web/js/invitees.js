@@ -5,13 +5,14 @@
 // * Only the rows of the current page exist in the DOM (`rows`, keyed by user id).
 // * An update that cannot move its user (same filter verdict, same sort key: `sameSlot`) just
 //   updates that row if it is on the page — O(1), no sorting, no other row touched.
-// * Anything else (added, deleted, moved) recomputes the page, at most every 50 ms, and moves
+// * Anything else (added, deleted, moved) recomputes the page, at most every 150 ms (a burst of
+//   1,000 invitations redraws a few dozen times, not 1,000), and moves
 //   or creates only the rows whose place changed.
 // * Counts are kept incrementally from each change's before/after status.
 // * Countdowns tick locally every 250 ms for the rows on the page only.
 
 import { postJSON, request } from './api.js';
-import { STATUSES, statusLabel, fullName } from './util.js';
+import { STATUSES, statusLabel, fullName, count } from './util.js';
 import { selectPage, sameSlot, countByStatus, PAGE_SIZE } from './users.js';
 import { isOnline } from './presence.js';
 import { buildRow, updateRow, tickRow, setOnline } from './rows.js';
@@ -19,7 +20,7 @@ import { confirmAction, editUser, openImport } from './dialogs.js';
 import { show, setBusy, setText } from './dom.js';
 
 const $ = (id) => document.getElementById(id);
-const RENDER_EVERY_MS = 50;
+const RENDER_EVERY_MS = 150;
 
 // The view's settings survive switching to Admins or System and back.
 const settings = { query: '', status: null, sort: 'created', dir: 'desc', page: 1 };
@@ -74,6 +75,17 @@ export function mountInvitees(root, page) {
     renderTimer = setTimeout(renderAll, wait);
   }
 
+  // The counts change with nearly every event of a burst; draw them at most as often as the
+  // table (a change of text costs a layout of the page).
+  let countsTimer = null;
+  function scheduleCounts() {
+    if (countsTimer != null || renderTimer != null) return;
+    countsTimer = setTimeout(() => {
+      countsTimer = null;
+      renderCounts();
+    }, RENDER_EVERY_MS);
+  }
+
   // Empty state, "no match", the table's caption and the pager.
   function renderChrome(total, view) {
     $('empty').hidden = total !== 0;
@@ -89,7 +101,7 @@ export function mountInvitees(root, page) {
     setText($('users-caption'), `Invitees, sorted by ${sortName}, ${settings.dir === 'asc' ? 'ascending' : 'descending'}`);
     const pager = $('pager');
     pager.hidden = view.matching <= PAGE_SIZE;
-    setText($('pager-range'), view.matching ? `Showing ${view.first.toLocaleString('en')}–${view.last.toLocaleString('en')} of ${view.matching.toLocaleString('en')}` : '');
+    setText($('pager-range'), view.matching ? `Showing ${count(view.first)}–${count(view.last)} of ${count(view.matching)}` : '');
     setText($('page-of'), `Page ${view.page} of ${view.pages}`);
     $('page-prev').disabled = view.page <= 1;
     $('page-next').disabled = view.page >= view.pages;
@@ -125,7 +137,7 @@ export function mountInvitees(root, page) {
     }
     items.forEach(([s, , n], i) => {
       const b = box.children[i];
-      setText(b.querySelector('.count-n'), n.toLocaleString('en'));
+      setText(b.querySelector('.count-n'), count(n));
       const pressed = String(settings.status === s);
       if (b.getAttribute('aria-pressed') !== pressed) b.setAttribute('aria-pressed', pressed);
     });
@@ -319,10 +331,9 @@ export function mountInvitees(root, page) {
       if (change.kind === 'upsert' && sameSlot(change.before, change.after, settings)) {
         const row = rows.get(change.id);
         if (row) updateRow(row, change.after, Date.now(), isOnline(page.presence(), change.id));
-        renderCounts();
+        if (change.before.status !== change.after.status) scheduleCounts();
         return;
       }
-      renderCounts();
       scheduleRender();
     },
     onPresence(changedIds) {
@@ -335,6 +346,7 @@ export function mountInvitees(root, page) {
     unmount() {
       clearInterval(ticker);
       clearTimeout(renderTimer);
+      clearTimeout(countsTimer);
       clearTimeout(noticeTimer);
     },
   };

@@ -39,6 +39,24 @@ export function shortLink(url) {
   return token.length > 15 ? `${token.slice(0, 8)}…${token.slice(-6)}` : token;
 }
 
+// Intl formatters are expensive to make (tens of microseconds each): one per locale and style.
+const formatters = new Map();
+function formatter(locale, style) {
+  const key = `${locale || ''}|${style}`;
+  let f = formatters.get(key);
+  if (!f) {
+    const options = {
+      time: { hour: '2-digit', minute: '2-digit' },
+      day: { day: 'numeric', month: 'short' },
+      date: { day: 'numeric', month: 'short', year: 'numeric' },
+      long: { dateStyle: 'medium', timeStyle: 'short' },
+    }[style];
+    f = new Intl.DateTimeFormat(locale, options);
+    formatters.set(key, f);
+  }
+  return f;
+}
+
 /**
  * A wall time (RFC 3339 or ms) for a table cell: "14:05" today, "3 Dec 14:05" this year,
  * "3 Dec 2025" before. `now` (ms) and `locale` are injectable for tests. '' for no time.
@@ -47,18 +65,22 @@ export function shortTime(value, now = Date.now(), locale = undefined) {
   const d = toDate(value);
   if (!d) return '';
   const n = new Date(now);
-  const time = d.toLocaleTimeString(locale, { hour: '2-digit', minute: '2-digit' });
+  const time = formatter(locale, 'time').format(d);
   if (d.toDateString() === n.toDateString()) return time;
-  if (d.getFullYear() === n.getFullYear()) {
-    return `${d.toLocaleDateString(locale, { day: 'numeric', month: 'short' })} ${time}`;
-  }
-  return d.toLocaleDateString(locale, { day: 'numeric', month: 'short', year: 'numeric' });
+  if (d.getFullYear() === n.getFullYear()) return `${formatter(locale, 'day').format(d)} ${time}`;
+  return formatter(locale, 'date').format(d);
 }
 
 /** The full date and time, for a tooltip or a screen reader. '' for no time. */
 export function longTime(value, locale = undefined) {
   const d = toDate(value);
-  return d ? d.toLocaleString(locale, { dateStyle: 'medium', timeStyle: 'short' }) : '';
+  return d ? formatter(locale, 'long').format(d) : '';
+}
+
+const counter = new Intl.NumberFormat('en');
+/** 5000 → "5,000". */
+export function count(n) {
+  return counter.format(n);
 }
 
 function toDate(value) {
