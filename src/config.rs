@@ -34,6 +34,12 @@ pub struct ServeConfig {
     pub oidc: Option<OidcConfig>,
     /// `--password-login off` turns password sign-in off (only allowed with OIDC).
     pub password_login: bool,
+    /// `--database-url postgres://…`: cluster mode on PostgreSQL instead of the SQLite file.
+    pub database_url: Option<String>,
+    /// `--node-id`: this node's name in logs, metrics and shared state.
+    pub node_id: String,
+    /// `--drain-secs`: how long a SIGTERM spreads the stream closes over (0: all at once).
+    pub drain: Duration,
 }
 
 /// `--oidc-*`: the identity provider admins sign in with.
@@ -67,6 +73,14 @@ impl fmt::Debug for ClientSecret {
     }
 }
 
+/// Where the data lives: the embedded SQLite file, or a cluster's PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    /// A `postgres://` URL (it may carry a password: never log it whole).
+    Postgres(String),
+}
+
 /// What the command line asks for. (Made once per process: the size of `Serve` does not matter.)
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
@@ -74,11 +88,11 @@ pub enum Command {
     Serve(ServeConfig),
     AdminCreate {
         email: String,
-        db: PathBuf,
+        db: Database,
     },
     AdminToken {
         email: String,
-        db: PathBuf,
+        db: Database,
         ttl: Duration,
     },
     Help,
@@ -98,138 +112,13 @@ impl fmt::Display for ConfigError {
 pub const USAGE: &str = "\
 usage:
   catalytic [serve] [--FLAG VALUE]...                 (catalytic --help lists every flag)
-  catalytic admin create --email EMAIL [--db PATH]   (password: CATALYTIC_ADMIN_PASSWORD, a prompt on a terminal, or one line on stdin)
-  catalytic admin token  --email EMAIL [--db PATH] [--ttl-hours N]
+  catalytic admin create --email EMAIL [--db PATH | --database-url URL]   (password: CATALYTIC_ADMIN_PASSWORD, a prompt on a terminal, or one line on stdin)
+  catalytic admin token  --email EMAIL [--db PATH | --database-url URL] [--ttl-hours N]
   catalytic --version";
 
-/// `--help`: one line per flag of `serve` — the flag, its default, what it does. Every entry of
-/// `SERVE_FLAGS` has one (a unit test checks).
-const SERVE_HELP: &[(&str, &str, &str)] = &[
-    (
-        "listen ADDR",
-        "127.0.0.1:8080",
-        "address to listen on; port 0 picks a free one",
-    ),
-    (
-        "db PATH",
-        "./catalytic.db",
-        "SQLite file (created on first start; its directory must exist)",
-    ),
-    (
-        "public-url URL",
-        "http://<listen address>",
-        "origin of invite links and of the Origin check",
-    ),
-    (
-        "session-minutes N",
-        "30",
-        "length of an interview session (decimals allowed)",
-    ),
-    (
-        "heartbeat-secs N",
-        "30",
-        "ping interval; a stream silent for two intervals is closed",
-    ),
-    (
-        "invite-ttl-hours N",
-        "168",
-        "how long an unused invite link works",
-    ),
-    (
-        "agent-key KEY",
-        "none: agent stream off",
-        "bearer key of /agent/stream",
-    ),
-    (
-        "log-level LEVEL",
-        "info",
-        "off, error, warn, info, debug or trace (to stderr)",
-    ),
-    (
-        "echo-path PATH",
-        "off",
-        "WebSocket echo endpoint, for conformance testing only",
-    ),
-    (
-        "max-connections N",
-        "open-file limit - 64",
-        "beyond it: 503, streams closed 1013",
-    ),
-    (
-        "max-connections-per-ip N",
-        "512 (0 = none)",
-        "beyond it: 429, streams closed 1013",
-    ),
-    (
-        "trusted-proxy IP,...",
-        "none",
-        "proxies whose X-Forwarded-For names the client",
-    ),
-    (
-        "max-outbox-bytes N",
-        "1048576",
-        "output a stream may queue before it is closed 1013",
-    ),
-    (
-        "login-failures-per-minute N",
-        "10",
-        "failed sign-ins per address and per account",
-    ),
-    (
-        "oidc-issuer URL",
-        "none: no OIDC",
-        "OpenID Connect provider for admin sign-in (https)",
-    ),
-    ("oidc-client-id ID", "none", "this server's client id there"),
-    (
-        "oidc-client-secret-file PATH",
-        "none",
-        "its client secret (or env CATALYTIC_OIDC_CLIENT_SECRET)",
-    ),
-    (
-        "oidc-allowed-domains D,...",
-        "none",
-        "email domains whose first OIDC sign-in creates an admin",
-    ),
-    (
-        "oidc-name LABEL",
-        "the issuer's host",
-        "the provider's name on the sign-in button",
-    ),
-    (
-        "password-login on|off",
-        "on",
-        "password sign-in (off only with OIDC)",
-    ),
-];
-
-/// The text of `catalytic --help`.
-pub fn help() -> String {
-    let width = SERVE_HELP
-        .iter()
-        .map(|(f, _, _)| f.len())
-        .max()
-        .unwrap_or(0)
-        + 2;
-    let mut out = format!(
-        "catalytic {} — self-hosted interview server\n\n{USAGE}\n\nflags of `serve` (default in brackets):\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    for (flag, default, what) in SERVE_HELP {
-        out.push_str(&format!("  --{flag:<width$} {what} [{default}]\n"));
-    }
-    out.push_str(
-        "\nEvery flag also reads CATALYTIC_<FLAG_IN_CAPS> from the environment (e.g. CATALYTIC_LISTEN);\nthe command line wins. The OIDC client secret may also come from CATALYTIC_OIDC_CLIENT_SECRET.",
-    );
-    out
-}
-
-/// The text of `catalytic --version`.
-pub fn version() -> String {
-    format!("catalytic {}", env!("CARGO_PKG_VERSION"))
-}
-
-const SERVE_FLAGS: &[&str] = &[
+/// The flags of `serve` (each also read from `CATALYTIC_<FLAG_IN_CAPS>`); `help.rs` has a line
+/// for each.
+pub(crate) const SERVE_FLAGS: &[&str] = &[
     "listen",
     "db",
     "public-url",
@@ -250,6 +139,9 @@ const SERVE_FLAGS: &[&str] = &[
     "oidc-allowed-domains",
     "oidc-name",
     "password-login",
+    "database-url",
+    "node-id",
+    "drain-secs",
 ];
 
 /// The environment variable that may hold the OIDC client secret.
@@ -282,20 +174,22 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
     };
     let allowed: &[&str] = match sub {
         "serve" => SERVE_FLAGS,
-        "admin create" => &["email", "db"],
-        _ => &["email", "db", "ttl-hours"],
+        "admin create" => &["email", "db", "database-url"],
+        _ => &["email", "db", "database-url", "ttl-hours"],
     };
     let flags = Flags::collect(rest, allowed, env)?;
     let command = match sub {
         "serve" => serve_command(&flags, env),
-        "admin create" => flags.required("email").map(|email| Command::AdminCreate {
-            email,
-            db: flags.db(),
-        }),
+        "admin create" => (|| {
+            Ok(Command::AdminCreate {
+                email: flags.required("email")?,
+                db: flags.database()?,
+            })
+        })(),
         _ => (|| {
             Ok(Command::AdminToken {
                 email: flags.required("email")?,
-                db: flags.db(),
+                db: flags.database()?,
                 ttl: hours(flags.number("ttl-hours", 24.0 * 30.0)?, "ttl-hours")?,
             })
         })(),
@@ -403,7 +297,48 @@ fn serve_config(flags: &Flags) -> Result<ServeConfig, ConfigError> {
         login_failures_per_minute: flags.integer("login-failures-per-minute", 10)?.max(1) as u32,
         oidc: None,
         password_login: true,
+        database_url: match flags.database()? {
+            Database::Postgres(url) => Some(url),
+            Database::Sqlite(_) => None,
+        },
+        node_id: match flags.get("node-id").filter(|v| !v.is_empty()) {
+            Some(id) if id.len() <= 64 && id.chars().all(|c| c.is_ascii_graphic()) => {
+                id.to_string()
+            }
+            Some(id) => {
+                return Err(err(format!(
+                    "--node-id: `{id}` must be 1 to 64 printable characters without spaces"
+                )))
+            }
+            None => default_node_id(),
+        },
+        drain: {
+            let secs = flags.number("drain-secs", 0.0)?;
+            if !(0.0..=3600.0).contains(&secs) {
+                return Err(err("--drain-secs must be between 0 and 3600"));
+            }
+            Duration::from_secs_f64(secs)
+        },
     })
+}
+
+/// `<host name>-<process id>`: unique among the nodes of a deployment without configuration.
+fn default_node_id() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer we own.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let host = if ok {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let host = if host.is_empty() {
+        "node".to_string()
+    } else {
+        host
+    };
+    format!("{host}-{}", std::process::id())
 }
 
 /// The `--oidc-*` flags: all of issuer, client id and secret, or none of them.
@@ -636,6 +571,19 @@ impl Flags {
         PathBuf::from(self.get("db").unwrap_or("./catalytic.db"))
     }
 
+    /// `--database-url` (PostgreSQL) if given, else the SQLite file of `--db`.
+    fn database(&self) -> Result<Database, ConfigError> {
+        match self.get("database-url").filter(|v| !v.is_empty()) {
+            None => Ok(Database::Sqlite(self.db())),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Database::Postgres(url.to_string()))
+            }
+            Some(_) => Err(err(
+                "--database-url must be a postgres:// URL (postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME)",
+            )),
+        }
+    }
+
     fn number(&self, name: &str, default: f64) -> Result<f64, ConfigError> {
         match self.get(name) {
             None => Ok(default),
@@ -740,11 +688,27 @@ mod tests {
         {
             Command::AdminToken { email, db, ttl } => {
                 assert_eq!(email, "a@b.c");
-                assert_eq!(db, PathBuf::from("x.db"));
+                assert_eq!(db, Database::Sqlite(PathBuf::from("x.db")));
                 assert_eq!(ttl, Duration::from_secs(7200));
             }
             other => panic!("{other:?}"),
         }
+        match parse(
+            &args("admin create --email a@b.c --database-url postgres://u@h/d"),
+            &env,
+        )
+        .unwrap()
+        {
+            Command::AdminCreate { db, .. } => {
+                assert_eq!(db, Database::Postgres("postgres://u@h/d".into()))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(
+            &args("admin create --email a@b.c --database-url mysql://x"),
+            &env
+        )
+        .is_err());
         assert!(parse(&args("admin create"), &env).is_err());
         assert!(parse(&args("admin create --email a@b.c --listen x"), &env).is_err());
     }
@@ -764,33 +728,6 @@ mod tests {
         // The same value on the command line is blamed on the flag.
         let e = serve("--listen banana", &[("CATALYTIC_LISTEN", "banana")]).unwrap_err();
         assert!(e.0.starts_with("--listen:"), "{e}");
-    }
-
-    #[test]
-    fn help_has_one_line_per_flag_with_its_default() {
-        let text = help();
-        for flag in SERVE_FLAGS {
-            let lines: Vec<_> = text
-                .lines()
-                .filter(|l| l.trim_start().starts_with(&format!("--{flag} ")))
-                .collect();
-            assert_eq!(lines.len(), 1, "--{flag}: {lines:?}");
-            assert!(
-                lines[0].trim_end().ends_with(']'),
-                "no default: {}",
-                lines[0]
-            );
-        }
-        assert_eq!(
-            SERVE_HELP.len(),
-            SERVE_FLAGS.len(),
-            "a help line for no flag"
-        );
-        assert!(version().starts_with("catalytic "));
-        assert!(matches!(
-            parse(&args("--version"), &HashMap::new()),
-            Ok(Command::Version)
-        ));
     }
 
     #[test]
@@ -836,6 +773,32 @@ mod tests {
                  --oidc-allowed-domains a_b",
                 "not a domain",
             ),
+        ] {
+            let e = serve(line, &[]).unwrap_err();
+            assert!(e.0.contains(needle), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let c = serve(
+            "--database-url postgres://u:p@127.0.0.1:5432/d --node-id n1 --drain-secs 2.5",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.database_url.as_deref(),
+            Some("postgres://u:p@127.0.0.1:5432/d")
+        );
+        assert_eq!(c.node_id, "n1");
+        assert_eq!(c.drain, Duration::from_millis(2500));
+        let d = serve("", &[]).unwrap();
+        assert!(d.database_url.is_none() && d.drain.is_zero());
+        assert!(d.node_id.ends_with(&format!("-{}", std::process::id())));
+        for (line, needle) in [
+            ("--database-url sqlite://x", "postgres://"),
+            ("--node-id nœud", "--node-id"),
+            ("--drain-secs -1", "--drain-secs"),
         ] {
             let e = serve(line, &[]).unwrap_err();
             assert!(e.0.contains(needle), "{line}: {e}");

@@ -19,18 +19,20 @@
 //!   every storage command runs on; `auth` — tokens and passwords; `worker` — the
 //!   password-hashing thread; `oidc` — sign-in through the organisation's identity provider
 //!   (login attempts, ID tokens, and the OIDC thread that talks to the provider).
-//! * `clock` — the only reader of the clocks; `config`, `cli`, `metrics`, `assets` — flags,
-//!   admin commands, metric names, embedded web pages.
+//! * `clock` — the only reader of the clocks; `config`, `help`, `cli`, `metrics`, `assets` —
+//!   flags, `--help`/`--version`, admin commands, metric names, embedded web pages.
 
 pub mod agent;
 pub mod api;
 pub mod app;
 pub mod assets;
 pub mod auth;
+pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod help;
 pub mod http;
 pub mod hub;
 pub mod metrics;

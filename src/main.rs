@@ -17,11 +17,11 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Help => {
-            println!("{}", config::help());
+            println!("{}", catalytic::help::help());
             Ok(())
         }
         Command::Version => {
-            println!("{}", config::version());
+            println!("{}", catalytic::help::version());
             Ok(())
         }
         Command::AdminCreate { email, db } => cli::admin_create(&email, &db),

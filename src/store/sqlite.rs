@@ -11,13 +11,14 @@
 //! command's reads see exactly the state it changes.
 
 use super::{
-    AdminAccount, AdminInfo, AdminSession, DbError, DbResult, LogHead, NewUser, Retention,
-    StoredEvent, Tx,
+    AdminAccount, AdminSession, DbError, DbResult, LogHead, NewUser, Retention, StoredEvent, Tx,
 };
 use crate::auth::{self, Digest32};
 use crate::model::User;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::Path;
+
+mod admins;
 
 /// Migrations, applied in order inside one transaction each; `PRAGMA user_version` counts them.
 const MIGRATIONS: &[&str] = &[
@@ -172,18 +173,6 @@ impl Sqlite {
     }
 }
 
-/// Columns of an admin row, in the order [`admin_from_row`] reads them.
-const ADMIN_COLUMNS: &str = "id, email, created_at, last_sign_in_at";
-
-fn admin_from_row(r: &Row<'_>) -> rusqlite::Result<AdminInfo> {
-    Ok(AdminInfo {
-        id: r.get(0)?,
-        email: r.get(1)?,
-        created_at: r.get(2)?,
-        last_sign_in_at: r.get(3)?,
-    })
-}
-
 /// A user row as a [`User`], its token derived under `key`.
 fn user_from_row(r: &Row<'_>, key: &[u8; 32]) -> rusqlite::Result<User> {
     let id: i64 = r.get(0)?;
@@ -235,6 +224,7 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
         cause: cause.as_deref().and_then(crate::app::Cause::from_label),
         admin_message: r.get(5)?,
         agent_message: r.get(6)?,
+        user_row: r.get(7)?,
     })
 }
 
@@ -439,24 +429,6 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn admins(&mut self) -> DbResult<Vec<AdminInfo>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached(&format!("SELECT {ADMIN_COLUMNS} FROM admins ORDER BY id"))?;
-        let rows = stmt.query_map([], admin_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn admin_by_id(&mut self, id: i64) -> DbResult<Option<(AdminInfo, String)>> {
-        Ok(self
-            .tx
-            .prepare_cached(&format!(
-                "SELECT {ADMIN_COLUMNS}, password_hash FROM admins WHERE id = ?1"
-            ))?
-            .query_row([id], |r| Ok((admin_from_row(r)?, r.get(4)?)))
-            .optional()?)
-    }
-
     fn prune_admin_sessions(&mut self, now_ms: i64) -> DbResult<usize> {
         Ok(self.tx.execute(
             "DELETE FROM admin_sessions WHERE expires_at <= ?1",
@@ -486,8 +458,9 @@ impl Tx for SqliteTx<'_> {
     fn append_event(&mut self, e: &StoredEvent) -> DbResult<()> {
         self.tx
             .prepare_cached(
-                "INSERT INTO events (seq, at_ms, user_id, kind, cause, admin_message, agent_message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO events (seq, at_ms, user_id, kind, cause, admin_message, agent_message,
+                                     user_row)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 e.seq as i64,
@@ -496,14 +469,15 @@ impl Tx for SqliteTx<'_> {
                 e.kind,
                 e.cause,
                 e.admin_message,
-                e.agent_message
+                e.agent_message,
+                e.user_row
             ])?;
         Ok(())
     }
 
     fn events_between(&mut self, from: u64, to: u64) -> DbResult<Vec<StoredEvent>> {
         let mut stmt = self.tx.prepare_cached(
-            "SELECT seq, at_ms, user_id, kind, cause, admin_message, agent_message
+            "SELECT seq, at_ms, user_id, kind, cause, admin_message, agent_message, user_row
              FROM events WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
         )?;
         let rows = stmt.query_map(params![from as i64, to as i64], event_from_row)?;
@@ -581,50 +555,6 @@ impl Tx for SqliteTx<'_> {
             )?
             .execute(params![&attempt[..], expires_at])?;
         Ok(n == 1)
-    }
-
-    fn delete_admin(&mut self, id: i64) -> DbResult<bool> {
-        let n = self
-            .tx
-            .prepare_cached("DELETE FROM admins WHERE id = ?1")?
-            .execute([id])?;
-        Ok(n == 1)
-    }
-
-    fn set_admin_password(&mut self, id: i64, hash: &str) -> DbResult<bool> {
-        let n = self
-            .tx
-            .prepare_cached("UPDATE admins SET password_hash = ?2 WHERE id = ?1")?
-            .execute(params![id, hash])?;
-        Ok(n == 1)
-    }
-
-    fn note_admin_sign_in(&mut self, id: i64, now_ms: i64) -> DbResult<()> {
-        self.tx
-            .prepare_cached("UPDATE admins SET last_sign_in_at = ?2 WHERE id = ?1")?
-            .execute(params![id, now_ms])?;
-        Ok(())
-    }
-
-    fn end_admin_sessions(&mut self, id: i64, keep: Option<&Digest32>) -> DbResult<Vec<Digest32>> {
-        let keep: &[u8] = keep.map_or(&[], |d| &d[..]);
-        let mut ended = Vec::new();
-        {
-            let mut stmt = self.tx.prepare_cached(
-                "SELECT token_hash FROM admin_sessions WHERE admin_id = ?1 AND token_hash != ?2",
-            )?;
-            let rows = stmt.query_map(params![id, keep], |r| r.get::<_, Vec<u8>>(0))?;
-            for h in rows {
-                // Digests we stored are 32 bytes; anything else is not one of ours to close.
-                if let Ok(d) = Digest32::try_from(h?.as_slice()) {
-                    ended.push(d);
-                }
-            }
-        }
-        self.tx
-            .prepare_cached("DELETE FROM admin_sessions WHERE admin_id = ?1 AND token_hash != ?2")?
-            .execute(params![id, keep])?;
-        Ok(ended)
     }
 }
 
