@@ -454,6 +454,32 @@ fn a_repeated_request_id_is_acked_again_and_applied_once() {
     );
     assert_eq!(stored_of(&srv), stored, "a repeat changes nothing");
 
+    // A new id sent twice back to back, and at once on a second agent stream, before any of
+    // them can have been stored: applied once.
+    let (mut agent2, _) = srv.agent(KEY);
+    let twice =
+        json!({"type":"progress","user_id":uid,"questions_answered":3,"request_id":"p-twice"});
+    let text = tungstenite::Message::text(twice.to_string());
+    agent.write(text.clone()).unwrap();
+    agent.write(text.clone()).unwrap();
+    agent.flush().unwrap();
+    send_json(&mut agent2, &twice);
+    for ws in [&mut agent, &mut agent2] {
+        assert_eq!(recv_type(ws, "ack", WAIT).0, ack(&twice));
+    }
+    assert_eq!(recv_type(&mut agent, "ack", WAIT).0, ack(&twice));
+    let ev = live.wait_for("the update", WAIT, |v| v["type"] == "user_update");
+    assert_eq!(seq_of(&ev), start + 4);
+    assert_eq!(ev["data"]["progress"], "3/5");
+    live.assert_none("a second update", QUIET, |v| v["type"] == "user_update");
+    assert_eq!(
+        recv_type(&mut sess, "progress", WAIT).0,
+        json!({"type":"progress","questions_answered":3,"questions_total":5})
+    );
+    assert_silent(&mut sess, QUIET, "one progress");
+    let stored = stored_of(&srv);
+    drop(agent2);
+
     // After a reconnect (an agent resending what it is not sure of).
     drop(agent);
     let (mut agent, _) = srv.agent(KEY);
@@ -475,14 +501,58 @@ fn a_repeated_request_id_is_acked_again_and_applied_once() {
     std::thread::sleep(QUIET);
     assert_eq!(
         srv.log_pos().seq,
-        start + 3,
+        start + 4,
         "no event for a repeat after a restart"
     );
     assert_eq!(stored_of(&srv), stored);
 
     // A new id is applied.
-    let fresh = json!({"type":"progress","user_id":uid,"questions_answered":3,"request_id":"p-2"});
+    let fresh = json!({"type":"progress","user_id":uid,"questions_answered":4,"request_id":"p-2"});
     send_json(&mut agent, &fresh);
     assert_eq!(recv_type(&mut agent, "ack", WAIT).0, ack(&fresh));
-    assert_eq!(srv.user(uid)["progress"], "3/5");
+    assert_eq!(srv.user(uid)["progress"], "4/5");
+}
+
+/// A resume from further back than the server keeps in memory (about 2,048 events) is read
+/// from storage: the agent gets exactly the agent events it missed, numbered by their causes.
+#[test]
+fn an_agent_resume_from_far_back_gets_exactly_its_missed_events() {
+    let srv = Server::start(&["--agent-key", KEY]);
+    let a = srv.create_user("Ada", "Lovelace", Some(3));
+    let b = srv.create_user("Grace", "Hopper", Some(3));
+    let other = id_of(&srv.create_user("Admin", "Only", None));
+    let (mut agent, init) = srv.agent(KEY);
+    let pos = pos_of(&init);
+    assert_eq!(pos.seq, 3);
+    close_normal(&mut agent);
+    drop(agent);
+
+    assert_eq!(srv.activate(&invite_token(&a)).status, 200); // 4
+    srv.patch_burst(other, 2500, "far"); // 5..=2504
+    assert_eq!(srv.answer(&invite_token(&a)).status, 200); // 2505
+    assert_eq!(srv.activate(&invite_token(&b)).status, 200); // 2506
+
+    let (mut agent, first) = srv.agent_open(KEY, &pos.query());
+    assert_eq!(first["type"], "resumed", "{first}");
+    assert_eq!(pos_of(&first), pos);
+    let got = recv_events(&mut agent, 3, WAIT);
+    let kinds: Vec<(&str, u64)> = got
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), seq_of(e)))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("session_started", 4),
+            ("progress", 2505),
+            ("session_started", 2506)
+        ]
+    );
+    assert_eq!(got[0]["data"]["id"], a["id"]);
+    assert_eq!(
+        got[1],
+        json!({"type":"progress","seq":2505,"user_id":a["id"],"questions_answered":1,"questions_total":3})
+    );
+    assert_eq!(got[2]["data"]["id"], b["id"]);
+    assert_silent(&mut agent, QUIET, "only the agent events");
 }

@@ -217,3 +217,87 @@ fn a_short_lock_only_delays_a_write() {
         [json!({"type": "user_added", "seq": pos.seq + 1, "data": u})]
     );
 }
+
+/// What falls due under the lock (an invite link and a session running out) is announced once,
+/// right after it; an agent message under the lock is answered with an error, not an ack, and
+/// changes nothing, and its `request_id` is not used up: the agent's resend after the lock is
+/// applied.
+#[test]
+fn expiries_due_under_the_lock_are_announced_once_after_it() {
+    const KEY: &str = "agent-test-key-0123456789";
+    let srv = Server::start(&[
+        "--invite-ttl-hours",
+        "0.001",
+        "--session-minutes",
+        "0.05",
+        "--agent-key",
+        KEY,
+    ]);
+    let live = LiveAdmin::start(&srv);
+    let unused = srv.create_user("Ada", "Unused", None);
+    let s = srv.started_session(3);
+    let (mut agent, _) = srv.agent(KEY);
+    let pos = srv.log_pos();
+    assert_eq!(live.events_through(0, 3, WAIT).len(), 3);
+    thread::sleep(Duration::from_millis(1000));
+    // The session runs out at about 3 s, the link at 3.6 s: both under the lock.
+    let (_, holder) = hold_write_lock(srv.db.clone(), Duration::from_secs(4));
+
+    let url = "https://files.example.com/t/locked";
+    let msg = json!({"type":"transcript","user_id":s.user_id,"url":url,"request_id":"q-1"});
+    send_json(&mut agent, &msg);
+    let t = Instant::now();
+    let answer = recv_json(&mut agent, Duration::from_secs(3));
+    assert!(
+        t.elapsed() < Duration::from_millis(1150),
+        "answered after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        answer["type"], "error",
+        "a message that could not be stored: {answer}"
+    );
+    assert_eq!(answer["request_id"], "q-1");
+    let released = holder.join().unwrap();
+
+    let mut announced = Vec::new();
+    while announced.len() < 2 {
+        let v = live.wait_for("an expiry after the lock", Duration::from_secs(3), |_| true);
+        assert!(
+            released.elapsed() < Duration::from_secs(2),
+            "announced {:?} after the lock",
+            released.elapsed()
+        );
+        assert_eq!(v["type"], "user_update", "{v}");
+        assert_eq!(seq_of(&v), pos.seq + 1 + announced.len() as u64);
+        assert_eq!(v["data"]["token_valid"], false, "{v}");
+        announced.push(id_of(&v["data"]));
+    }
+    announced.sort_unstable();
+    assert_eq!(announced, vec![id_of(&unused), s.user_id]);
+    live.assert_none("a second announcement", Duration::from_millis(1500), |_| {
+        true
+    });
+    assert_eq!(srv.user(s.user_id)["status"], "expired");
+    assert_eq!(
+        srv.user(s.user_id)["transcript"],
+        json!(null),
+        "the refused message changed nothing"
+    );
+    // The agent hears of the expiry once, and nothing else.
+    let (ev, skipped) = recv_type(&mut agent, "session_expired", WAIT);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert_eq!(ev["data"]["id"], json!(s.user_id));
+    assert_silent(&mut agent, QUIET, "one session_expired");
+
+    // The refused request_id was not used up: its resend is applied.
+    send_json(&mut agent, &msg);
+    assert_eq!(
+        recv_json(&mut agent, WAIT),
+        json!({"type": "ack", "request_id": "q-1"})
+    );
+    let v = live.wait_for("the resent transcript", WAIT, |_| true);
+    assert_eq!(seq_of(&v), pos.seq + 3);
+    assert_eq!(v["data"]["transcript"], url);
+    assert_eq!(srv.user(s.user_id)["transcript"], url);
+}
