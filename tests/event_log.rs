@@ -84,6 +84,63 @@ fn resume_after_3000_missed_events_reads_storage() {
     resume_after(&srv, &live, id, 3000);
 }
 
+/// Resumes replayed from storage (and from memory) while writes keep coming: each stream gets
+/// `resumed`, then every number once, in order, across the seam between replay and live tail.
+#[test]
+fn replays_racing_live_writes_have_no_gap_and_no_repeat() {
+    let srv = Server::start(&[]);
+    let id = id_of(&srv.create_user("Ada", "Lovelace", Some(5)));
+    let from = srv.log_pos();
+    srv.patch_burst(id, 2500, "before");
+    let last = from.seq + 2500 + 300;
+    let writing = AtomicBool::new(true);
+    let raced = AtomicU64::new(0); // readers that resumed while the writes went on
+    thread::scope(|s| {
+        let (started, go) = std::sync::mpsc::channel();
+        let (srv, writing, raced) = (&srv, &writing, &raced);
+        let writer = s.spawn(move || {
+            srv.patch_burst(id, 50, "racing");
+            started.send(()).unwrap();
+            srv.patch_burst(id, 250, "racing");
+            writing.store(false, Ordering::SeqCst);
+        });
+        go.recv_timeout(WAIT).unwrap();
+        let readers: Vec<_> = [0, 0, 0, 2400, 2490]
+            .into_iter()
+            .map(|ahead| {
+                let from = &from;
+                s.spawn(move || {
+                    let at = Pos {
+                        epoch: from.epoch.clone(),
+                        seq: from.seq + ahead,
+                    };
+                    let (mut ws, first) = srv.admin_open(&at.query());
+                    assert_eq!(first["type"], "resumed", "from {}: {first}", at.seq);
+                    if writing.load(Ordering::SeqCst) {
+                        raced.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let n = (last - at.seq) as usize;
+                    for (i, ev) in recv_events(&mut ws, n, Duration::from_secs(30))
+                        .iter()
+                        .enumerate()
+                    {
+                        assert_eq!(seq_of(ev), at.seq + 1 + i as u64, "from {}: {ev}", at.seq);
+                    }
+                    assert_silent(&mut ws, QUIET, "nothing after the last write");
+                })
+            })
+            .collect();
+        for r in readers {
+            r.join().unwrap();
+        }
+        assert!(
+            writer.is_finished(),
+            "the writer finished before the readers"
+        );
+        writer.join().unwrap();
+    });
+}
+
 /// Ages the stored events numbered `..=up_to` (all when `None`) by 11 minutes, on a second
 /// connection to the database file while the server is stopped.
 fn age_events(srv: &Server, up_to: Option<u64>) -> usize {
