@@ -38,19 +38,20 @@ fn hold_write_lock(db: PathBuf, hold: Duration) -> (Instant, JoinHandle<Instant>
 type Recording = (Vec<(Instant, Value)>, Option<String>);
 
 /// An admin stream on its own thread that answers every JSON ping and records each frame
-/// (pings included) with its arrival time, until `until` or the stream ends.
-fn recorder(srv: &Server, until: Instant) -> JoinHandle<Recording> {
+/// (pings included) with its arrival time, until `stop` is sent (or 20 s) or the stream ends.
+fn recorder(srv: &Server, stop: mpsc::Receiver<()>) -> JoinHandle<Recording> {
     let (ws, _) = srv.admin_ws(&srv.admin_cookie());
+    let until = Instant::now() + Duration::from_secs(20);
     thread::spawn(move || {
         let mut ws = ws;
         let mut seen = Vec::new();
         loop {
             let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || stop.try_recv().is_ok() {
                 return (seen, None);
             }
-            match next_event(&mut ws, left, false) {
-                None => return (seen, None),
+            match next_event(&mut ws, left.min(Duration::from_millis(100)), false) {
+                None => continue,
                 Some(WsEvent::Json(v)) => {
                     if v["type"] == "ping" {
                         let _ = ws.send(Message::text(r#"{"type":"pong"}"#));
@@ -89,8 +90,8 @@ fn a_four_second_external_lock_never_stalls_the_server() {
     let before = srv.users();
     let pos = srv.log_pos();
     let busy = srv.metric("catalytic_storage_busy_total", &[]);
-    let until = Instant::now() + Duration::from_secs(15);
-    let rec = recorder(&srv, until);
+    let (stop, stopped) = mpsc::channel();
+    let rec = recorder(&srv, stopped);
     thread::sleep(Duration::from_millis(200));
 
     let (locked, holder) = hold_write_lock(srv.db.clone(), Duration::from_secs(4));
@@ -165,6 +166,7 @@ fn a_four_second_external_lock_never_stalls_the_server() {
     // The next write succeeds and takes the next number.
     let added = srv.create_user("After", "Lock", None);
     thread::sleep(Duration::from_millis(300));
+    stop.send(()).unwrap();
     let (seen, ended) = rec.join().unwrap();
     assert!(
         ended.is_none(),
