@@ -1,16 +1,17 @@
 //! `catalytic admin create` and `catalytic admin token`: admin accounts from the shell.
-//! They open the same SQLite file as the server (WAL allows both at once).
+//! They open the same database as the server: the SQLite file (WAL allows both at once), or the
+//! cluster's PostgreSQL (`--database-url`), creating and migrating the schema of an empty one.
 
 use crate::api::input::valid_email;
 use crate::auth;
 use crate::clock::wall_ms;
-use crate::store::{DbError, Sqlite, Tx};
+use crate::config::Database;
+use crate::store::{DbError, Postgres, Sqlite, Tx};
 use std::io::BufRead;
-use std::path::Path;
 use std::time::Duration;
 
 /// Create an admin; the password comes from `CATALYTIC_ADMIN_PASSWORD` or one line on stdin.
-pub fn admin_create(email: &str, db_path: &Path) -> Result<(), String> {
+pub fn admin_create(email: &str, db: &Database) -> Result<(), String> {
     if !valid_email(email) {
         return Err(format!("`{email}` is not an email address"));
     }
@@ -26,11 +27,10 @@ pub fn admin_create(email: &str, db_path: &Path) -> Result<(), String> {
         }
     };
     auth::check_password_rules(&password)?;
-    let db = Sqlite::open(db_path, None).map_err(|e| e.to_string())?;
     let hash = auth::hash_password(&password)?;
-    match db.create_admin(email, &hash, wall_ms()) {
+    match in_transaction(db, |tx, now| tx.insert_admin(email, &hash, now)) {
         Ok(_) => {
-            eprintln!("admin {email} created in {}", db_path.display());
+            eprintln!("admin {email} created in {}", describe(db));
             Ok(())
         }
         Err(DbError::Conflict) => Err(format!("an admin with email {email} already exists")),
@@ -39,27 +39,42 @@ pub fn admin_create(email: &str, db_path: &Path) -> Result<(), String> {
 }
 
 /// A fresh admin session token for `email`, valid for `ttl`.
-pub fn admin_token(email: &str, db_path: &Path, ttl: Duration) -> Result<String, String> {
-    let mut db = Sqlite::open(db_path, None).map_err(|e| e.to_string())?;
+pub fn admin_token(email: &str, db: &Database, ttl: Duration) -> Result<String, String> {
     let token = auth::new_token().map_err(|e| format!("OS randomness: {e}"))?;
-    let now = wall_ms();
-    db.write(|tx| {
-        let admin = tx.find_admin(email)?.ok_or_else(|| {
-            format!("no admin with email {email}; create one with `catalytic admin create`")
-        })?;
-        tx.create_admin_session(
-            admin.id,
-            &auth::digest(&token),
-            now + ttl.as_millis() as i64,
-            now,
-        )?;
-        Ok::<_, String>(())
-    })?;
+    let found = in_transaction(db, |tx, now| {
+        let Some(admin) = tx.find_admin(email)? else {
+            return Ok(false);
+        };
+        let expires_at = now + ttl.as_millis() as i64;
+        tx.create_admin_session(admin.id, &auth::digest(&token), expires_at, now)?;
+        Ok(true)
+    })
+    .map_err(|e| e.to_string())?;
+    if !found {
+        return Err(format!(
+            "no admin with email {email}; create one with `catalytic admin create`"
+        ));
+    }
     Ok(token)
 }
 
-impl From<DbError> for String {
-    fn from(e: DbError) -> String {
-        e.to_string()
+/// Run `f` in one write transaction of `db` at its clock (the database's, for PostgreSQL).
+fn in_transaction<T>(
+    db: &Database,
+    f: impl FnOnce(&mut dyn Tx, i64) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    match db {
+        Database::Sqlite(path) => Sqlite::open(path, None)?.write(|tx| f(tx, wall_ms())),
+        Database::Postgres(url) => {
+            Postgres::open(url, "catalytic-cli")?.transaction(false, |tx, now| f(tx, now))
+        }
+    }
+}
+
+/// Where the accounts live, for messages (never the URL: it may carry a password).
+fn describe(db: &Database) -> String {
+    match db {
+        Database::Sqlite(path) => path.display().to_string(),
+        Database::Postgres(_) => "the PostgreSQL database".into(),
     }
 }

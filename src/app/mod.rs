@@ -25,6 +25,7 @@ use crate::ws;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
+pub mod cluster;
 pub mod command;
 pub mod event;
 pub mod event_log;
@@ -32,6 +33,7 @@ pub mod messages;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::ClusterCommand;
 pub use command::{Command, Outcome, Rules, UserPatch};
 pub use event::{Cause, Event, Logged, UserChange};
 pub use event_log::{Replay, ResumePoint};
@@ -114,7 +116,10 @@ const ADMIN_SESSION_CACHE: usize = 100_000;
 /// What a stream gets first: `initial`, or `resumed` and the missed events.
 pub enum Opening {
     /// Send these frames (`initial`; or `resumed` and the replay from memory).
-    Frames { frames: Vec<Rc<[u8]>>, resumed: bool },
+    Frames {
+        frames: Vec<Rc<[u8]>>,
+        resumed: bool,
+    },
     /// The replay starts beyond the memory tail: read events `from..=to` from storage, then
     /// [`App::resumed_from_storage`] (and what was broadcast meanwhile).
     ReadStorage { from: u64, to: u64 },
@@ -168,6 +173,22 @@ impl App {
             app.users.insert(u.id, u);
         }
         app
+    }
+
+    /// Replace the view with a snapshot (a cluster node that had to resynchronise). Signed-in
+    /// admins and the setup code stay.
+    pub fn reset(&mut self, s: crate::store::Snapshot) {
+        let fresh = App::new(
+            s.users,
+            s.head,
+            &s.events,
+            s.stored_from,
+            std::mem::take(&mut self.public_url),
+            self.setup_code.take(),
+        );
+        let sessions = std::mem::take(&mut self.admin_sessions);
+        *self = fresh;
+        self.admin_sessions = sessions;
     }
 
     pub fn public_url(&self) -> &str {
@@ -262,7 +283,12 @@ impl App {
 
     /// The opening of a stream whose replay was read from storage: `resumed` at `since`, then
     /// the stored events, framed for the stream.
-    pub fn resumed_from_storage(&self, stream: Stream, since: u64, events: &[StoredEvent]) -> Vec<Rc<[u8]>> {
+    pub fn resumed_from_storage(
+        &self,
+        stream: Stream,
+        since: u64,
+        events: &[StoredEvent],
+    ) -> Vec<Rc<[u8]>> {
         let agent = stream == Stream::Agent;
         let mut frames = vec![self.resumed_frame(since)];
         frames.extend(

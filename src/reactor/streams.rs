@@ -190,7 +190,10 @@ impl Server {
             since: from - 1,
             to,
         };
-        if self.storage.submit(ticket, Command::ReadEvents { from, to }) {
+        if self
+            .storage
+            .submit(ticket, Command::ReadEvents { from, to })
+        {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.hold();
             }
@@ -337,7 +340,13 @@ impl Server {
     }
 
     /// Close an open stream politely: close frame, then wait (≤ 2 s) for the client's.
-    fn close_stream(&mut self, key: usize, close_code: u16, reason: &str, why: CloseReason) {
+    pub(super) fn close_stream(
+        &mut self,
+        key: usize,
+        close_code: u16,
+        reason: &str,
+        why: CloseReason,
+    ) {
         self.detach(key, why);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
