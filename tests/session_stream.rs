@@ -61,6 +61,14 @@ fn stream_with_query_token_and_with_cookie() {
     let want = json!({"type":"progress","questions_answered":1,"questions_total":5});
     assert_eq!(recv_type(&mut ws, "progress", WAIT).0, want);
     assert_eq!(recv_type(&mut ws2, "progress", WAIT).0, want);
+
+    // A page opened later starts from the current progress, not from zero.
+    let mut ws3 = srv.session_ws(&s.session_id, &s.token).unwrap();
+    assert_eq!(
+        session_opening(&mut ws3).1,
+        want,
+        "progress on open after an answer"
+    );
 }
 
 #[test]

@@ -319,11 +319,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let (sent, written) = conn.release_held(frames, resumed);
-        self.metrics.ws_bytes_sent += written as u64;
-        if sent == crate::conn::Sent::Failed {
-            return self.mark_dead(key, CloseReason::WriteError);
-        }
+        let (_, first) = conn.release_held(frames, resumed);
+        self.list_for_writing(key, first);
         if !resumed && stream == Stream::Admin {
             // The held presence frame went with the rest: send the current one.
             let presence = self.presence_frame(now);

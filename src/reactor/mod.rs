@@ -20,7 +20,11 @@
 //!    (parsing requests and frames as they complete, running the application right away);
 //! 3. `resume`: connections that stopped at their budget or waited for a job read on;
 //! 4. fire expired timers (deadlines, heartbeat slices, session clocks, housekeeping);
-//! 5. reap: remove every connection marked dead during the turn. Nothing is removed from the
+//! 5. write: everything sent during the turn was only queued; now every connection that got
+//!    output is written once, one `writev` for all of it (Redis writes just before sleeping;
+//!    µWebSockets drains once per iteration). A burst of events costs one system call per
+//!    client, not one per event; order is kept (one outbox per connection).
+//! 6. reap: remove every connection marked dead during the turn. Nothing is removed from the
 //!    slab anywhere else, so no walk over it ever sees a slot vanish.
 //!
 //! ## Ending a connection — the verbs, and the phase each leads to
@@ -174,6 +178,9 @@ pub struct Server {
     recent_closes: HashMap<Digest32, u64>,
     /// Keys marked dead this turn, removed in `reap_dead`.
     reap: Vec<usize>,
+    /// Keys with output queued this turn, written in `write_listed` at the turn's end (each
+    /// once: `Conn::flush_listed`).
+    write_list: Vec<usize>,
     /// Keys with input still to handle (budget spent, or back from a job): served next turn,
     /// and the poll does not sleep while any wait.
     resume: Vec<usize>,
@@ -288,6 +295,7 @@ impl Server {
             per_ip: HashMap::new(),
             recent_closes: HashMap::new(),
             reap: Vec::new(),
+            write_list: Vec::new(),
             resume: Vec::new(),
             scratch: vec![0; input::SCRATCH_BYTES],
             effects: Vec::new(),
@@ -380,6 +388,7 @@ impl Server {
                 self.on_readable(key);
             }
             self.fire_timers();
+            self.write_listed();
             self.reap_dead();
             self.metrics.open_connections = self.conns.len();
             self.metrics
@@ -473,6 +482,28 @@ impl Server {
                 self.reap.push(key);
             }
         }
+    }
+
+    /// Put connection `key` on the list to write at the end of the turn (`first`: it had
+    /// nothing queued before, so it is not on the list yet).
+    fn list_for_writing(&mut self, key: usize, first: bool) {
+        if first {
+            self.write_list.push(key);
+        }
+    }
+
+    /// Write every connection that got output this turn (phase 5).
+    fn write_listed(&mut self) {
+        let list = std::mem::take(&mut self.write_list);
+        for &key in &list {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.unlist();
+            }
+            self.on_writable(key);
+        }
+        // Keep the allocation for the next turn.
+        self.write_list = list;
+        self.write_list.clear();
     }
 
     fn reap_dead(&mut self) {

@@ -130,14 +130,16 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let (crate::conn::Sent::Failed, _) = conn.send_owned(bytes, usize::MAX) {
-            return self.mark_dead(key, CloseReason::Client);
-        }
+        let (_, first) = conn.send_owned(bytes, usize::MAX);
+        let backlog = conn.out.queued_bytes();
+        self.list_for_writing(key, first);
         if close {
             return self.linger_close(key);
         }
-        if conn.out.queued_bytes() > input::HTTP_BACKLOG_BYTES {
-            conn.input_paused = true;
+        if backlog > input::HTTP_BACKLOG_BYTES {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.input_paused = true;
+            }
         }
         // The next request has a fresh deadline, counted from now.
         self.rearm_deadline(key, REQUEST_TIMEOUT_MS);

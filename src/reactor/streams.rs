@@ -91,9 +91,8 @@ impl Server {
             return;
         };
         conn.enter(Phase::WsClosing);
-        if let (Sent::Failed, _) = conn.send_owned(bytes, usize::MAX) {
-            return self.mark_dead(key, CloseReason::Client);
-        }
+        let (_, first) = conn.send_owned(bytes, usize::MAX);
+        self.list_for_writing(key, first);
         self.rearm_deadline(key, CLOSE_WAIT_MS);
     }
 
@@ -137,9 +136,8 @@ impl Server {
             reader: ws::MessageReader::new(max_message),
             max_message,
         })));
-        if let (Sent::Failed, _) = conn.send_owned(handshake, usize::MAX) {
-            return self.mark_dead(key, CloseReason::WriteError);
-        }
+        let (_, first) = conn.send_owned(handshake, usize::MAX);
+        self.list_for_writing(key, first);
         match stream {
             Stream::Admin | Stream::Agent => {
                 let asked = resume_point(req);
@@ -210,12 +208,9 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let (sent, written) = conn.send_opening(frames);
+        let (_, first) = conn.send_opening(frames);
         self.metrics.ws_messages_sent += frames.len() as u64;
-        self.metrics.ws_bytes_sent += written as u64;
-        if sent == Sent::Failed {
-            self.mark_dead(key, CloseReason::WriteError);
-        }
+        self.list_for_writing(key, first);
     }
 
     /// Send one frame to one stream, under its outbox limit.
@@ -224,13 +219,11 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let (sent, written) = conn.send_shared(frame, limit);
+        let (sent, first) = conn.send_shared(frame, limit);
         self.metrics.ws_messages_sent += 1;
-        self.metrics.ws_bytes_sent += written as u64;
-        match sent {
-            Sent::Ok => {}
-            Sent::Overflow => self.mark_dead(key, CloseReason::SlowConsumer),
-            Sent::Failed => self.mark_dead(key, CloseReason::WriteError),
+        self.list_for_writing(key, first);
+        if sent == Sent::Overflow {
+            self.mark_dead(key, CloseReason::SlowConsumer);
         }
     }
 
@@ -267,7 +260,8 @@ impl Server {
             ws::Event::Close { echo } => {
                 self.detach(key, CloseReason::Client);
                 if let Some(conn) = self.conns.get_mut(key) {
-                    conn.send_owned(echo, usize::MAX);
+                    let (_, first) = conn.send_owned(echo, usize::MAX);
+                    self.list_for_writing(key, first);
                 }
                 self.linger_close(key);
             }
@@ -354,10 +348,8 @@ impl Server {
         if conn.dead.is_some() || !matches!(conn.phase(), Phase::WsClosing) {
             return;
         }
-        if let (Sent::Failed, _) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX)
-        {
-            return self.mark_dead(key, CloseReason::Client);
-        }
+        let (_, first) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX);
+        self.list_for_writing(key, first);
         self.rearm_deadline(key, CLOSE_WAIT_MS);
     }
 
@@ -368,10 +360,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let (Sent::Failed, _) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX)
-        {
-            return self.mark_dead(key, CloseReason::Client);
-        }
+        let (_, first) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX);
+        self.list_for_writing(key, first);
         self.linger_close(key);
     }
 
@@ -401,12 +391,12 @@ impl Server {
             self.hub.members(stream),
             frame,
             self.cfg.max_outbox_bytes,
+            &mut self.write_list,
         );
         for (key, why) in d.failed {
             self.mark_dead(key, why);
         }
         self.metrics.ws_messages_sent += d.recipients;
-        self.metrics.ws_bytes_sent += d.bytes_written;
     }
 
     /// Carry out what applying an event asked for. `started` is when the event's cause

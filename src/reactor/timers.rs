@@ -105,7 +105,7 @@ impl Server {
         self.heartbeat_slice = (slice + 1) % HEARTBEAT_SLICES;
         let mut key = slice;
         let end = self.conns.capacity();
-        let (mut sent, mut bytes) = (0, 0);
+        let mut sent = 0;
         while key < end {
             if let Some(conn) = self.conns.get_mut(key) {
                 let pinged =
@@ -115,16 +115,14 @@ impl Server {
                         log::info!("conn {key} silent for two heartbeats: closing");
                         self.mark_dead(key, CloseReason::Heartbeat);
                     } else {
-                        let (r, w) = conn.send_shared(&self.ping_frame, self.cfg.max_outbox_bytes);
-                        bytes += w as u64;
+                        let (r, first) =
+                            conn.send_shared(&self.ping_frame, self.cfg.max_outbox_bytes);
+                        if first {
+                            self.write_list.push(key);
+                        }
                         match r {
                             crate::conn::Sent::Ok => sent += 1,
-                            crate::conn::Sent::Overflow => {
-                                self.mark_dead(key, CloseReason::SlowConsumer)
-                            }
-                            crate::conn::Sent::Failed => {
-                                self.mark_dead(key, CloseReason::WriteError)
-                            }
+                            _ => self.mark_dead(key, CloseReason::SlowConsumer),
                         }
                     }
                 }
@@ -132,7 +130,6 @@ impl Server {
             key += HEARTBEAT_SLICES;
         }
         self.metrics.ws_messages_sent += sent;
-        self.metrics.ws_bytes_sent += bytes;
         let at = now + self.heartbeat_slice_ms();
         self.timers.insert(at, Timer::Heartbeat);
     }

@@ -19,11 +19,13 @@
 //! | `metrics`    | `/metrics` samples and polling                                     |
 //! | `fixtures`   | users, invites and sessions made through the API                   |
 //! | `assertions` | contract shapes (the user object, `MM:SS`)                         |
+//! | `events`     | the numbered log: fresh or resumed streams, bursts of writes       |
 //! | `serving`    | [`LiveAdmin`] and [`assert_serving`]: "the server still serves"    |
 //! | `rng`        | seeded PRNG                                                        |
 #![allow(dead_code, unused_imports)]
 
 mod assertions;
+mod events;
 mod fixtures;
 mod frames;
 mod http;
@@ -37,6 +39,7 @@ mod ws;
 use std::time::Duration;
 
 pub use assertions::*;
+pub use events::*;
 pub use fixtures::*;
 pub use frames::*;
 pub use http::*;
