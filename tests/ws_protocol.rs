@@ -299,8 +299,8 @@ fn message_size_boundary_on_a_stream() {
 #[test]
 fn oversized_fragmented_ws_message_is_closed_1009() {
     // 70 KiB split into 10 KiB fragments: the limit is on the message, not the frame.
-    let srv = Server::start(&["--agent-key", "k-123"]);
-    let mut ws = srv.agent("k-123").0;
+    let srv = Server::start(&["--agent-key", AGENT_KEY]);
+    let mut ws = srv.agent(AGENT_KEY).0;
     let chunk = "y".repeat(10 * 1024);
     for i in 0..7 {
         let op = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });

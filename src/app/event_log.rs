@@ -260,7 +260,10 @@ mod tests {
             Replay::Storage { from: 4, to } if to == n
         ));
         log.set_stored_from(6);
-        assert!(matches!(log.since(&at("e", 5)), Replay::Storage { from: 6, .. }));
+        assert!(matches!(
+            log.since(&at("e", 5)),
+            Replay::Storage { from: 6, .. }
+        ));
         assert!(
             matches!(log.since(&at("e", 4)), Replay::Impossible),
             "event 5 was trimmed from storage"

@@ -114,7 +114,10 @@ const ADMIN_SESSION_CACHE: usize = 100_000;
 /// What a stream gets first: `initial`, or `resumed` and the missed events.
 pub enum Opening {
     /// Send these frames (`initial`; or `resumed` and the replay from memory).
-    Frames { frames: Vec<Rc<[u8]>>, resumed: bool },
+    Frames {
+        frames: Vec<Rc<[u8]>>,
+        resumed: bool,
+    },
     /// The replay starts beyond the memory tail: read events `from..=to` from storage, then
     /// [`App::resumed_from_storage`] (and what was broadcast meanwhile).
     ReadStorage { from: u64, to: u64 },
@@ -262,7 +265,12 @@ impl App {
 
     /// The opening of a stream whose replay was read from storage: `resumed` at `since`, then
     /// the stored events, framed for the stream.
-    pub fn resumed_from_storage(&self, stream: Stream, since: u64, events: &[StoredEvent]) -> Vec<Rc<[u8]>> {
+    pub fn resumed_from_storage(
+        &self,
+        stream: Stream,
+        since: u64,
+        events: &[StoredEvent],
+    ) -> Vec<Rc<[u8]>> {
         let agent = stream == Stream::Agent;
         let mut frames = vec![self.resumed_frame(since)];
         frames.extend(
@@ -364,6 +372,17 @@ impl App {
             self.admin_sessions.remove(digest);
         }
         self.admin_sessions.get(digest)
+    }
+
+    /// Forget an admin session storage no longer holds (ended elsewhere, or expired); returns
+    /// what was cached.
+    pub fn forget_admin_session(&mut self, digest: &Digest32) -> Option<AdminSession> {
+        self.admin_sessions.remove(digest)
+    }
+
+    /// The digests of every cached admin session (for the periodic re-check).
+    pub fn cached_admin_sessions(&self) -> impl Iterator<Item = &Digest32> + '_ {
+        self.admin_sessions.keys()
     }
 
     /// Storage said this admin session is valid.

@@ -44,6 +44,8 @@
 //! storage command stored a change, its event is applied (and broadcast) before the request
 //! that caused it is answered.
 
+use crate::addr;
+use crate::api::device::DeviceKeys;
 use crate::api::{self, Ctx, Done, Job, LoginLimiter, Pending, Reply};
 use crate::app::event_log::MEMORY_CAP;
 use crate::app::{App, Command, Effect, Rules};
@@ -97,6 +99,10 @@ const RECONNECT_WINDOW_MS: u64 = 60_000;
 /// File descriptors kept free above `--max-connections` for refusing politely.
 const FD_RESERVE: usize = 64;
 const TIMER_TICK_MS: u64 = 10;
+/// How often the admin sessions of open streams (and the cache) are re-checked in storage: a
+/// session ended elsewhere (`admin revoke`, another process) closes its streams within twice
+/// this (API.md: 10 s).
+const ADMIN_RECHECK_MS: u64 = 5_000;
 /// How long an admin sign-in lasts (the `admin_session` cookie).
 pub const ADMIN_SESSION_MS: i64 = 7 * 24 * 3600 * 1000;
 
@@ -109,6 +115,8 @@ enum Timer {
     Heartbeat,
     /// Forget old reconnect bookkeeping; now and then, trim the log and prune sessions.
     Housekeeping,
+    /// Re-check in storage the admin sessions this process trusts (cache and open streams).
+    AdminRecheck,
     /// Time to tell the admins who is here (presence changed, at most once a second).
     Presence,
     /// Shutdown grace is over: drop whoever is left.
@@ -156,13 +164,21 @@ pub struct Server {
     app: App,
     /// When presence was last told, and whether a telling is scheduled.
     presence: presence::Teller,
-    /// Failed sign-ins per address and per account.
+    /// Failed sign-ins (and agent handshakes) per address, account and device cookie.
     limiter: LoginLimiter,
+    /// Signs the device cookies (a key derived from the server key).
+    device: DeviceKeys,
+    /// The server's own origin when `--public-url` is set (normalised); without it, each
+    /// request's is `http://<Host>`.
+    own_origin: Option<String>,
+    /// `--public-url` is https: every answer carries `Strict-Transport-Security`.
+    hsts: bool,
     metrics: Metrics,
     cfg: ServeConfig,
     /// The open-connection ceiling (from `--max-connections` or the descriptor limit).
     max_connections: usize,
-    /// Open connections per client address (the per-IP cap); entries at zero are removed.
+    /// Open connections per client address, by `addr::limit_key` (IPv6 by /64; the per-IP
+    /// cap); entries at zero are removed.
     per_ip: HashMap<IpAddr, u32>,
     /// Credential digest → when its stream closed (monotonic ms), for the reconnect metric;
     /// entries older than the window are dropped by housekeeping.
@@ -214,7 +230,9 @@ impl Server {
             .clone()
             .unwrap_or_else(|| format!("http://{local}"));
         let time = Clock::default();
-        let (store, app) = open_storage(&cfg, public_url.clone(), time.now().wall_ms)?;
+        let mut cfg = cfg;
+        cfg.agent_key = load_agent_key(&cfg)?;
+        let (store, app, key) = open_storage(&cfg, public_url.clone(), time.now().wall_ms)?;
         let rules = Rules {
             public_url: public_url.clone(),
             session_ms: cfg.session_length.as_millis() as i64,
@@ -234,7 +252,7 @@ impl Server {
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| format!("waker: {e}"))?);
         let worker =
             Worker::start(Arc::clone(&waker)).map_err(|e| format!("worker thread: {e}"))?;
-        let oidc = start_oidc(&cfg, &public_url, local, Arc::clone(&waker))?;
+        let oidc = start_oidc(&cfg, &public_url, local, &key, Arc::clone(&waker))?;
         let storage =
             Storage::start(store, rules, waker).map_err(|e| format!("storage thread: {e}"))?;
         let mut server = Server {
@@ -252,6 +270,9 @@ impl Server {
             app,
             presence: presence::Teller::default(),
             limiter: LoginLimiter::new(cfg.login_failures_per_minute),
+            device: DeviceKeys::new(&key),
+            own_origin: cfg.public_url.clone(),
+            hsts: public_url.starts_with("https://"),
             metrics: Metrics::default(),
             max_connections,
             per_ip: HashMap::new(),
@@ -272,6 +293,7 @@ impl Server {
         let slice_ms = server.heartbeat_slice_ms();
         server.timers.insert(slice_ms, Timer::Heartbeat);
         server.timers.insert(HOUSEKEEPING_MS, Timer::Housekeeping);
+        server.timers.insert(ADMIN_RECHECK_MS, Timer::AdminRecheck);
         let now = server.time.now();
         for (user_id, expires_at) in server.app.running_sessions() {
             server.session_clock.start(user_id, expires_at, now);
@@ -411,13 +433,15 @@ impl Server {
             log::warn!("register {addr}: {e}");
             return;
         }
-        let mut conn = Conn::new(sock, gen, addr.ip(), now);
+        // Canonical from here on: a dual-stack listener's `::ffff:a.b.c.d` is `a.b.c.d`.
+        let ip = addr::canonical(addr.ip());
+        let mut conn = Conn::new(sock, gen, ip, now);
         conn.deadline = Some(
             self.timers
                 .insert(now + REQUEST_TIMEOUT_MS, Timer::Conn { key, gen }),
         );
         entry.insert(conn);
-        *self.per_ip.entry(addr.ip()).or_insert(0) += 1;
+        *self.per_ip.entry(addr::limit_key(ip)).or_insert(0) += 1;
         log::debug!("conn {key}.{gen} accepted from {addr}");
     }
 
@@ -473,6 +497,7 @@ fn start_oidc(
     cfg: &ServeConfig,
     public_url: &str,
     local: SocketAddr,
+    key: &[u8; 32],
     waker: Arc<Waker>,
 ) -> Result<Option<Oidc>, String> {
     let Some(oidc_cfg) = &cfg.oidc else {
@@ -492,16 +517,35 @@ fn start_oidc(
         settings.issuer,
         settings.redirect_uri
     );
-    // The attempt keys derive from the deployment's server key (already created by
-    // `open_storage`), so every node of a deployment accepts every attempt.
-    let (key, _) = store::load_or_create_key(&cfg.db).map_err(|e| e.to_string())?;
-    Oidc::start(settings, &key, waker).map(Some)
+    // The attempt keys derive from the deployment's server key, so every node of a
+    // deployment accepts every attempt.
+    Oidc::start(settings, key, waker).map(Some)
+}
+
+/// The agent key: `--agent-key` (checked by `config`), or read from `--agent-key-file` (kept
+/// off the command line, where `ps` shows it) and held to the same rule.
+fn load_agent_key(cfg: &ServeConfig) -> Result<Option<String>, String> {
+    let Some(path) = &cfg.agent_key_file else {
+        return Ok(cfg.agent_key.clone());
+    };
+    crate::files::warn_if_others_can_read(path);
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--agent-key-file {}: cannot read it: {e}", path.display()))?;
+    let source = format!("--agent-key-file {}", path.display());
+    let key = crate::config::check_agent_key(text.trim(), &source).map_err(|e| e.to_string())?;
+    log::info!("agent key: {}", path.display());
+    Ok(Some(key))
 }
 
 /// Open the database (SQLite file and key), trim the log, and build the in-memory view from
 /// it: users, the log's tail, and every valid admin session (so a reconnect wave after a
-/// restart costs no storage read). Runs before the loop starts, so it may wait.
-fn open_storage(cfg: &ServeConfig, public_url: String, now: i64) -> Result<(Sqlite, App), String> {
+/// restart costs no storage read). Runs before the loop starts, so it may wait. Returns the
+/// server key too (device cookies and OIDC attempts derive their keys from it).
+fn open_storage(
+    cfg: &ServeConfig,
+    public_url: String,
+    now: i64,
+) -> Result<(Sqlite, App, [u8; 32]), String> {
     let (key, new_key) = store::load_or_create_key(&cfg.db).map_err(|e| e.to_string())?;
     let mut db = Sqlite::open(&cfg.db, Some(key)).map_err(|e| e.to_string())?;
     let users = db.load_users().map_err(|e| e.to_string())?;
@@ -544,14 +588,15 @@ fn open_storage(cfg: &ServeConfig, public_url: String, now: i64) -> Result<(Sqli
     for s in sessions {
         app.remember_admin_session(s);
     }
-    Ok((db, app))
+    Ok((db, app, key))
 }
 
+/// One connection of client `ip` fewer (counted by `addr::limit_key`).
 fn release_ip(per_ip: &mut HashMap<IpAddr, u32>, ip: IpAddr) {
-    if let Some(n) = per_ip.get_mut(&ip) {
+    if let Some(n) = per_ip.get_mut(&addr::limit_key(ip)) {
         *n -= 1;
         if *n == 0 {
-            per_ip.remove(&ip);
+            per_ip.remove(&addr::limit_key(ip));
         }
     }
 }
