@@ -195,6 +195,13 @@ fn https_deployments_send_hsts_on_every_answer() {
             r.status
         );
     }
+    let (_ws, head) = srv.raw_ws("/admin/stream", &[("Cookie", &c)], &[]);
+    assert_eq!(head.status, 101);
+    assert_eq!(
+        head.header("Strict-Transport-Security"),
+        Some("max-age=31536000"),
+        "the 101 too"
+    );
     let plain = Server::start(&[]);
     assert_eq!(
         plain

@@ -36,6 +36,8 @@ impl Server {
         let own = self.own_origin(req);
         let own: Vec<&str> = own.iter().map(String::as_str).collect();
         let handshake = match ws::accept(req, &own) {
+            // HSTS on every answer of an https deployment, the 101 included.
+            Ok(h) if self.hsts => with_header(h, "Strict-Transport-Security", requests::HSTS),
             Ok(h) => h,
             Err(e) => {
                 log::debug!("conn {key} handshake refused: {e:?}");
@@ -507,6 +509,13 @@ impl Server {
             }
         }
     }
+}
+
+/// `head` (a complete response head, ending in an empty line) with one more header.
+fn with_header(mut head: Vec<u8>, name: &str, value: &str) -> Vec<u8> {
+    let end = head.len().saturating_sub(2);
+    head.splice(end..end, format!("{name}: {value}\r\n").into_bytes());
+    head
 }
 
 /// The resume point a handshake asks for: `Ok(None)` when it asks for none, `Err(())` when its
