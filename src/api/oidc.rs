@@ -251,7 +251,7 @@ fn signed_in(ctx: &mut Ctx, email: &str, token: &str) -> Response {
     ctx.app.close_setup();
     ctx.metrics.login(LoginMethod::Oidc, LoginResult::Ok);
     log::info!(
-        "sign-in ok: {email} from {} (OpenID Connect)",
+        "sign-in ok: {email} from {} (signed in through OpenID Connect)",
         ctx.client_ip
     );
     let resp = Response::new(302)
