@@ -21,7 +21,10 @@ CREATE TABLE events (
     -- The admin stream message exactly as sent ({"type":...,"seq":N,"data":...}).
     admin_message TEXT    NOT NULL,
     -- The agent stream message it caused, if any.
-    agent_message TEXT
+    agent_message TEXT,
+    -- The stored user row after the change (JSON; none once deleted): another node applies the
+    -- event to its view from it (cluster mode; kept here too so both stores hold one log shape).
+    user_row      TEXT
 );
 CREATE INDEX events_age ON events(at_ms);
 

@@ -1,12 +1,13 @@
 //! `catalytic admin create|token|revoke`: admin accounts and their sessions from the shell.
-//! They open the same SQLite file as the server (WAL allows both at once).
+//! They open the same database as the server: the SQLite file (WAL allows both at once), or the
+//! cluster's PostgreSQL (`--database-url`), creating and migrating the schema of an empty one.
 
 use crate::api::input::valid_email;
 use crate::auth;
 use crate::clock::wall_ms;
-use crate::store::{DbError, Sqlite, Tx};
+use crate::config::Database;
+use crate::store::{DbError, Postgres, Sqlite, Tx};
 use std::io::BufRead;
-use std::path::Path;
 use std::time::Duration;
 
 /// Why an admin command failed, and its exit status: 2 for input the command refuses (a weak
@@ -34,7 +35,7 @@ fn refused(message: String) -> Failure {
 }
 
 /// Create an admin; the password comes from `CATALYTIC_ADMIN_PASSWORD` or one line on stdin.
-pub fn admin_create(email: &str, db_path: &Path) -> Result<(), Failure> {
+pub fn admin_create(email: &str, db: &Database) -> Result<(), Failure> {
     if !valid_email(email) {
         return Err(refused(format!("`{email}` is not an email address")));
     }
@@ -51,11 +52,10 @@ pub fn admin_create(email: &str, db_path: &Path) -> Result<(), Failure> {
     };
     auth::check_password_rules(&password, &[email])
         .map_err(|why| refused(format!("password refused: {why}")))?;
-    let db = Sqlite::open(db_path, None)?;
     let hash = auth::hash_password(&password)?;
-    match db.create_admin(email, &hash, wall_ms()) {
+    match in_transaction(db, |tx, now| tx.insert_admin(email, &hash, now)) {
         Ok(_) => {
-            eprintln!("admin {email} created in {}", db_path.display());
+            eprintln!("admin {email} created in {}", describe(db));
             Ok(())
         }
         Err(DbError::Conflict) => Err(Failure::from(format!(
@@ -66,41 +66,57 @@ pub fn admin_create(email: &str, db_path: &Path) -> Result<(), Failure> {
 }
 
 /// A fresh admin session token for `email`, valid for `ttl`.
-pub fn admin_token(email: &str, db_path: &Path, ttl: Duration) -> Result<String, Failure> {
-    let mut db = Sqlite::open(db_path, None)?;
+pub fn admin_token(email: &str, db: &Database, ttl: Duration) -> Result<String, Failure> {
     let token = auth::new_token().map_err(|e| format!("OS randomness: {e}"))?;
-    let now = wall_ms();
-    db.write(|tx| {
-        let admin = tx.find_admin(email)?.ok_or_else(|| no_such_admin(email))?;
-        tx.create_admin_session(
-            admin.id,
-            &auth::digest(&token),
-            now + ttl.as_millis() as i64,
-            now,
-        )?;
-        Ok::<_, String>(())
+    let found = in_transaction(db, |tx, now| {
+        let Some(admin) = tx.find_admin(email)? else {
+            return Ok(false);
+        };
+        let expires_at = now + ttl.as_millis() as i64;
+        tx.create_admin_session(admin.id, &auth::digest(&token), expires_at, now)?;
+        Ok(true)
     })?;
+    if !found {
+        return Err(no_such_admin(email));
+    }
     Ok(token)
 }
 
 /// End every session of `email`; returns how many there were. A running server closes their
-/// open streams within 10 s (it re-checks the sessions of open admin streams every 5 s).
-pub fn admin_revoke(email: &str, db_path: &Path) -> Result<usize, Failure> {
-    let mut db = Sqlite::open(db_path, None)?;
-    let n = db.write(|tx| {
-        let admin = tx.find_admin(email)?.ok_or_else(|| no_such_admin(email))?;
-        Ok::<_, String>(tx.delete_admin_sessions_of(admin.id)?)
+/// open streams within 10 s (it re-checks the sessions it trusts every 5 s).
+pub fn admin_revoke(email: &str, db: &Database) -> Result<usize, Failure> {
+    let ended = in_transaction(db, |tx, _| match tx.find_admin(email)? {
+        Some(admin) => Ok(Some(tx.delete_admin_sessions_of(admin.id)?)),
+        None => Ok(None),
     })?;
+    let n = ended.ok_or_else(|| no_such_admin(email))?;
     eprintln!("revoked {n} session(s) of admin {email}; open streams close within 10 s");
     Ok(n)
 }
 
-fn no_such_admin(email: &str) -> String {
-    format!("no admin with email {email}; create one with `catalytic admin create`")
+fn no_such_admin(email: &str) -> Failure {
+    Failure::from(format!(
+        "no admin with email {email}; create one with `catalytic admin create`"
+    ))
 }
 
-impl From<DbError> for String {
-    fn from(e: DbError) -> String {
-        e.to_string()
+/// Run `f` in one write transaction of `db` at its clock (the database's, for PostgreSQL).
+fn in_transaction<T>(
+    db: &Database,
+    f: impl FnOnce(&mut dyn Tx, i64) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    match db {
+        Database::Sqlite(path) => Sqlite::open(path, None)?.write(|tx| f(tx, wall_ms())),
+        Database::Postgres(url) => {
+            Postgres::open(url, "catalytic-cli")?.transaction(false, |tx, now| f(tx, now))
+        }
+    }
+}
+
+/// Where the accounts live, for messages (never the URL: it may carry a password).
+fn describe(db: &Database) -> String {
+    match db {
+        Database::Sqlite(path) => path.display().to_string(),
+        Database::Postgres(_) => "the PostgreSQL database".into(),
     }
 }

@@ -40,6 +40,12 @@ pub struct ServeConfig {
     pub oidc: Option<OidcConfig>,
     /// `--password-login off` turns password sign-in off (only allowed with OIDC).
     pub password_login: bool,
+    /// `--database-url postgres://…`: cluster mode on PostgreSQL instead of the SQLite file.
+    pub database_url: Option<String>,
+    /// `--node-id`: this node's name in logs, metrics and shared state.
+    pub node_id: String,
+    /// `--drain-secs`: how long a SIGTERM spreads the stream closes over (0: all at once).
+    pub drain: Duration,
 }
 
 /// `--oidc-*`: the identity provider admins sign in with.
@@ -73,6 +79,14 @@ impl fmt::Debug for ClientSecret {
     }
 }
 
+/// Where the data lives: the embedded SQLite file, or a cluster's PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    /// A `postgres://` URL (it may carry a password: never log it whole).
+    Postgres(String),
+}
+
 /// What the command line asks for. (Made once per process: the size of `Serve` does not matter.)
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
@@ -80,17 +94,17 @@ pub enum Command {
     Serve(ServeConfig),
     AdminCreate {
         email: String,
-        db: PathBuf,
+        db: Database,
     },
     AdminToken {
         email: String,
-        db: PathBuf,
+        db: Database,
         ttl: Duration,
     },
     /// End every session of this admin.
     AdminRevoke {
         email: String,
-        db: PathBuf,
+        db: Database,
     },
     Help,
 }
@@ -113,9 +127,11 @@ usage:
                     [--max-outbox-bytes N] [--login-failures-per-minute N]
                     [--oidc-issuer URL --oidc-client-id ID --oidc-client-secret-file PATH]
                     [--oidc-allowed-domains D,...] [--oidc-name LABEL] [--password-login on|off]
-  catalytic admin create --email EMAIL [--db PATH]   (password: CATALYTIC_ADMIN_PASSWORD or one line on stdin)
-  catalytic admin token  --email EMAIL [--db PATH] [--ttl-hours N]   (default 168: a web session's)
-  catalytic admin revoke --email EMAIL [--db PATH]   (ends every session of that admin)
+                    [--database-url postgres://USER[:PASSWORD]@HOST[:PORT]/DB] [--node-id ID]
+                    [--drain-secs N]
+  catalytic admin create --email EMAIL [--db PATH | --database-url URL]   (password: CATALYTIC_ADMIN_PASSWORD or one line on stdin)
+  catalytic admin token  --email EMAIL [--db PATH | --database-url URL] [--ttl-hours N]   (default 168: a web session's)
+  catalytic admin revoke --email EMAIL [--db PATH | --database-url URL]   (ends every session of that admin)
 
 Every flag also reads CATALYTIC_<FLAG_IN_CAPS> from the environment (e.g. CATALYTIC_LISTEN).
 The OIDC client secret may also come from CATALYTIC_OIDC_CLIENT_SECRET.";
@@ -142,6 +158,9 @@ const SERVE_FLAGS: &[&str] = &[
     "oidc-allowed-domains",
     "oidc-name",
     "password-login",
+    "database-url",
+    "node-id",
+    "drain-secs",
 ];
 
 /// The shortest agent key accepted (API.md: a short key is found by trying).
@@ -183,8 +202,8 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
     };
     let allowed: &[&str] = match sub {
         "serve" => SERVE_FLAGS,
-        "admin create" | "admin revoke" => &["email", "db"],
-        _ => &["email", "db", "ttl-hours"],
+        "admin create" | "admin revoke" => &["email", "db", "database-url"],
+        _ => &["email", "db", "database-url", "ttl-hours"],
     };
     let flags = Flags::collect(rest, allowed, env)?;
     match sub {
@@ -206,15 +225,15 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
         }
         "admin create" => Ok(Command::AdminCreate {
             email: flags.required("email")?,
-            db: flags.db(),
+            db: flags.database()?,
         }),
         "admin revoke" => Ok(Command::AdminRevoke {
             email: flags.required("email")?,
-            db: flags.db(),
+            db: flags.database()?,
         }),
         _ => Ok(Command::AdminToken {
             email: flags.required("email")?,
-            db: flags.db(),
+            db: flags.database()?,
             ttl: hours(
                 flags.number("ttl-hours", ADMIN_TOKEN_TTL_HOURS)?,
                 "ttl-hours",
@@ -305,7 +324,48 @@ fn serve_config(flags: &Flags) -> Result<ServeConfig, ConfigError> {
         login_failures_per_minute: flags.integer("login-failures-per-minute", 10)?.max(1) as u32,
         oidc: None,
         password_login: true,
+        database_url: match flags.database()? {
+            Database::Postgres(url) => Some(url),
+            Database::Sqlite(_) => None,
+        },
+        node_id: match flags.get("node-id").filter(|v| !v.is_empty()) {
+            Some(id) if id.len() <= 64 && id.chars().all(|c| c.is_ascii_graphic()) => {
+                id.to_string()
+            }
+            Some(id) => {
+                return Err(err(format!(
+                    "--node-id: `{id}` must be 1 to 64 printable characters without spaces"
+                )))
+            }
+            None => default_node_id(),
+        },
+        drain: {
+            let secs = flags.number("drain-secs", 0.0)?;
+            if !(0.0..=3600.0).contains(&secs) {
+                return Err(err("--drain-secs must be between 0 and 3600"));
+            }
+            Duration::from_secs_f64(secs)
+        },
     })
+}
+
+/// `<host name>-<process id>`: unique among the nodes of a deployment without configuration.
+fn default_node_id() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer we own.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let host = if ok {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let host = if host.is_empty() {
+        "node".to_string()
+    } else {
+        host
+    };
+    format!("{host}-{}", std::process::id())
 }
 
 /// The `--oidc-*` flags: all of issuer, client id and secret, or none of them.
@@ -527,6 +587,19 @@ impl Flags {
         PathBuf::from(self.get("db").unwrap_or("./catalytic.db"))
     }
 
+    /// `--database-url` (PostgreSQL) if given, else the SQLite file of `--db`.
+    fn database(&self) -> Result<Database, ConfigError> {
+        match self.get("database-url").filter(|v| !v.is_empty()) {
+            None => Ok(Database::Sqlite(self.db())),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Database::Postgres(url.to_string()))
+            }
+            Some(_) => Err(err(
+                "--database-url must be a postgres:// URL (postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME)",
+            )),
+        }
+    }
+
     fn number(&self, name: &str, default: f64) -> Result<f64, ConfigError> {
         match self.get(name) {
             None => Ok(default),
@@ -637,11 +710,27 @@ mod tests {
         {
             Command::AdminToken { email, db, ttl } => {
                 assert_eq!(email, "a@b.c");
-                assert_eq!(db, PathBuf::from("x.db"));
+                assert_eq!(db, Database::Sqlite(PathBuf::from("x.db")));
                 assert_eq!(ttl, Duration::from_secs(7200));
             }
             other => panic!("{other:?}"),
         }
+        match parse(
+            &args("admin create --email a@b.c --database-url postgres://u@h/d"),
+            &env,
+        )
+        .unwrap()
+        {
+            Command::AdminCreate { db, .. } => {
+                assert_eq!(db, Database::Postgres("postgres://u@h/d".into()))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(
+            &args("admin create --email a@b.c --database-url mysql://x"),
+            &env
+        )
+        .is_err());
         assert!(parse(&args("admin create"), &env).is_err());
         assert!(parse(&args("admin create --email a@b.c --listen x"), &env).is_err());
     }
@@ -689,6 +778,32 @@ mod tests {
                  --oidc-allowed-domains a_b",
                 "not a domain",
             ),
+        ] {
+            let e = serve(line, &[]).unwrap_err();
+            assert!(e.0.contains(needle), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let c = serve(
+            "--database-url postgres://u:p@127.0.0.1:5432/d --node-id n1 --drain-secs 2.5",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.database_url.as_deref(),
+            Some("postgres://u:p@127.0.0.1:5432/d")
+        );
+        assert_eq!(c.node_id, "n1");
+        assert_eq!(c.drain, Duration::from_millis(2500));
+        let d = serve("", &[]).unwrap();
+        assert!(d.database_url.is_none() && d.drain.is_zero());
+        assert!(d.node_id.ends_with(&format!("-{}", std::process::id())));
+        for (line, needle) in [
+            ("--database-url sqlite://x", "postgres://"),
+            ("--node-id nœud", "--node-id"),
+            ("--drain-secs -1", "--drain-secs"),
         ] {
             let e = serve(line, &[]).unwrap_err();
             assert!(e.0.contains(needle), "{line}: {e}");

@@ -31,6 +31,7 @@ pub mod api;
 pub mod app;
 pub mod assets;
 pub mod auth;
+pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -161,6 +161,12 @@ pub struct Metrics {
     pub presence_sessions: usize,
     /// Writes answered 503 because storage was busy or unreachable.
     pub storage_busy: u64,
+    /// Cluster: from an event's commit (on any node) to its delivery here.
+    bus_lag_seconds: Histogram,
+    /// Cluster: holes in the log this node noticed and filled from the events table.
+    pub bus_gaps: u64,
+    /// Cluster: times this node reloaded its view from a snapshot.
+    pub bus_resyncs: u64,
 }
 
 impl Metrics {
@@ -206,6 +212,11 @@ impl Metrics {
         if let Some(i) = stream.metric_slot() {
             self.resumes[i][usize::from(!resumed)] += 1;
         }
+    }
+
+    /// An event committed `seconds` ago (on any node) reached this node's streams.
+    pub fn bus_lag(&mut self, seconds: f64) {
+        self.bus_lag_seconds.observe(seconds);
     }
 
     /// A sign-in ended with `result`.
@@ -344,6 +355,28 @@ impl Metrics {
             "Writes answered 503 because storage was busy or unreachable.",
         );
         let _ = writeln!(o, "catalytic_storage_busy_total {}", self.storage_busy);
+        header(
+            &mut o,
+            "catalytic_bus_lag_seconds",
+            "histogram",
+            "Cluster: from an event's commit on any node to its delivery here.",
+        );
+        self.bus_lag_seconds
+            .render(&mut o, "catalytic_bus_lag_seconds", "");
+        header(
+            &mut o,
+            "catalytic_bus_gaps_total",
+            "counter",
+            "Cluster: holes in the event log this node noticed and filled from the table.",
+        );
+        let _ = writeln!(o, "catalytic_bus_gaps_total {}", self.bus_gaps);
+        header(
+            &mut o,
+            "catalytic_bus_resyncs_total",
+            "counter",
+            "Cluster: times this node reloaded its view from a snapshot.",
+        );
+        let _ = writeln!(o, "catalytic_bus_resyncs_total {}", self.bus_resyncs);
         header(
             &mut o,
             "catalytic_refused_total",

@@ -18,7 +18,23 @@ scenarios:
   sessions   10,000 activated session streams with timers running: server CPU while idle
              (catalytic only)
   compare    fanout for catalytic and the floor in the same run, with ratios
-  all        every scenario above for every selected server, plus the floor ratios
+  all        the six scenarios above for every selected server, plus the floor ratios
+
+  cold       compare with cold rounds beside the warm ones: each cold POST on a fresh
+             connection (connect, POST, close) after --cold-gap-ms idle (default N
+             1000,10000)
+  burst      K writes (--writes, default 1000) as fast as --http-conns keep-alive
+             connections take them (one request outstanding each) to N admins (default
+             1000): time until every admin has all K, POST latency p50/p99/max,
+             repeated --bursts times, servers interleaved
+  overload   open-loop writes at --rate for --step-secs to N admins (default 1000):
+             delivery p50/p99/max, POSTs accepted (201) vs refused (503 + Retry-After),
+             accepted writes lost. Without --rate: twice the floor's sustainable rate,
+             measured first (the sustained search on the floor)
+  reconnect  reconnect wave (catalytic only): N admins (default 10000) drop, --writes
+             (default 10) happen, all reconnect at once resuming with ?epoch=&since=;
+             time until every client has caught up, against the same wave taking a full
+             `initial` (no since) with --users (default 1000) users in the list
 
 options:
   --server catalytic|floor|both   servers to run (default: catalytic; compare/all: both)
@@ -42,7 +58,17 @@ options:
   --step-secs S         sustained: length of one rate step (default 3)
   --start-rate R        sustained: first POST rate per second (default 10)
   --max-rate R          sustained: stop stepping above this rate (default 20000)
-  --http-conns K        sustained/sessions: keep-alive HTTP connections (default 8)
+  --http-conns K        sustained/sessions/burst/overload: keep-alive HTTP connections
+                        (default 8)
+  --cold-gap-ms MS      cold: idle time before each cold round (default 200)
+  --writes K            burst: writes per burst (default 1000); reconnect: writes while
+                        the clients are away (default 10)
+  --bursts B            burst: bursts per server (default 3)
+  --rate R              overload: POSTs per second (default: twice the floor's
+                        sustainable rate, measured first)
+  --pipeline D          overload: requests in flight per connection (default 32)
+  --users U             reconnect: users in the list before the waves (default 1000)
+  --waves W             reconnect: waves of each kind, alternating (default 3)
   --sessions N          sessions: streams (default 10000)
   --session-minutes M   sessions: --session-minutes given to catalytic (default 600)
   --window-secs S       sessions: CPU measurement window (default 20)
@@ -77,6 +103,14 @@ pub struct Opts {
     pub sessions: usize,
     pub session_minutes: f64,
     pub window_secs: f64,
+    pub cold_gap: Duration,
+    /// `None`: the scenario's own default.
+    pub writes: Option<usize>,
+    pub bursts: usize,
+    pub rate: Option<f64>,
+    pub pipeline: usize,
+    pub users: usize,
+    pub waves: usize,
     pub json_out: Option<PathBuf>,
     pub quiet: bool,
 }
@@ -124,6 +158,13 @@ impl Opts {
             sessions: 10_000,
             session_minutes: 600.0,
             window_secs: 20.0,
+            cold_gap: Duration::from_millis(200),
+            writes: None,
+            bursts: 3,
+            rate: None,
+            pipeline: 32,
+            users: 1000,
+            waves: 3,
             json_out: None,
             quiet: false,
         }
@@ -145,6 +186,10 @@ impl Opts {
             "sessions",
             "compare",
             "all",
+            "cold",
+            "burst",
+            "overload",
+            "reconnect",
         ];
         if !known.contains(&o.scenario.as_str()) {
             die(&format!("unknown scenario {:?}", o.scenario));
@@ -152,7 +197,9 @@ impl Opts {
         if o.scenario == "fan-out" {
             o.scenario = "fanout".into();
         }
-        let default_both = o.scenario == "compare" || o.scenario == "all";
+        // The scenarios that are about the ratio to the floor run both by default.
+        let default_both =
+            ["compare", "all", "cold", "burst", "overload"].contains(&o.scenario.as_str());
         o.servers = match server_arg {
             None if default_both => vec![Kind::Catalytic, Kind::Floor],
             None | Some("catalytic") => vec![Kind::Catalytic],
@@ -225,6 +272,19 @@ pub fn parse_args() -> Opts {
             "--sessions" => o.sessions = num(val()),
             "--session-minutes" => o.session_minutes = num(val()),
             "--window-secs" => o.window_secs = num(val()),
+            "--cold-gap-ms" => o.cold_gap = Duration::from_millis(num(val())),
+            "--writes" => o.writes = Some(num::<usize>(val()).max(1)),
+            "--bursts" => o.bursts = num::<usize>(val()).max(1),
+            "--rate" => {
+                let r: f64 = num(val());
+                if !(r.is_finite() && r > 0.0) {
+                    die("--rate wants a positive number");
+                }
+                o.rate = Some(r);
+            }
+            "--pipeline" => o.pipeline = num::<usize>(val()).clamp(1, 1024),
+            "--users" => o.users = num(val()),
+            "--waves" => o.waves = num::<usize>(val()).max(1),
             "--json-out" => o.json_out = Some(val().into()),
             "--quiet" => o.quiet = true,
             s if !s.starts_with('-') && o.scenario.is_empty() => o.scenario = s.to_string(),

@@ -128,3 +128,16 @@ pub fn schedstat(path: &str) -> Option<(u64, u64)> {
     let mut it = t.split_whitespace().map(|x| x.parse::<u64>().ok());
     Some((it.next()??, it.next()??))
 }
+
+/// The kernel's count of connections dropped because a listen queue was full
+/// (`TcpExt: ListenOverflows` in /proc/net/netstat; machine-wide). A dropped SYN is retried
+/// after a second, which shows as a one-second step in a connect storm.
+pub fn listen_overflows() -> Option<u64> {
+    let t = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = t.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}

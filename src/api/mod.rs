@@ -106,6 +106,8 @@ pub struct Ctx<'a> {
     pub app: &'a mut App,
     /// Who listens to what (for presence).
     pub hub: &'a Hub,
+    /// In a cluster: everyone's presence, merged (this node's hub knows only its own).
+    pub cluster_presence: Option<&'a crate::hub::Presence>,
     /// Wall-clock Unix ms of this request.
     pub now: i64,
     /// The request's admin session was just looked up in storage: a cache miss now means no.
@@ -190,7 +192,10 @@ fn presence(ctx: &mut Ctx, req: &Request) -> Reply {
     if let Err(reply) = access::require_admin(ctx, req) {
         return reply;
     }
-    let body = messages::presence(&ctx.hub.presence(), false);
+    let body = match ctx.cluster_presence {
+        Some(all) => messages::presence(all, false),
+        None => messages::presence(&ctx.hub.presence(), false),
+    };
     Reply::Now(Response::new(200).body("application/json", body))
 }
 

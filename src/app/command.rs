@@ -192,6 +192,16 @@ pub enum Outcome {
     Events(Vec<StoredEvent>),
     /// `Maintain` trimmed the log: storage now holds events from this number on.
     Trimmed { stored_from: u64 },
+    /// `ClusterCommand::Snapshot`'s answer.
+    Snapshot(Box<crate::store::Snapshot>),
+    /// `ClusterCommand::Janitor`'s answer: what is overdue (nothing unless this node holds the
+    /// lease).
+    Overdue {
+        sessions: Vec<i64>,
+        invites: Vec<i64>,
+    },
+    /// `ClusterCommand::SharePresence`'s answer: every node's presence, merged.
+    Presence(crate::hub::Presence),
     /// `OidcAttemptUsed`'s answer.
     AttemptUsed(bool),
     /// Sign-in refused with this reason; the transaction commits (the attempt is spent).
@@ -431,6 +441,7 @@ fn log(tx: &mut dyn Tx, rules: &Rules, now: i64, change: UserChange) -> AppResul
         cause,
         admin_message: admin_message.clone(),
         agent_message: agent_message.clone(),
+        user_row: change.user().map(crate::store::row::encode),
     })?;
     Ok(Outcome::Changed(Event::User(Box::new(Logged {
         seq,

@@ -55,20 +55,33 @@ impl Cause {
         }
     }
 
+    /// The cause a stored label names.
+    pub fn parse(label: &str) -> Option<Cause> {
+        Some(match label {
+            "edited" => Cause::Edited {
+                progressed: false,
+                by_agent: false,
+            },
+            "progressed" => Cause::Edited {
+                progressed: true,
+                by_agent: false,
+            },
+            "agent_progressed" => Cause::Edited {
+                progressed: true,
+                by_agent: true,
+            },
+            "activated" => Cause::Activated,
+            "answered" => Cause::Answered,
+            "invite_regenerated" => Cause::InviteRegenerated,
+            "invite_expired" => Cause::InviteExpired,
+            "session_expired" => Cause::SessionExpired,
+            _ => return None,
+        })
+    }
+
     /// The stored label as a `&'static str` (for [`crate::store::StoredEvent`]).
     pub fn from_label(label: &str) -> Option<&'static str> {
-        [
-            "edited",
-            "progressed",
-            "agent_progressed",
-            "activated",
-            "answered",
-            "invite_regenerated",
-            "invite_expired",
-            "session_expired",
-        ]
-        .into_iter()
-        .find(|l| *l == label)
+        Cause::parse(label).map(Cause::label)
     }
 }
 
@@ -139,4 +152,35 @@ pub enum Event {
     /// An admin session ended (logout): its streams close. Not numbered: only user-list changes
     /// take a number, so admin streams never see a gap for what they are not sent.
     AdminSessionEnded(Digest32),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cause_round_trips_through_its_label() {
+        for c in [
+            Cause::Edited {
+                progressed: false,
+                by_agent: false,
+            },
+            Cause::Edited {
+                progressed: true,
+                by_agent: false,
+            },
+            Cause::Edited {
+                progressed: true,
+                by_agent: true,
+            },
+            Cause::Activated,
+            Cause::Answered,
+            Cause::InviteRegenerated,
+            Cause::InviteExpired,
+            Cause::SessionExpired,
+        ] {
+            assert_eq!(Cause::parse(c.label()), Some(c));
+        }
+        assert_eq!(Cause::parse("nonsense"), None);
+    }
 }

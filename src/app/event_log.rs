@@ -181,6 +181,7 @@ mod tests {
             agent_message: seq
                 .is_multiple_of(2)
                 .then(|| format!(r#"{{"agent":{seq}}}"#)),
+            user_row: None,
         }
     }
 

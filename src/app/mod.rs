@@ -25,6 +25,7 @@ use crate::ws;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
+pub mod cluster;
 pub mod command;
 pub mod event;
 pub mod event_log;
@@ -32,6 +33,7 @@ pub mod messages;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::ClusterCommand;
 pub use command::{Command, Outcome, Rules, UserPatch};
 pub use event::{Cause, Event, Logged, UserChange};
 pub use event_log::{Replay, ResumePoint};
@@ -171,6 +173,22 @@ impl App {
             app.users.insert(u.id, u);
         }
         app
+    }
+
+    /// Replace the view with a snapshot (a cluster node that had to resynchronise). Signed-in
+    /// admins and the setup code stay.
+    pub fn reset(&mut self, s: crate::store::Snapshot) {
+        let fresh = App::new(
+            s.users,
+            s.head,
+            &s.events,
+            s.stored_from,
+            std::mem::take(&mut self.public_url),
+            self.setup_code.take(),
+        );
+        let sessions = std::mem::take(&mut self.admin_sessions);
+        *self = fresh;
+        self.admin_sessions = sessions;
     }
 
     pub fn public_url(&self) -> &str {

@@ -9,7 +9,7 @@
 
 use super::*;
 use crate::agent;
-use crate::app::{AppError, Outcome};
+use crate::app::{AppError, Event, Outcome};
 use crate::http::{Request, Response};
 use crate::hub::Stream;
 use crate::worker::Requester;
@@ -50,6 +50,12 @@ pub enum Ticket {
     Housekeeping,
     /// The periodic re-check of trusted admin sessions (`Timer::AdminRecheck`).
     AdminRecheck,
+    /// A fresh view for a node that must resynchronise (cluster).
+    Snapshot,
+    /// The janitor's lease and sweep (cluster).
+    Janitor,
+    /// This node's share of presence, and everyone's (cluster).
+    SharePresence,
 }
 
 impl Server {
@@ -58,6 +64,7 @@ impl Server {
         Ctx {
             app: &mut self.app,
             hub: &self.hub,
+            cluster_presence: self.cluster.as_ref().and_then(|c| c.presence.as_ref()),
             now,
             looked_up: false,
             client_ip,
@@ -177,15 +184,34 @@ impl Server {
         }
     }
 
+    /// A storage answer: its event goes to the intake first (applied now if it is the next
+    /// number); the answer itself waits until its event is applied, so whoever asked reads
+    /// their own write — also when, in a cluster, events of other nodes came before it.
     fn storage_done(&mut self, ticket: Ticket, result: Result<Outcome, AppError>) {
-        let now = self.time.now();
         let started = match &ticket {
             Ticket::Request { started, .. } | Ticket::Agent { started, .. } => *started,
             _ => Instant::now(),
         };
-        if let Ok(Outcome::Changed(event)) = &result {
-            self.apply_event(event, now, started);
+        match &result {
+            Ok(Outcome::Changed(Event::User(logged))) => {
+                let seq = logged.seq;
+                self.offer_event(logged.clone(), started);
+                if seq > self.app.head() {
+                    self.stalled.push((seq, ticket, result));
+                    return;
+                }
+            }
+            Ok(Outcome::Changed(event @ Event::AdminSessionEnded(_))) => {
+                self.apply_event(event, self.time.now(), started);
+            }
+            _ => {}
         }
+        self.answer(ticket, result);
+    }
+
+    /// Carry a storage answer to whoever asked (its event, if any, is applied).
+    pub(super) fn answer(&mut self, ticket: Ticket, result: Result<Outcome, AppError>) {
+        let now = self.time.now();
         if matches!(result, Err(AppError::Busy))
             && matches!(ticket, Ticket::Request { .. } | Ticket::Agent { .. })
         {
@@ -252,19 +278,21 @@ impl Server {
                 // (a credential that cannot be checked is never refused as wrong).
                 Err(e) => log::warn!("admin session re-check failed: {e:?}"),
             },
+            Ticket::Snapshot => self.resynced(result),
+            Ticket::Janitor => self.swept(result),
+            Ticket::SharePresence => self.presence_shared(result),
         }
     }
 
     /// Apply a stored event to the view and carry out its effects (the broadcasts go now).
-    fn apply_event(&mut self, event: &crate::app::Event, now: Now, started: Instant) {
+    /// User-list events come here only through the intake, in number order.
+    pub(super) fn apply_event(&mut self, event: &Event, now: Now, started: Instant) {
         let mut effects = std::mem::take(&mut self.effects);
         if self.app.apply(event, &mut effects) {
             self.apply_effects(&mut effects, now, started);
         } else {
-            // One storage thread numbers and answers in order, so this cannot happen unless
-            // another process wrote to the log. Streams that resume will get `initial`.
             log::error!(
-                "event log out of step: applied {} but storage answered another number; the view may be stale until restart",
+                "event log out of step at {}: an event that is not the next number was applied",
                 self.app.head()
             );
         }

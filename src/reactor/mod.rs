@@ -47,9 +47,9 @@
 use crate::addr;
 use crate::api::device::DeviceKeys;
 use crate::api::{self, Ctx, Done, Job, LoginLimiter, Pending, Reply};
-use crate::app::event_log::MEMORY_CAP;
-use crate::app::{App, Command, Effect, Rules};
+use crate::app::{self, App, Command, Effect, Rules};
 use crate::auth::Digest32;
+use crate::bus::Bus;
 use crate::clock::{Clock, Now};
 use crate::config::ServeConfig;
 use crate::conn::{Conn, Phase};
@@ -58,7 +58,6 @@ use crate::metrics::{CloseReason, Metrics, Refusal};
 use crate::oidc::Oidc;
 use crate::session_clock::SessionClock;
 use crate::storage::Storage;
-use crate::store::{self, Sqlite, Tx, RETENTION};
 use crate::timers::Timers;
 use crate::worker::Worker;
 use crate::ws::{self, code};
@@ -74,8 +73,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod cluster;
 mod input;
 mod jobs;
+mod open;
 mod presence;
 mod requests;
 mod streams;
@@ -121,6 +122,10 @@ enum Timer {
     Presence,
     /// Shutdown grace is over: drop whoever is left.
     ShutdownDeadline,
+    /// Draining (`--drain-secs`): close the next batch of streams.
+    Drain,
+    /// Cluster: the janitor's sweep and sharing presence, every second.
+    Cluster,
     /// Accepting failed (out of descriptors): try again.
     ResumeAccept,
 }
@@ -206,12 +211,23 @@ pub struct Server {
     accept_paused: bool,
     /// Housekeeping rounds so far (every sixth also trims storage).
     housekeeping_round: u64,
+    /// Events that came before their turn (see `cluster.rs`: the intake).
+    intake: cluster::Intake,
+    /// Storage answers waiting until their event is applied: (its number, who asked, answer).
+    stalled: Vec<(u64, jobs::Ticket, Result<app::Outcome, app::AppError>)>,
+    /// Monotonic ms since which the intake has had a hole.
+    gap_since: Option<u64>,
+    /// This node's part in a cluster (`--database-url`); `None` for a single server.
+    cluster: Option<cluster::ClusterNode>,
+    /// A SIGTERM with `--drain-secs`: streams close in batches until then (monotonic ms), and
+    /// this many per batch.
+    draining: Option<(u64, usize)>,
 }
 
 impl Server {
     /// Bind, open the database, and get ready to run. Logs `listening on http://HOST:PORT`.
     pub fn bind(cfg: ServeConfig) -> Result<Server, String> {
-        let nofile = raise_nofile_limit();
+        let nofile = open::raise_nofile_limit();
         let max_connections = cfg
             .max_connections
             .unwrap_or_else(|| nofile.saturating_sub(FD_RESERVE).max(16));
@@ -220,7 +236,7 @@ impl Server {
         std_listener
             .set_nonblocking(true)
             .map_err(|e| format!("listener: {e}"))?;
-        widen_backlog(&std_listener);
+        open::widen_backlog(&std_listener);
         let local = std_listener
             .local_addr()
             .map_err(|e| format!("listener: {e}"))?;
@@ -231,8 +247,8 @@ impl Server {
             .unwrap_or_else(|| format!("http://{local}"));
         let time = Clock::default();
         let mut cfg = cfg;
-        cfg.agent_key = load_agent_key(&cfg)?;
-        let (store, app, key) = open_storage(&cfg, public_url.clone(), time.now().wall_ms)?;
+        cfg.agent_key = open::agent_key(&cfg)?;
+        let opened = open::storage(&cfg, public_url.clone())?;
         let rules = Rules {
             public_url: public_url.clone(),
             session_ms: cfg.session_length.as_millis() as i64,
@@ -252,9 +268,24 @@ impl Server {
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| format!("waker: {e}"))?);
         let worker =
             Worker::start(Arc::clone(&waker)).map_err(|e| format!("worker thread: {e}"))?;
-        let oidc = start_oidc(&cfg, &public_url, local, &key, Arc::clone(&waker))?;
-        let storage =
-            Storage::start(store, rules, waker).map_err(|e| format!("storage thread: {e}"))?;
+        let oidc = open::oidc(&cfg, &public_url, local, &opened.key, Arc::clone(&waker))?;
+        let cluster = match opened.follow {
+            Some(follow) => Some(cluster::ClusterNode::new(
+                Bus::start(
+                    follow.url,
+                    &cfg.node_id,
+                    opened.app.head(),
+                    follow.epoch,
+                    Arc::clone(&waker),
+                )
+                .map_err(|e| format!("bus thread: {e}"))?,
+                cfg.node_id.clone(),
+                opened.key,
+            )),
+            None => None,
+        };
+        let storage = Storage::start(opened.backends, rules, waker)
+            .map_err(|e| format!("storage thread: {e}"))?;
         let mut server = Server {
             poll,
             listener,
@@ -267,10 +298,10 @@ impl Server {
             hub: Hub::default(),
             timers: Timers::new(),
             session_clock: SessionClock::new(),
-            app,
+            app: opened.app,
             presence: presence::Teller::default(),
             limiter: LoginLimiter::new(cfg.login_failures_per_minute),
-            device: DeviceKeys::new(&key),
+            device: DeviceKeys::new(&opened.key),
             own_origin: cfg.public_url.clone(),
             hsts: public_url.starts_with("https://"),
             metrics: Metrics::default(),
@@ -288,12 +319,20 @@ impl Server {
             shutting_down: false,
             accept_paused: false,
             housekeeping_round: 0,
+            intake: cluster::Intake::new(),
+            stalled: Vec::new(),
+            gap_since: None,
+            cluster,
+            draining: None,
             cfg,
         };
         let slice_ms = server.heartbeat_slice_ms();
         server.timers.insert(slice_ms, Timer::Heartbeat);
         server.timers.insert(HOUSEKEEPING_MS, Timer::Housekeeping);
         server.timers.insert(ADMIN_RECHECK_MS, Timer::AdminRecheck);
+        if server.cluster.is_some() {
+            server.timers.insert(0, Timer::Cluster);
+        }
         let now = server.time.now();
         for (user_id, expires_at) in server.app.running_sessions() {
             server.session_clock.start(user_id, expires_at, now);
@@ -339,7 +378,10 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signal(),
-                    WAKER => self.on_jobs_done(),
+                    WAKER => {
+                        self.on_bus_news();
+                        self.on_jobs_done();
+                    }
                     t => {
                         let (key, gen) = split_token(t);
                         if self.conns.get(key).is_none_or(|c| c.gen != gen) {
@@ -491,106 +533,6 @@ impl Server {
     }
 }
 
-/// Start sign-in through the identity provider, when configured. The redirect URI is built
-/// from the public URL, so a server listening on every address needs `--public-url`.
-fn start_oidc(
-    cfg: &ServeConfig,
-    public_url: &str,
-    local: SocketAddr,
-    key: &[u8; 32],
-    waker: Arc<Waker>,
-) -> Result<Option<Oidc>, String> {
-    let Some(oidc_cfg) = &cfg.oidc else {
-        return Ok(None);
-    };
-    if cfg.public_url.is_none() && local.ip().is_unspecified() {
-        return Err(format!(
-            "OpenID Connect needs --public-url when listening on {local}: the provider \
-             sends browsers back to <public-url>{}",
-            crate::oidc::CALLBACK_PATH
-        ));
-    }
-    let settings = crate::oidc::Settings::load(oidc_cfg, public_url)?;
-    log::info!(
-        "sign-in with {} ({}); register the redirect URI {}",
-        settings.name,
-        settings.issuer,
-        settings.redirect_uri
-    );
-    // The attempt keys derive from the deployment's server key, so every node of a
-    // deployment accepts every attempt.
-    Oidc::start(settings, key, waker).map(Some)
-}
-
-/// The agent key: `--agent-key` (checked by `config`), or read from `--agent-key-file` (kept
-/// off the command line, where `ps` shows it) and held to the same rule.
-fn load_agent_key(cfg: &ServeConfig) -> Result<Option<String>, String> {
-    let Some(path) = &cfg.agent_key_file else {
-        return Ok(cfg.agent_key.clone());
-    };
-    crate::files::warn_if_others_can_read(path);
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("--agent-key-file {}: cannot read it: {e}", path.display()))?;
-    let source = format!("--agent-key-file {}", path.display());
-    let key = crate::config::check_agent_key(text.trim(), &source).map_err(|e| e.to_string())?;
-    log::info!("agent key: {}", path.display());
-    Ok(Some(key))
-}
-
-/// Open the database (SQLite file and key), trim the log, and build the in-memory view from
-/// it: users, the log's tail, and every valid admin session (so a reconnect wave after a
-/// restart costs no storage read). Runs before the loop starts, so it may wait. Returns the
-/// server key too (device cookies and OIDC attempts derive their keys from it).
-fn open_storage(
-    cfg: &ServeConfig,
-    public_url: String,
-    now: i64,
-) -> Result<(Sqlite, App, [u8; 32]), String> {
-    let (key, new_key) = store::load_or_create_key(&cfg.db).map_err(|e| e.to_string())?;
-    let mut db = Sqlite::open(&cfg.db, Some(key)).map_err(|e| e.to_string())?;
-    let users = db.load_users().map_err(|e| e.to_string())?;
-    if new_key && !users.is_empty() {
-        log::warn!(
-            "the server key file {} was missing: a new one was made, and the invite links of all {} users changed",
-            store::key_path(&cfg.db).display(),
-            users.len()
-        );
-        db.rehash_invites(&users).map_err(|e| e.to_string())?;
-    }
-    let setup_code = if db.admin_count().map_err(|e| e.to_string())? == 0 {
-        let code = crate::auth::new_token().map_err(|e| e.to_string())?;
-        log::warn!("no admin account yet: create the first one at {public_url}/setup?code={code}");
-        Some(code)
-    } else {
-        None
-    };
-    let (head, events, stored_from, sessions) = db
-        .write(|tx| {
-            let pruned = tx.prune_admin_sessions(now)?;
-            if pruned > 0 {
-                log::info!("removed {pruned} expired admin sessions");
-            }
-            tx.trim_events(RETENTION, now)?;
-            let head = tx.log_head()?;
-            let tail_from = head.head.saturating_sub(MEMORY_CAP as u64) + 1;
-            let events = tx.events_between(tail_from, head.head)?;
-            let stored_from = tx.oldest_event()?.unwrap_or(head.head + 1);
-            Ok::<_, store::DbError>((head, events, stored_from, tx.admin_sessions(now)?))
-        })
-        .map_err(|e| e.to_string())?;
-    log::info!(
-        "event log {} at {} ({} events held from {stored_from})",
-        head.epoch,
-        head.head,
-        head.head + 1 - stored_from
-    );
-    let mut app = App::new(users, head, &events, stored_from, public_url, setup_code);
-    for s in sessions {
-        app.remember_admin_session(s);
-    }
-    Ok((db, app, key))
-}
-
 /// One connection of client `ip` fewer (counted by `addr::limit_key`).
 fn release_ip(per_ip: &mut HashMap<IpAddr, u32>, ip: IpAddr) {
     if let Some(n) = per_ip.get_mut(&addr::limit_key(ip)) {
@@ -598,35 +540,5 @@ fn release_ip(per_ip: &mut HashMap<IpAddr, u32>, ip: IpAddr) {
         if *n == 0 {
             per_ip.remove(&addr::limit_key(ip));
         }
-    }
-}
-
-/// Raise the soft open-file limit to the hard limit; returns the limit now in force.
-fn raise_nofile_limit() -> usize {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut rl: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
-            return 1024;
-        }
-        if rl.rlim_cur < rl.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: rl.rlim_max,
-                rlim_max: rl.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                rl = want;
-            }
-        }
-        rl.rlim_cur.min(1 << 24) as usize
-    }
-}
-
-/// mio listens with a backlog of 128; a reconnect wave of thousands wants the kernel's maximum.
-fn widen_backlog(listener: &std::net::TcpListener) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: listen(2) on a socket we own; a failure leaves the old backlog.
-    unsafe {
-        libc::listen(listener.as_raw_fd(), 65_535);
     }
 }

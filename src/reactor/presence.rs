@@ -63,7 +63,7 @@ impl Server {
     pub(super) fn tell_presence(&mut self) {
         self.presence.scheduled = false;
         let now = self.time.now();
-        let payload = messages::presence(&self.hub.presence(), true);
+        let payload = messages::presence(&self.current_presence(), true);
         if self.presence.last_told.as_deref() == Some(payload.as_slice()) {
             return;
         }

@@ -44,6 +44,13 @@ impl Server {
             return self.respond(key, resp, keep_alive);
         }
         let stream = Stream::from_path(&req.path, self.cfg.echo_path.as_deref());
+        let is_api = req.path.starts_with("/api/");
+        if self.draining.is_some() && (is_api || req.wants_websocket || stream.is_some()) {
+            // Draining: clients go to the other nodes.
+            let busy = Response::error(503, "this server is shutting down; try again")
+                .header("Retry-After", "1");
+            return self.respond(key, busy.closing(), false);
+        }
         if req.wants_websocket || stream.is_some() {
             return self.upgrade(key, &req, stream, false);
         }
@@ -61,6 +68,15 @@ impl Server {
             (Method::Get | Method::Head, "/healthz") => {
                 Response::new(200).body("text/plain; charset=utf-8", "ok")
             }
+            (Method::Get | Method::Head, "/readyz") => {
+                if self.ready() {
+                    Response::new(200).body("text/plain; charset=utf-8", "ready")
+                } else {
+                    Response::new(503)
+                        .header("Retry-After", "1")
+                        .body("text/plain; charset=utf-8", "not ready")
+                }
+            }
             (Method::Get | Method::Head, "/metrics") => {
                 self.metrics.open_connections = self.conns.len();
                 self.metrics.presence_sessions = self.hub.sessions_watched();
@@ -74,7 +90,7 @@ impl Server {
                 assets::serve(&req).unwrap_or_else(|| Response::error(404, "not found"))
             }
             _ if assets::serve(&req).is_some()
-                || matches!(req.path.as_str(), "/healthz" | "/metrics") =>
+                || matches!(req.path.as_str(), "/healthz" | "/readyz" | "/metrics") =>
             {
                 Response::error(405, "method not allowed").header("Allow", "GET, HEAD")
             }

@@ -348,7 +348,13 @@ impl Server {
     }
 
     /// Close an open stream politely: close frame, then wait (≤ 2 s) for the client's.
-    fn close_stream(&mut self, key: usize, close_code: u16, reason: &str, why: CloseReason) {
+    pub(super) fn close_stream(
+        &mut self,
+        key: usize,
+        close_code: u16,
+        reason: &str,
+        why: CloseReason,
+    ) {
         self.detach(key, why);
         let Some(conn) = self.conns.get_mut(key) else {
             return;

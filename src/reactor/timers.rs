@@ -3,6 +3,9 @@
 
 use super::*;
 use crate::http::Response;
+
+/// Draining closes a batch of streams this often (ms).
+const DRAIN_TICK_MS: u64 = 100;
 use crate::session_clock::Due;
 
 impl Server {
@@ -16,6 +19,8 @@ impl Server {
                 Timer::Housekeeping => self.housekeeping(),
                 Timer::AdminRecheck => self.recheck_admin_sessions(),
                 Timer::Presence => self.tell_presence(),
+                Timer::Cluster => self.cluster_tick(),
+                Timer::Drain => self.drain_tick(),
                 Timer::ShutdownDeadline => {
                     let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                     for key in keys {
@@ -171,14 +176,65 @@ impl Server {
 
     // ------------------------------------------------------------------ shutdown
 
-    /// SIGINT/SIGTERM: stop accepting, close every stream with 1001, give clients a grace
-    /// period to take their close frames, then exit once all are gone.
+    /// SIGINT/SIGTERM. Without `--drain-secs`: stop accepting, close every stream with 1001,
+    /// give clients a grace period to take their close frames, then exit once all are gone.
+    /// With it: keep the listener (a load balancer may still send requests until it sees
+    /// `/readyz` fail), answer new requests 503, and close the streams in batches spread over
+    /// the drain time, so their reconnects reach the other nodes gradually.
     pub(super) fn on_signal(&mut self) {
         let got: Vec<i32> = self.signals.pending().collect();
-        if got.is_empty() || self.shutting_down {
+        if got.is_empty() || self.shutting_down || self.draining.is_some() {
             return;
         }
-        log::info!("signal received: closing {} connections", self.conns.len());
+        let drain_ms = self.cfg.drain.as_millis() as u64;
+        if drain_ms == 0 {
+            return self.shut_down();
+        }
+        let streams = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_live_stream())
+            .count();
+        let batches = (drain_ms / DRAIN_TICK_MS).max(1) as usize;
+        let per_batch = streams.div_ceil(batches).max(1);
+        log::info!(
+            "signal received: draining {streams} streams over {drain_ms} ms, {per_batch} every {DRAIN_TICK_MS} ms"
+        );
+        let until = self.now_ms() + drain_ms;
+        self.draining = Some((until, per_batch));
+        self.timers.insert(self.now_ms(), Timer::Drain);
+    }
+
+    /// Close the next batch of streams; when the drain time is up, shut down.
+    fn drain_tick(&mut self) {
+        let Some((until, per_batch)) = self.draining else {
+            return;
+        };
+        let now = self.now_ms();
+        if now >= until {
+            return self.shut_down();
+        }
+        let batch: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_live_stream())
+            .map(|(k, _)| k)
+            .take(per_batch)
+            .collect();
+        for key in batch {
+            self.close_stream(
+                key,
+                code::GOING_AWAY,
+                "Server shutting down",
+                CloseReason::Shutdown,
+            );
+        }
+        self.timers.insert(now + DRAIN_TICK_MS, Timer::Drain);
+    }
+
+    /// Stop accepting, close what is left, and exit once every connection is gone.
+    fn shut_down(&mut self) {
+        log::info!("shutting down: closing {} connections", self.conns.len());
         self.shutting_down = true;
         let _ = self.poll.registry().deregister(&mut self.listener);
         self.close_all_for_shutdown();

@@ -12,8 +12,11 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+pub mod postgres;
+pub mod row;
 pub mod sqlite;
 
+pub use postgres::Postgres;
 pub use sqlite::Sqlite;
 
 /// A user as the API creates it; the store assigns the id.
@@ -63,6 +66,8 @@ pub struct StoredEvent {
     pub admin_message: String,
     /// The agent stream message, if the change caused one.
     pub agent_message: Option<String>,
+    /// The user row after the change, as JSON ([`row`]); none once deleted.
+    pub user_row: Option<String>,
 }
 
 /// Where the log stands: the history it belongs to and the last number written.
@@ -80,6 +85,24 @@ pub struct Retention {
     pub age_ms: i64,
 }
 
+/// Everything a node's view is built from, at one position of the log (one snapshot).
+#[derive(Debug)]
+pub struct Snapshot {
+    pub users: Vec<User>,
+    pub head: LogHead,
+    /// The newest events (for the memory tail), oldest first.
+    pub events: Vec<StoredEvent>,
+    /// The first number storage still holds.
+    pub stored_from: u64,
+}
+
+/// One node's share of presence as stored: JSON of its sessions map and admins list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceShare {
+    pub sessions: String,
+    pub admins: String,
+}
+
 /// The contract's retention.
 pub const RETENTION: Retention = Retention {
     count: 1_000,
@@ -94,6 +117,7 @@ pub enum DbError {
     /// be reached: nothing was written; try again later.
     Busy,
     Sqlite(rusqlite::Error),
+    Postgres(String),
     Io(String),
 }
 
@@ -101,8 +125,9 @@ impl std::fmt::Display for DbError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DbError::Conflict => f.write_str("already exists"),
-            DbError::Busy => f.write_str("storage busy"),
+            DbError::Busy => f.write_str("storage busy or unreachable"),
             DbError::Sqlite(e) => write!(f, "sqlite: {e}"),
+            DbError::Postgres(e) => write!(f, "postgres: {e}"),
             DbError::Io(e) => f.write_str(e),
         }
     }
@@ -181,6 +206,36 @@ pub trait Tx {
         expires_at: i64,
         now_ms: i64,
     ) -> DbResult<bool>;
+}
+
+/// What only a cluster's shared store does: several nodes agree on who sweeps, who is here,
+/// and start from the same snapshot (implemented by PostgreSQL).
+pub trait ClusterTx: Tx {
+    /// Every user, oldest first.
+    fn all_users(&mut self) -> DbResult<Vec<User>>;
+    /// Take or renew lease `name` for `holder` until `until_ms`, unless another holder's lease
+    /// is still running at `now_ms`; whether `holder` holds it now.
+    fn take_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> DbResult<bool>;
+    /// Running sessions whose stored end is at or before `now_ms` (at most `limit`).
+    fn overdue_sessions(&mut self, now_ms: i64, limit: i64) -> DbResult<Vec<i64>>;
+    /// Unused invite links that ran out at or before `now_ms`, not yet announced.
+    fn overdue_invites(&mut self, now_ms: i64, limit: i64) -> DbResult<Vec<i64>>;
+    /// Store this node's share of presence (refreshed at `now_ms`).
+    fn share_presence(&mut self, node_id: &str, share: &PresenceShare, now_ms: i64)
+        -> DbResult<()>;
+    /// Every node's share refreshed after `fresh_after_ms`.
+    fn presence_shares(&mut self, fresh_after_ms: i64) -> DbResult<Vec<PresenceShare>>;
+    /// A setting every node shares (`server_key`, `setup_code`).
+    fn setting(&mut self, name: &str) -> DbResult<Option<Vec<u8>>>;
+    /// Store a setting unless it is set; returns the value that holds afterwards.
+    fn setting_or_insert(&mut self, name: &str, value: &[u8]) -> DbResult<Vec<u8>>;
+    fn admin_count(&mut self) -> DbResult<i64>;
 }
 
 /// The server key file beside the database.

@@ -219,6 +219,7 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
         cause: cause.as_deref().and_then(crate::app::Cause::from_label),
         admin_message: r.get(5)?,
         agent_message: r.get(6)?,
+        user_row: r.get(7)?,
     })
 }
 
@@ -458,8 +459,9 @@ impl Tx for SqliteTx<'_> {
     fn append_event(&mut self, e: &StoredEvent) -> DbResult<()> {
         self.tx
             .prepare_cached(
-                "INSERT INTO events (seq, at_ms, user_id, kind, cause, admin_message, agent_message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO events (seq, at_ms, user_id, kind, cause, admin_message, agent_message,
+                                     user_row)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 e.seq as i64,
@@ -468,14 +470,15 @@ impl Tx for SqliteTx<'_> {
                 e.kind,
                 e.cause,
                 e.admin_message,
-                e.agent_message
+                e.agent_message,
+                e.user_row
             ])?;
         Ok(())
     }
 
     fn events_between(&mut self, from: u64, to: u64) -> DbResult<Vec<StoredEvent>> {
         let mut stmt = self.tx.prepare_cached(
-            "SELECT seq, at_ms, user_id, kind, cause, admin_message, agent_message
+            "SELECT seq, at_ms, user_id, kind, cause, admin_message, agent_message, user_row
              FROM events WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
         )?;
         let rows = stmt.query_map(params![from as i64, to as i64], event_from_row)?;

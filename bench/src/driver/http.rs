@@ -16,6 +16,8 @@ pub struct HttpResp {
     pub status: u16,
     pub body: Vec<u8>,
     pub at: Instant,
+    /// The `Retry-After` header's value, when the answer had one (503s past overload).
+    pub retry_after: Option<String>,
 }
 
 pub(super) struct Http {
@@ -165,6 +167,7 @@ impl Driver {
             let status = resp.code.unwrap_or(0);
             let mut cl = 0usize;
             let mut close = false;
+            let mut retry_after = None;
             for hd in resp.headers.iter() {
                 if hd.name.eq_ignore_ascii_case("content-length") {
                     cl = std::str::from_utf8(hd.value)
@@ -175,6 +178,8 @@ impl Driver {
                     && hd.value.eq_ignore_ascii_case(b"close")
                 {
                     close = true;
+                } else if hd.name.eq_ignore_ascii_case("retry-after") {
+                    retry_after = Some(String::from_utf8_lossy(hd.value).trim().to_string());
                 }
             }
             if c.inb.len() < hl + cl {
@@ -188,6 +193,7 @@ impl Driver {
                 status,
                 body,
                 at,
+                retry_after,
             });
             if close {
                 c.dead = Some("server sent Connection: close".into());

@@ -39,6 +39,9 @@ pub enum ReadyOn {
     Initial,
     /// Session stream: ready on the first text message (`time_update`).
     FirstMessage,
+    /// Admin stream after a reconnect: ready once it reflects event `seq`, from an `initial`
+    /// at or past it, or from `resumed` and the replayed events up to it.
+    Seq(u64),
 }
 
 /// One round of a broadcast probe: when the POST was written, and who got it.
@@ -97,6 +100,19 @@ pub struct Driver {
     pub pings: u64,
     pub time_updates: u64,
     pub expired: u64,
+    /// The epoch named by the latest `initial` (contract v2).
+    pub epoch: Option<String>,
+    /// Streams that opened with `initial` / with `resumed`.
+    pub opened_initial: u64,
+    pub opened_resumed: u64,
+    /// Events whose `seq` was not the one after the stream's last: gaps or repeats.
+    pub seq_gaps: u64,
+    /// The highest `seq` any stream has seen.
+    pub max_seq: u64,
+    /// Receipt time of the latest marked `user_added` (of any round).
+    pub last_rx: Option<Instant>,
+    /// When the latest client became ready.
+    pub last_ready: Option<Instant>,
 }
 
 impl Driver {
@@ -134,7 +150,19 @@ impl Driver {
             pings: 0,
             time_updates: 0,
             expired: 0,
+            epoch: None,
+            opened_initial: 0,
+            opened_resumed: 0,
+            seq_gaps: 0,
+            max_seq: 0,
+            last_rx: None,
+            last_ready: None,
         })
+    }
+
+    /// What makes the clients connected from now on count as ready.
+    pub fn set_ready_on(&mut self, r: ReadyOn) {
+        self.ready_on = r;
     }
 
     fn rand(&mut self) -> u64 {

@@ -64,6 +64,32 @@ pub(super) fn msg_type(p: &[u8]) -> &[u8] {
     }
 }
 
+/// The unsigned integer after `key` (e.g. `"seq":`) near the start of the payload.
+pub(super) fn head_u64(p: &[u8], key: &[u8]) -> Option<u64> {
+    let head = &p[..p.len().min(256)];
+    let at = find(head, key)? + key.len();
+    let digits = head[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .take(19);
+    let mut n: u64 = 0;
+    let mut nd = 0;
+    for &b in digits {
+        n = n * 10 + (b - b'0') as u64;
+        nd += 1;
+    }
+    (nd > 0).then_some(n)
+}
+
+/// The string value after `key` (e.g. `"epoch":"`) near the start of the payload, up to the
+/// next `"` (epochs are plain tokens: no escapes).
+pub(super) fn head_str<'a>(p: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let head = &p[..p.len().min(256)];
+    let at = find(head, key)? + key.len();
+    let len = head[at..].iter().position(|&b| b == b'"')?;
+    Some(&head[at..at + len])
+}
+
 /// Frame header: (opcode, fin, payload length, header length); None = need more bytes.
 pub(super) fn parse_header(b: &[u8]) -> Result<Option<(u8, bool, u64, usize)>, String> {
     if b.len() < 2 {
@@ -112,6 +138,22 @@ mod tests {
         assert_eq!(find(b"ab", b"abd"), None);
         assert_eq!(find(b"xxbench.k.12@", b"bench.k."), Some(2));
         assert_eq!(b64(b"hello world!!"), "aGVsbG8gd29ybGQhIQ==");
+    }
+
+    #[test]
+    fn numbers_and_epochs() {
+        let init = br#"{"type":"initial","epoch":"e1x","seq":1010,"data":[]}"#;
+        assert_eq!(head_u64(init, b"\"seq\":"), Some(1010));
+        assert_eq!(head_str(init, b"\"epoch\":\""), Some(&b"e1x"[..]));
+        assert_eq!(
+            head_u64(br#"{"type":"user_added","data":{}}"#, b"\"seq\":"),
+            None
+        );
+        assert_eq!(head_u64(br#"{"seq":x}"#, b"\"seq\":"), None);
+        assert_eq!(
+            head_str(br#"{"epoch":"unterminated"#, b"\"epoch\":\""),
+            None
+        );
     }
 
     #[test]

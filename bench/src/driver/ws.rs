@@ -5,7 +5,7 @@
 //! A client counts as *ready* once the server sent what `ReadyOn` asks for; until then a
 //! failure is a connect failure, afterwards a drop (`n_dropped`).
 
-use super::wire::{b64, find, msg_type, parse_header};
+use super::wire::{b64, find, head_str, head_u64, msg_type, parse_header};
 use super::{Driver, ReadyOn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
@@ -21,10 +21,21 @@ const COLLECT: usize = 8 * 1024;
 /// Reads per socket per wake-up before yielding to the other sockets.
 const MAX_READS_PER_EVENT: usize = 64;
 
+/// Where the event number sits in a contract-v2 frame, and the history it belongs to.
+const SEQ_KEY: &[u8] = b"\"seq\":";
+const EPOCH_KEY: &[u8] = b"\"epoch\":\"";
+
+/// What a server message means to the measurement. `Option<u64>` is the frame's `seq`
+/// (contract v2; absent on the floor and on older servers).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Msg {
-    Initial,
-    UserAdded(Option<u32>),
+    Initial(Option<u64>),
+    /// `resumed`: the events numbered after its `seq` follow.
+    Resumed(Option<u64>),
+    /// The round from this run's marker in the e-mail, and the event's `seq`.
+    UserAdded(Option<u32>, Option<u64>),
+    /// `user_update` / `user_deleted`.
+    Event(Option<u64>),
     Ping,
     TimeUpdate,
     Expired,
@@ -53,6 +64,9 @@ pub(super) struct Ws {
     frag: Option<Msg>,
     ready: bool,
     started: Instant,
+    /// The number of the last user-list event this stream reflects (from `initial`,
+    /// `resumed` or an event), for `ReadyOn::Seq` and the gap check.
+    last_seq: Option<u64>,
 }
 
 impl Driver {
@@ -153,6 +167,7 @@ impl Driver {
             frag: None,
             ready: false,
             started: Instant::now(),
+            last_seq: None,
         });
         Ok(())
     }
@@ -206,6 +221,18 @@ impl Driver {
         }
         let ready = self.n_ready - r0;
         (ready, n - ready)
+    }
+
+    /// The lowest and highest event number the open ready streams reflect (`None` when
+    /// none carries one).
+    pub fn seq_range(&self) -> Option<(u64, u64)> {
+        let mut it = self
+            .ws
+            .iter()
+            .filter(|(_, c)| c.ready)
+            .filter_map(|(_, c)| c.last_seq);
+        let first = it.next()?;
+        Some(it.fold((first, first), |(lo, hi), s| (lo.min(s), hi.max(s))))
     }
 
     /// Ready WebSocket connections currently open.
@@ -305,14 +332,16 @@ impl Driver {
 
     fn handshake(&mut self, i: usize, d: &[u8]) -> Result<(), String> {
         let c = &mut self.ws[i];
+        // The read may carry the first frames after the head (an `initial` of thousands of
+        // users arrives with the 101), so only an unfinished head counts against the limit.
         c.hbuf.extend_from_slice(d);
-        if c.hbuf.len() > 16 * 1024 {
-            return Err("handshake response too large".into());
-        }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
         let hl = match resp.parse(&c.hbuf) {
             Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if c.hbuf.len() > 16 * 1024 => {
+                return Err("handshake response too large".into())
+            }
             Ok(httparse::Status::Partial) => return Ok(()),
             Err(e) => return Err(format!("handshake: {e}")),
         };
@@ -419,11 +448,12 @@ impl Driver {
         match msg_type(p) {
             b"ping" => Msg::Ping,
             b"user_added" => {
+                let seq = head_u64(p, SEQ_KEY);
                 if self.marker.is_empty() {
-                    return Msg::UserAdded(None);
+                    return Msg::UserAdded(None, seq);
                 }
                 let Some(at) = find(p, &self.marker) else {
-                    return Msg::UserAdded(None);
+                    return Msg::UserAdded(None, seq);
                 };
                 let digits = &p[at + self.marker.len()..];
                 let mut r: u32 = 0;
@@ -435,9 +465,11 @@ impl Driver {
                     r = r * 10 + (b - b'0') as u32;
                     nd += 1;
                 }
-                Msg::UserAdded(if nd > 0 { Some(r) } else { None })
+                Msg::UserAdded(if nd > 0 { Some(r) } else { None }, seq)
             }
-            b"initial" => Msg::Initial,
+            b"user_update" | b"user_deleted" => Msg::Event(head_u64(p, SEQ_KEY)),
+            b"initial" => Msg::Initial(head_u64(p, SEQ_KEY)),
+            b"resumed" => Msg::Resumed(head_u64(p, SEQ_KEY)),
             b"time_update" => Msg::TimeUpdate,
             b"session_expired" => Msg::Expired,
             _ => Msg::Other,
@@ -448,6 +480,9 @@ impl Driver {
         match op {
             1 | 2 => {
                 let m = self.classify(p);
+                if let Msg::Initial(_) = m {
+                    self.note_epoch(p);
+                }
                 if fin {
                     self.on_msg(i, m);
                 } else if let Some(c) = self.ws.get_mut(i) {
@@ -483,6 +518,39 @@ impl Driver {
         Ok(())
     }
 
+    /// Remember the epoch an `initial` names (the history `?epoch=` must repeat to resume).
+    fn note_epoch(&mut self, p: &[u8]) {
+        if let Some(e) = head_str(p, EPOCH_KEY) {
+            if self.epoch.as_deref().map(str::as_bytes) != Some(e) {
+                self.epoch = Some(String::from_utf8_lossy(e).into_owned());
+            }
+        }
+    }
+
+    /// Follow the stream's event numbers: `initial` and `resumed` set the position, every
+    /// event must be the next number (anything else is a gap or a repeat).
+    fn track_seq(&mut self, i: usize, m: Msg) {
+        let (seq, start) = match m {
+            Msg::Initial(s) => {
+                self.opened_initial += 1;
+                (s, true)
+            }
+            Msg::Resumed(s) => {
+                self.opened_resumed += 1;
+                (s, true)
+            }
+            Msg::UserAdded(_, s) | Msg::Event(s) => (s, false),
+            _ => return,
+        };
+        let Some(seq) = seq else { return };
+        let Some(c) = self.ws.get_mut(i) else { return };
+        if !start && c.last_seq.is_some_and(|prev| seq != prev + 1) {
+            self.seq_gaps += 1;
+        }
+        c.last_seq = Some(seq);
+        self.max_seq = self.max_seq.max(seq);
+    }
+
     fn on_msg(&mut self, i: usize, m: Msg) {
         self.msgs += 1;
         match m {
@@ -490,7 +558,7 @@ impl Driver {
                 self.pings += 1;
                 self.send_frame(i, 0x1, b"{\"type\":\"pong\"}");
             }
-            Msg::UserAdded(Some(r)) => {
+            Msg::UserAdded(Some(r), _) => {
                 let t = self.batch_t;
                 if let Some(round) = self.rounds.get_mut(r as usize) {
                     if let Some(t0) = round.t0 {
@@ -500,6 +568,7 @@ impl Driver {
                             round.lat_us.push(us.min(u32::MAX as u64) as u32);
                         }
                         self.hist.record(us);
+                        self.last_rx = Some(t);
                     }
                 }
             }
@@ -507,9 +576,15 @@ impl Driver {
             Msg::Expired => self.expired += 1,
             _ => {}
         }
+        self.track_seq(i, m);
         let ready_now = match self.ready_on {
-            ReadyOn::Initial => m == Msg::Initial,
+            ReadyOn::Initial => matches!(m, Msg::Initial(_)),
             ReadyOn::FirstMessage => m != Msg::Ping,
+            ReadyOn::Seq(target) => self
+                .ws
+                .get(i)
+                .and_then(|c| c.last_seq)
+                .is_some_and(|s| s >= target),
         };
         if ready_now {
             let t = self.batch_t;
@@ -517,6 +592,7 @@ impl Driver {
                 if !c.ready {
                     c.ready = true;
                     self.n_ready += 1;
+                    self.last_ready = Some(t);
                     self.ready_us
                         .push(t.saturating_duration_since(c.started).as_micros() as u64);
                 }

@@ -1,11 +1,19 @@
 //! Fan-out: N admin clients, R rounds of `POST /api/users`; per round the time from the POST
 //! write to each client's receipt of that round's `user_added`. And `compare`: fan-out for
-//! catalytic and the floor in the same run, interleaved, with their ratios.
+//! catalytic and the floor in the same run, interleaved, with their ratios. And `cold`: the
+//! same comparison with cold rounds beside the warm ones.
+//!
+//! Two kinds of rounds (`Mode`): *warm* POSTs go back to back over one keep-alive connection
+//! (`--gap-ms` apart); *cold* ones are what an admin's action looks like: a fresh TCP
+//! connection per POST (connect, POST, close) after an idle gap (`--cold-gap-ms`, 200 ms by
+//! default), so the server meets each write with cold caches and a new connection to accept.
+//! Latency counts from the POST write in both, so they compare directly; the cold connect
+//! (done by the kernel, before the server wakes) is reported on its own.
 //!
 //! Setup is `FanRunner::new` (server, reactor, one keep-alive HTTP connection) and
 //! `FanRunner::connect` (clients up to N); drive is `FanRunner::round`, once per warm-up and
-//! measured round; report is `Samples::summarise` into a `FanPoint`, then `report` (table
-//! and JSON line per server) and `compare_report` (the ratios).
+//! measured round of each mode; report is `Samples::summarise` into a `FanPoint`, then
+//! `report` (table and JSON line per server) and `compare_report` (the ratios).
 
 use super::report::table;
 use super::{log, rand_hex, stop, Ctx, DEFAULT_NS};
@@ -20,10 +28,39 @@ use std::time::{Duration, Instant};
 /// The generator's own main thread, for its run-queue wait.
 const SCHED_GEN: &str = "/proc/thread-self/schedstat";
 
-/// One fan-out measurement at one client count.
+/// How a round's POST reaches the server.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+enum Mode {
+    /// Back to back on the runner's keep-alive connection.
+    #[default]
+    Warm,
+    /// A fresh connection for the POST, closed after the round, after an idle gap.
+    Cold,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Warm => "warm",
+            Mode::Cold => "cold",
+        }
+    }
+
+    /// The idle time before each round.
+    fn gap(self, o: &Opts) -> Duration {
+        match self {
+            Mode::Warm => o.gap,
+            Mode::Cold => o.cold_gap,
+        }
+    }
+}
+
+/// One fan-out measurement at one client count and round mode.
 #[derive(Clone, Default)]
 struct FanPoint {
     n: usize,
+    mode: Mode,
+    gap_ms: f64,
     ready: usize,
     connect_failures: usize,
     connect_secs: f64,
@@ -32,6 +69,8 @@ struct FanPoint {
     max: Summary,
     lost: Summary,
     post_ms: Summary,
+    /// Cold rounds: the fresh connection's connect() time.
+    connect_ms: Summary,
     gen_cpu: Summary,
     server_cpu_ms: Summary,
     server_wait_ms: Summary,
@@ -42,20 +81,25 @@ struct FanPoint {
 impl FanPoint {
     fn json(&self) -> Value {
         json!({
-            "clients": self.n, "ready": self.ready, "connect_failures": self.connect_failures,
+            "clients": self.n, "mode": self.mode.name(), "gap_ms": round3(self.gap_ms), "ready": self.ready, "connect_failures": self.connect_failures,
             "connect_secs": round3(self.connect_secs), "rounds": self.p50.n,
             "p50_ms": self.p50.json(), "p99_ms": self.p99.json(), "max_ms": self.max.json(),
-            "lost": self.lost.json(), "post_ms": self.post_ms.json(), "generator_busy_pct": self.gen_cpu.json(),
+            "lost": self.lost.json(), "post_ms": self.post_ms.json(),
+            "cold_connect_ms": if self.mode == Mode::Cold { self.connect_ms.json() } else { Value::Null },
+            "generator_busy_pct": self.gen_cpu.json(),
             "server_cpu_ms": self.server_cpu_ms.json(), "server_runqueue_wait_ms": self.server_wait_ms.json(),
             "generator_runqueue_wait_ms": self.gen_wait_ms.json(),
             "errors": self.errors,
         })
     }
 
-    fn row(&self, kind: Kind) -> Vec<String> {
-        vec![
-            kind.name().into(),
-            self.n.to_string(),
+    /// The table row; `with_mode` adds the round mode and its gap after the client count.
+    fn row(&self, kind: Kind, with_mode: bool) -> Vec<String> {
+        let mut r = vec![kind.name().into(), self.n.to_string()];
+        if with_mode {
+            r.push(format!("{} {:.0} ms", self.mode.name(), self.gap_ms));
+        }
+        r.extend([
             self.ready.to_string(),
             self.p50.show(),
             self.p99.show(),
@@ -66,7 +110,8 @@ impl FanPoint {
             fmt_num(self.server_wait_ms.median),
             fmt_num(self.gen_cpu.median),
             fmt_num(self.gen_wait_ms.median),
-        ]
+        ]);
+        r
     }
 }
 
@@ -89,6 +134,8 @@ const FANOUT_HEAD: [&str; 12] = [
 struct RoundSample {
     /// POST write → its answer; `None` when no answer came.
     post_ms: Option<f64>,
+    /// Cold rounds: connect() of the fresh connection.
+    connect_ms: Option<f64>,
     p50: f64,
     p99: f64,
     /// The last client's latency: the figure the targets are about.
@@ -108,6 +155,7 @@ struct Samples {
     max: Vec<f64>,
     lost: Vec<f64>,
     post: Vec<f64>,
+    connect: Vec<f64>,
     gen_busy: Vec<f64>,
     server_cpu: Vec<f64>,
     server_wait: Vec<f64>,
@@ -118,6 +166,9 @@ impl Samples {
     fn add(&mut self, s: RoundSample) {
         if let Some(ms) = s.post_ms {
             self.post.push(ms);
+        }
+        if let Some(ms) = s.connect_ms {
+            self.connect.push(ms);
         }
         self.p50.push(s.p50);
         self.p99.push(s.p99);
@@ -140,6 +191,7 @@ impl Samples {
         p.max = Summary::of(&self.max);
         p.lost = Summary::of(&self.lost);
         p.post_ms = Summary::of(&self.post);
+        p.connect_ms = Summary::of(&self.connect);
         p.gen_cpu = Summary::of(&self.gen_busy);
         p.server_cpu_ms = Summary::of(&self.server_cpu);
         p.server_wait_ms = Summary::of(&self.server_wait);
@@ -183,36 +235,49 @@ impl FanRunner {
         })
     }
 
-    /// Bring the admin clients up to `n` (keeping those already open), then run the rounds.
-    fn measure(&mut self, ctx: &Ctx, n: usize) -> Result<FanPoint, String> {
+    /// Bring the admin clients up to `n` (keeping those already open), then run the rounds
+    /// of each mode in turn (warm-up rounds first in each): one point per mode.
+    fn measure(&mut self, ctx: &Ctx, n: usize, modes: &[Mode]) -> Result<Vec<FanPoint>, String> {
         let o = ctx.o;
-        let mut p = self.connect(ctx, n);
-        if p.ready == 0 {
+        let connected = self.connect(ctx, n);
+        if connected.ready == 0 {
+            let mut p = connected;
             p.errors.push("no client connected".into());
-            return Ok(p);
+            return Ok(vec![p]);
         }
         self.d.idle(Duration::from_millis(500));
-        let n_dropped0 = self.d.n_dropped;
-        let mut samples = Samples::default();
-        for k in 0..o.warmup + o.rounds {
-            let s = self.round(o, &mut p.errors)?;
-            if k >= o.warmup {
-                samples.add(s);
+        let mut pts = Vec::new();
+        for &mode in modes {
+            let mut p = FanPoint {
+                mode,
+                gap_ms: mode.gap(o).as_secs_f64() * 1000.0,
+                ..connected.clone()
+            };
+            let n_dropped0 = self.d.n_dropped;
+            let mut samples = Samples::default();
+            for k in 0..o.warmup + o.rounds {
+                self.d.idle(mode.gap(o));
+                let s = self.round(o, mode, &mut p.errors)?;
+                if k >= o.warmup {
+                    samples.add(s);
+                }
             }
-            self.d.idle(o.gap);
+            samples.summarise(&mut p);
+            self.note_losses(o, &mut p, n_dropped0);
+            log(
+                o,
+                format!(
+                    "[{}] fan-out N={n} {}: max {} ms, p99 {} ms, POST answered {} ms (medians)",
+                    self.kind.name(),
+                    mode.name(),
+                    fmt_num(p.max.median),
+                    fmt_num(p.p99.median),
+                    fmt_num(p.post_ms.median)
+                ),
+            );
+            pts.push(p);
         }
-        samples.summarise(&mut p);
-        self.note_losses(o, &mut p, n_dropped0);
-        log(
-            o,
-            format!(
-                "[{}] fan-out N={n}: max {} ms, p99 {} ms (medians)",
-                self.kind.name(),
-                fmt_num(p.max.median),
-                fmt_num(p.p99.median)
-            ),
-        );
-        Ok(p)
+        Ok(pts)
     }
 
     /// Setup for one client count: open admin streams until `n` are ready. The point comes
@@ -251,19 +316,36 @@ impl FanRunner {
         p
     }
 
-    /// Drive one round: POST a user whose e-mail carries the round number, run the reactor
-    /// until every ready client has that round's `user_added` (or the POST failed, or the
-    /// timeout), and read what it cost. The round's problems go to `errors`; only an HTTP
-    /// connection that cannot be reopened ends the measurement.
-    fn round(&mut self, o: &Opts, errors: &mut Vec<String>) -> Result<RoundSample, String> {
+    /// Drive one round: POST a user whose e-mail carries the round number (warm: on the
+    /// keep-alive connection; cold: on a fresh one, closed afterwards), run the reactor until
+    /// every ready client has that round's `user_added` (or the POST failed, or the timeout),
+    /// and read what it cost. The round's problems go to `errors`; only an HTTP connection
+    /// that cannot be (re)opened ends the measurement.
+    fn round(
+        &mut self,
+        o: &Opts,
+        mode: Mode,
+        errors: &mut Vec<String>,
+    ) -> Result<RoundSample, String> {
         let d = &mut self.d;
         let expected = d.ready_open();
-        if let Some(e) = d.http_dead(self.h) {
-            errors.push(format!("HTTP connection lost ({e}); reopened"));
-            d.http_close(self.h);
-            self.h = d.http_open().map_err(|e| format!("HTTP reconnect: {e}"))?;
-        }
-        let h = self.h;
+        let mut connect_ms = None;
+        let h = match mode {
+            Mode::Warm => {
+                if let Some(e) = d.http_dead(self.h) {
+                    errors.push(format!("HTTP connection lost ({e}); reopened"));
+                    d.http_close(self.h);
+                    self.h = d.http_open().map_err(|e| format!("HTTP reconnect: {e}"))?;
+                }
+                self.h
+            }
+            Mode::Cold => {
+                let t = Instant::now();
+                let h = d.http_open().map_err(|e| format!("cold connect: {e}"))?;
+                connect_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
+                h
+            }
+        };
         let nonce = &self.nonce;
         let busy0 = d.busy;
         let (ss0, gs0) = (sys::schedstat(&self.sched_srv), sys::schedstat(SCHED_GEN));
@@ -284,6 +366,9 @@ impl FanRunner {
         let busy = (d.busy - busy0).as_secs_f64();
         let (ss1, gs1) = (sys::schedstat(&self.sched_srv), sys::schedstat(SCHED_GEN));
         let resp = d.http_take(h);
+        if mode == Mode::Cold {
+            d.http_close(h);
+        }
         let mut lat: Vec<f64> = d.rounds[r]
             .lat_us
             .iter()
@@ -307,6 +392,7 @@ impl FanRunner {
         let ms = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e6;
         Ok(RoundSample {
             post_ms: resp.map(|x| x.at.saturating_duration_since(t0).as_secs_f64() * 1000.0),
+            connect_ms,
             p50: percentile(&lat, 50.0).unwrap_or(f64::NAN),
             p99: percentile(&lat, 99.0).unwrap_or(f64::NAN),
             max: lat.last().copied().unwrap_or(f64::NAN),
@@ -359,15 +445,30 @@ impl FanRunner {
 /// A server's fan-out points and its run-level errors, or why it could not run.
 type FanResult = Result<(Vec<FanPoint>, Vec<String>), String>;
 
+/// What a fan-out family run does: its name in the JSON lines, the client counts, whether
+/// servers are interleaved, and which rounds run at each count.
+struct Plan {
+    scenario: &'static str,
+    ns: Vec<usize>,
+    interleave: bool,
+    modes: &'static [Mode],
+}
+
+impl Plan {
+    fn cold(&self) -> bool {
+        self.modes.contains(&Mode::Cold)
+    }
+}
+
 /// Drive, one server after the other: clients kept open from one client count to the next.
-fn drive_sequential(ctx: &Ctx, kinds: &[Kind], ns: &[usize]) -> Vec<(Kind, FanResult)> {
+fn drive_sequential(ctx: &Ctx, kinds: &[Kind], plan: &Plan) -> Vec<(Kind, FanResult)> {
     let mut out = Vec::new();
     for &k in kinds {
         let res = FanRunner::new(ctx, k).map(|mut r| {
             let mut pts = Vec::new();
-            for &n in ns {
-                match r.measure(ctx, n) {
-                    Ok(p) => pts.push(p),
+            for &n in &plan.ns {
+                match r.measure(ctx, n, plan.modes) {
+                    Ok(p) => pts.extend(p),
                     Err(e) => r.errors.push(e),
                 }
             }
@@ -378,19 +479,19 @@ fn drive_sequential(ctx: &Ctx, kinds: &[Kind], ns: &[usize]) -> Vec<(Kind, FanRe
     out
 }
 
-/// Drive interleaved (compare): both servers up at once, and for each client count one
-/// server is measured right after the other (clients closed in between), so both see the
-/// same machine conditions.
-fn drive_interleaved(ctx: &Ctx, kinds: &[Kind], ns: &[usize]) -> Vec<(Kind, FanResult)> {
+/// Drive interleaved (compare, cold): both servers up at once, and for each client count
+/// one server is measured right after the other (clients closed in between), so both see
+/// the same machine conditions.
+fn drive_interleaved(ctx: &Ctx, kinds: &[Kind], plan: &Plan) -> Vec<(Kind, FanResult)> {
     let mut runners: Vec<(Kind, Result<FanRunner, String>, Vec<FanPoint>)> = kinds
         .iter()
         .map(|&k| (k, FanRunner::new(ctx, k), Vec::new()))
         .collect();
-    for &n in ns {
+    for &n in &plan.ns {
         for (_, r, pts) in runners.iter_mut() {
             if let Ok(r) = r {
-                match r.measure(ctx, n) {
-                    Ok(p) => pts.push(p),
+                match r.measure(ctx, n, plan.modes) {
+                    Ok(p) => pts.extend(p),
                     Err(e) => r.errors.push(e),
                 }
                 r.d.close_all_ws();
@@ -406,66 +507,103 @@ fn drive_interleaved(ctx: &Ctx, kinds: &[Kind], ns: &[usize]) -> Vec<(Kind, FanR
 
 /// `fanout`: every server found, one after the other.
 pub(super) fn fanout(ctx: &mut Ctx) {
-    fan_out(ctx, false);
+    let plan = Plan {
+        scenario: "fanout",
+        ns: ctx.ns(&DEFAULT_NS),
+        interleave: false,
+        modes: &[Mode::Warm],
+    };
+    fan_out(ctx, &plan);
 }
 
 /// `compare`: interleaved fan-out of both servers, then their ratios.
 pub(super) fn compare(ctx: &mut Ctx) {
-    let res = fan_out(ctx, true);
-    compare_report(ctx, &res);
+    let plan = Plan {
+        scenario: "fanout",
+        ns: ctx.ns(&DEFAULT_NS),
+        interleave: true,
+        modes: &[Mode::Warm],
+    };
+    let res = fan_out(ctx, &plan);
+    compare_report(ctx, &plan, &res);
+}
+
+/// `cold`: interleaved like `compare`, warm rounds and then cold rounds at each client
+/// count (default 1,000 and 10,000, the counts of the targets), then the ratios.
+pub(super) fn cold(ctx: &mut Ctx) {
+    let plan = Plan {
+        scenario: "cold",
+        ns: ctx.ns(&[1000, 10_000]),
+        interleave: true,
+        modes: &[Mode::Warm, Mode::Cold],
+    };
+    let res = fan_out(ctx, &plan);
+    compare_report(ctx, &plan, &res);
 }
 
 /// Fan-out for every server found; prints and emits each, and returns the points of those
 /// that ran.
-fn fan_out(ctx: &mut Ctx, interleave: bool) -> Vec<(Kind, Vec<FanPoint>)> {
-    let ns = ctx.ns(&DEFAULT_NS);
+fn fan_out(ctx: &mut Ctx, plan: &Plan) -> Vec<(Kind, Vec<FanPoint>)> {
     let kinds: Vec<Kind> = ctx.bins.iter().map(|(k, _)| *k).collect();
-    let results = if interleave {
-        drive_interleaved(ctx, &kinds, &ns)
+    let results = if plan.interleave {
+        drive_interleaved(ctx, &kinds, plan)
     } else {
-        drive_sequential(ctx, &kinds, &ns)
+        drive_sequential(ctx, &kinds, plan)
     };
     let mut all = Vec::new();
     for (k, res) in results {
         match res {
             Ok((pts, errors)) => {
-                report(ctx, k, &pts, errors, interleave);
+                report(ctx, k, &pts, errors, plan);
                 all.push((k, pts));
             }
-            Err(e) => ctx.emit(json!({"scenario": "fanout", "server": k.name(), "error": e})),
+            Err(e) => ctx.emit(json!({"scenario": plan.scenario, "server": k.name(), "error": e})),
         }
     }
     all
 }
 
 /// Report one server's fan-out: the table, the errors under it, the JSON line.
-fn report(ctx: &mut Ctx, k: Kind, pts: &[FanPoint], errors: Vec<String>, interleave: bool) {
-    let rows: Vec<Vec<String>> = pts.iter().map(|p| p.row(k)).collect();
+fn report(ctx: &mut Ctx, k: Kind, pts: &[FanPoint], errors: Vec<String>, plan: &Plan) {
+    let cold = plan.cold();
+    let rows: Vec<Vec<String>> = pts.iter().map(|p| p.row(k, cold)).collect();
+    let mut head: Vec<&str> = FANOUT_HEAD.to_vec();
+    if cold {
+        head.insert(2, "rounds, gap");
+    }
     table(
         &format!(
             "fan-out — {}: medians over {} rounds (min–max)",
             k.name(),
             ctx.o.rounds
         ),
-        &FANOUT_HEAD,
+        &head,
         &rows,
     );
+    if cold {
+        let connect: Vec<String> = pts
+            .iter()
+            .filter(|p| p.mode == Mode::Cold)
+            .map(|p| format!("N={}: {} ms", p.n, p.connect_ms.show()))
+            .collect();
+        println!("  cold rounds' connect(): {}", connect.join(", "));
+    }
     for p in pts {
         for e in &p.errors {
-            println!("  N={}: {e}", p.n);
+            println!("  N={} {}: {e}", p.n, p.mode.name());
         }
     }
     for e in &errors {
         println!("  {e}");
     }
-    let v = json!({"scenario": "fanout", "server": k.name(), "rounds": ctx.o.rounds, "warmup": ctx.o.warmup,
-                   "timeout_ms": ctx.o.timeout.as_millis() as u64, "interleaved": interleave,
+    let v = json!({"scenario": plan.scenario, "server": k.name(), "rounds": ctx.o.rounds, "warmup": ctx.o.warmup,
+                   "timeout_ms": ctx.o.timeout.as_millis() as u64, "interleaved": plan.interleave,
                    "points": pts.iter().map(FanPoint::json).collect::<Vec<_>>(), "errors": errors});
     ctx.emit(v);
 }
 
 /// a / b, or NaN when either is missing.
-fn ratio(a: f64, b: f64) -> f64 {
+pub(super) fn ratio(a: f64, b: f64) -> f64 {
     if a.is_finite() && b.is_finite() && b > 0.0 {
         a / b
     } else {
@@ -473,12 +611,26 @@ fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
-/// One table row and one JSON point per client count both servers were measured at.
-fn compare_points(cat: &[FanPoint], flo: &[FanPoint]) -> (Vec<Vec<String>>, Vec<Value>) {
+/// "1.23×", or "-" when there is no ratio.
+pub(super) fn show_ratio(r: f64) -> String {
+    if r.is_finite() {
+        format!("{}×", fmt_num(r))
+    } else {
+        "-".into()
+    }
+}
+
+/// One table row and one JSON point per client count and mode both servers were measured
+/// at; `with_mode` adds the mode and the POST answer times to the row.
+fn compare_points(
+    cat: &[FanPoint],
+    flo: &[FanPoint],
+    with_mode: bool,
+) -> (Vec<Vec<String>>, Vec<Value>) {
     let mut rows = Vec::new();
     let mut pts = Vec::new();
     for c in cat {
-        let Some(f) = flo.iter().find(|f| f.n == c.n) else {
+        let Some(f) = flo.iter().find(|f| f.n == c.n && f.mode == c.mode) else {
             continue;
         };
         let (rm, r99, r50) = (
@@ -486,27 +638,40 @@ fn compare_points(cat: &[FanPoint], flo: &[FanPoint]) -> (Vec<Vec<String>>, Vec<
             ratio(c.p99.median, f.p99.median),
             ratio(c.p50.median, f.p50.median),
         );
-        rows.push(vec![
-            c.n.to_string(),
+        let mut row = vec![c.n.to_string()];
+        if with_mode {
+            row.push(c.mode.name().into());
+        }
+        row.extend([
             fmt_num(c.max.median),
             fmt_num(f.max.median),
-            format!("{}×", fmt_num(rm)),
+            show_ratio(rm),
             fmt_num(c.p99.median),
             fmt_num(f.p99.median),
-            format!("{}×", fmt_num(r99)),
-            format!("{}×", fmt_num(r50)),
+            show_ratio(r99),
+            show_ratio(r50),
             format!("{}/{}", fmt_num(c.lost.median), fmt_num(f.lost.median)),
         ]);
-        pts.push(json!({"clients": c.n, "catalytic_max_ms": round3(c.max.median), "floor_max_ms": round3(f.max.median),
+        if with_mode {
+            row.push(format!(
+                "{} / {}",
+                fmt_num(c.post_ms.median),
+                fmt_num(f.post_ms.median)
+            ));
+        }
+        rows.push(row);
+        pts.push(json!({"clients": c.n, "mode": c.mode.name(), "catalytic_max_ms": round3(c.max.median), "floor_max_ms": round3(f.max.median),
                         "ratio_max": round3(rm), "catalytic_p99_ms": round3(c.p99.median), "floor_p99_ms": round3(f.p99.median),
                         "ratio_p99": round3(r99), "ratio_p50": round3(r50),
+                        "catalytic_post_ms": round3(c.post_ms.median), "floor_post_ms": round3(f.post_ms.median),
                         "catalytic_lost": round3(c.lost.median), "floor_lost": round3(f.lost.median)}));
     }
     (rows, pts)
 }
 
 /// Report the catalytic / floor ratios (or why there are none).
-fn compare_report(ctx: &mut Ctx, res: &[(Kind, Vec<FanPoint>)]) {
+fn compare_report(ctx: &mut Ctx, plan: &Plan, res: &[(Kind, Vec<FanPoint>)]) {
+    let name = if plan.cold() { "cold" } else { "compare" };
     let find = |kind: Kind| res.iter().find(|(k, _)| *k == kind).map(|(_, p)| p);
     let (Some(cat), Some(flo)) = (find(Kind::Catalytic), find(Kind::Floor)) else {
         let which = if find(Kind::Catalytic).is_none() {
@@ -514,25 +679,30 @@ fn compare_report(ctx: &mut Ctx, res: &[(Kind, Vec<FanPoint>)]) {
         } else {
             "the floor"
         };
-        println!("\ncompare — skipped: no fan-out results from {which}");
-        ctx.emit(json!({"scenario": "compare", "server": "catalytic/floor", "skipped": format!("no fan-out results from {which}")}));
+        println!("\n{name} — skipped: no fan-out results from {which}");
+        ctx.emit(json!({"scenario": name, "server": "catalytic/floor", "skipped": format!("no fan-out results from {which}")}));
         return;
     };
-    let (rows, pts) = compare_points(cat, flo);
+    let (rows, pts) = compare_points(cat, flo, plan.cold());
+    let mut head = vec![
+        "clients",
+        "catalytic max ms",
+        "floor max ms",
+        "max ratio",
+        "catalytic p99",
+        "floor p99",
+        "p99 ratio",
+        "p50 ratio",
+        "lost c/f",
+    ];
+    if plan.cold() {
+        head.insert(1, "rounds");
+        head.push("POST answer ms c / f");
+    }
     table(
-        "compare — fan-out medians, catalytic / floor (same run)",
-        &[
-            "clients",
-            "catalytic max ms",
-            "floor max ms",
-            "max ratio",
-            "catalytic p99",
-            "floor p99",
-            "p99 ratio",
-            "p50 ratio",
-            "lost c/f",
-        ],
+        &format!("{name} — fan-out medians, catalytic / floor (same run)"),
+        &head,
         &rows,
     );
-    ctx.emit(json!({"scenario": "compare", "server": "catalytic/floor", "points": pts}));
+    ctx.emit(json!({"scenario": name, "server": "catalytic/floor", "points": pts}));
 }

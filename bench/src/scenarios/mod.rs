@@ -7,11 +7,17 @@
 //! the JSON line through `Ctx::emit`). A scenario returns its JSON value, or an error that
 //! `run` turns into `{"scenario", "server", "error"}` and a non-zero exit code.
 //!
-//! One file per scenario family: `fanout` (fan-out and `compare`), `storm`, `memory`,
-//! `sustained`, `sessions`; `report` holds the two output forms they share.
+//! One file per scenario family: `fanout` (fan-out, `compare` and `cold`), `storm`,
+//! `memory`, `sustained`, `sessions`, `burst`, `overload` (built on `sustained`'s sender),
+//! `reconnect`; `report` holds the two output forms they share and `batch` the bulk HTTP
+//! requests of setup steps.
 
+mod batch;
+mod burst;
 mod fanout;
 mod memory;
+mod overload;
+mod reconnect;
 mod report;
 mod sessions;
 mod storm;
@@ -176,6 +182,10 @@ pub fn run(o: &Opts, nofile: u64) -> i32 {
         "memory" => each(&mut ctx, "memory", memory::memory),
         "sustained" => each(&mut ctx, "sustained", sustained::sustained),
         "sessions" => each(&mut ctx, "sessions", sessions::sessions),
+        "cold" => fanout::cold(&mut ctx),
+        "burst" => burst::burst(&mut ctx),
+        "overload" => overload::overload(&mut ctx),
+        "reconnect" => each(&mut ctx, "reconnect", reconnect::reconnect),
         "all" => {
             fanout::compare(&mut ctx);
             each(&mut ctx, "storm", storm::storm);

@@ -5,15 +5,16 @@
 //! Setup is `create_users`, `activate` and `open_streams` (with a baseline CPU reading
 //! before any stream is open); drive is `measure_window`; report is `report`.
 
+use super::batch::http_batch;
 use super::report::table;
 use super::{log, rand_hex, stop, Ctx};
-use crate::driver::{Driver, HttpResp, ReadyOn};
+use crate::driver::{Driver, ReadyOn};
 use crate::server::Kind;
 use crate::stats::round3;
 use crate::sys;
 use crate::Opts;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub(super) fn sessions(ctx: &mut Ctx, kind: Kind) -> Result<Value, String> {
@@ -368,61 +369,4 @@ fn report(
            "window_secs": round3(w.secs), "server_cpu_pct_no_streams": round3(base_cpu), "server_cpu_pct": round3(w.cpu_pct),
            "time_updates_per_sec": round3(w.time_updates_per_sec), "messages_per_sec": round3(w.messages_per_sec), "pings": w.pings,
            "streams_open_at_end": w.still_open, "rss_bytes": w.rss, "errors": errors})
-}
-
-type ReqFn<'a> = dyn FnMut(usize) -> (&'static str, String, Vec<u8>, Option<String>) + 'a;
-
-/// Issue `total` requests over keep-alive connections (one outstanding per connection),
-/// retrying a request whose connection died at most twice. Returns responses by index.
-fn http_batch(
-    d: &mut Driver,
-    conns: &mut [usize],
-    total: usize,
-    deadline: Instant,
-    req: &mut ReqFn,
-) -> Vec<Option<HttpResp>> {
-    let mut out: Vec<Option<HttpResp>> = (0..total).map(|_| None).collect();
-    let mut attempts = vec![0u8; total];
-    let mut queue: VecDeque<usize> = (0..total).collect();
-    let mut done = 0usize;
-    let mut inflight_tag: Vec<Option<usize>> = vec![None; conns.len()];
-    while done < total && Instant::now() < deadline {
-        for (ci, c) in conns.iter_mut().enumerate() {
-            // Answers first: a connection may have answered and then been closed.
-            while let Some(x) = d.http_take(*c) {
-                let k = x.tag as usize;
-                if inflight_tag[ci] == Some(k) {
-                    inflight_tag[ci] = None;
-                }
-                if k < total && out[k].is_none() {
-                    out[k] = Some(x);
-                    done += 1;
-                }
-            }
-            if d.http_dead(*c).is_some() {
-                if let Some(t) = inflight_tag[ci].take() {
-                    if attempts[t] < 3 {
-                        queue.push_front(t);
-                    } else {
-                        done += 1;
-                    }
-                }
-                d.http_close(*c);
-                match d.http_open() {
-                    Ok(n) => *c = n,
-                    Err(_) => continue,
-                }
-            }
-            if inflight_tag[ci].is_none() {
-                if let Some(k) = queue.pop_front() {
-                    attempts[k] += 1;
-                    let (method, path, body, cookie) = req(k);
-                    d.http_send(*c, method, &path, cookie.as_deref(), Some(&body), k as u64);
-                    inflight_tag[ci] = Some(k);
-                }
-            }
-        }
-        d.poll_once(Duration::from_millis(5));
-    }
-    out
 }

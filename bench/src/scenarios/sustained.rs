@@ -34,32 +34,55 @@ struct Step {
 }
 
 /// What the sending half of a step did.
-struct Sent {
+pub(super) struct Sent {
     /// POSTs the step should have made, and made.
-    total: usize,
-    sent: usize,
+    pub(super) total: usize,
+    pub(super) sent: usize,
     /// Most POSTs due but not yet sent (every connection busy) at any moment.
-    max_backlog: usize,
-    secs: f64,
-    server_cpu_pct: f64,
-    gen_busy_pct: f64,
+    pub(super) max_backlog: usize,
+    pub(super) secs: f64,
+    pub(super) server_cpu_pct: f64,
+    pub(super) gen_busy_pct: f64,
 }
 
 /// The step's HTTP answers by status, and the connections reopened on the way.
 #[derive(Default)]
-struct Answers {
-    statuses: BTreeMap<u16, usize>,
-    reopened: usize,
+pub(super) struct Answers {
+    pub(super) statuses: BTreeMap<u16, usize>,
+    pub(super) reopened: usize,
+    /// Dead connections replaced at most this many times; 0 = `MAX_REOPENS`. (A server
+    /// that closes the connection after each refusal needs more.)
+    pub(super) max_reopens: usize,
+    /// The rounds (request tags) answered 201.
+    pub(super) accepted: Vec<usize>,
+    /// 503 answers that carried `Retry-After`.
+    pub(super) retry_after: usize,
+    /// POST write → answer, ms, in the order answered.
+    pub(super) post_ms: Vec<f64>,
 }
 
 impl Answers {
     /// Take every answer that arrived; replace dead connections (bounded per step).
-    fn drain(&mut self, d: &mut Driver, conns: &mut [usize]) {
+    pub(super) fn drain(&mut self, d: &mut Driver, conns: &mut [usize]) {
+        let budget = if self.max_reopens == 0 {
+            MAX_REOPENS
+        } else {
+            self.max_reopens
+        };
         for c in conns.iter_mut() {
             while let Some(x) = d.http_take(*c) {
                 *self.statuses.entry(x.status).or_insert(0) += 1;
+                if let Some(t0) = d.rounds.get(x.tag as usize).and_then(|r| r.t0) {
+                    let ms = x.at.saturating_duration_since(t0).as_secs_f64() * 1000.0;
+                    self.post_ms.push(ms);
+                }
+                if x.status == 201 {
+                    self.accepted.push(x.tag as usize);
+                } else if x.status == 503 && x.retry_after.is_some() {
+                    self.retry_after += 1;
+                }
             }
-            if d.http_dead(*c).is_some() && self.reopened < MAX_REOPENS {
+            if d.http_dead(*c).is_some() && self.reopened < budget {
                 d.http_close(*c);
                 if let Ok(n) = d.http_open() {
                     *c = n;
@@ -78,13 +101,13 @@ struct Search {
 }
 
 /// One server with its clients connected and its HTTP connections open.
-struct Rig {
+pub(super) struct Rig {
     kind: Kind,
-    srv: ServerProc,
-    d: Driver,
-    conns: Vec<usize>,
+    pub(super) srv: ServerProc,
+    pub(super) d: Driver,
+    pub(super) conns: Vec<usize>,
     nonce: String,
-    ready: usize,
+    pub(super) ready: usize,
 }
 
 pub(super) fn sustained(ctx: &mut Ctx, kind: Kind) -> Result<Value, String> {
@@ -99,7 +122,7 @@ pub(super) fn sustained(ctx: &mut Ctx, kind: Kind) -> Result<Value, String> {
 
 /// Setup: a fresh server, N admin clients (histogram only: a step has thousands of
 /// deliveries per client), `--http-conns` keep-alive connections.
-fn setup(ctx: &Ctx, kind: Kind) -> Result<Rig, String> {
+pub(super) fn setup(ctx: &Ctx, kind: Kind) -> Result<Rig, String> {
     let o = ctx.o;
     let n = ctx.ns(&[1000])[0];
     let srv = ctx.start(kind, None)?;
@@ -172,14 +195,21 @@ impl Rig {
         self.d.hist.clear();
         let expected = self.d.ready_open();
         let mut answers = Answers::default();
-        let sent = self.send_at_rate(rate, o, &mut answers);
+        let sent = self.send_at_rate(rate, 1, o, &mut answers);
         self.settle((sent.sent * expected) as u64, o, &mut answers);
         Step::judge(rate, expected, &sent, &answers, &self.d, o)
     }
 
-    /// Drive: POST at `rate` over the idle connections (one request in flight per
-    /// connection) for one step, or until three step lengths (+5 s) have passed.
-    fn send_at_rate(&mut self, rate: f64, o: &Opts, answers: &mut Answers) -> Sent {
+    /// Drive: POST at `rate` over the connections with fewer than `depth` requests in
+    /// flight (1: no pipelining) for one step, or until three step lengths (+5 s) have
+    /// passed. A POST due while every connection is full waits (`max_backlog`).
+    pub(super) fn send_at_rate(
+        &mut self,
+        rate: f64,
+        depth: usize,
+        o: &Opts,
+        answers: &mut Answers,
+    ) -> Sent {
         let d = &mut self.d;
         let conns = &mut self.conns;
         let nonce = &self.nonce;
@@ -203,7 +233,7 @@ impl Rig {
                 let c = conns[rr % conns.len()];
                 rr += 1;
                 tries += 1;
-                if d.http_inflight(c) == 0 && d.http_dead(c).is_none() {
+                if d.http_inflight(c) < depth && d.http_dead(c).is_none() {
                     d.post_round(c, &self.srv.cookie, |r| {
                         format!(
                             r#"{{"first_name":"Rate","last_name":"Step","email":"bench.{nonce}.{r}@example.com"}}"#

@@ -1,0 +1,137 @@
+//! What nodes of a cluster do together through the shared store, besides the application's
+//! commands: start from one snapshot, agree on who sweeps up expiries nobody's timer caught,
+//! and share who is here.
+//!
+//! Like commands, each runs in one transaction at the database's clock (`now`), and decides
+//! nothing a guarded update would not decide again: the janitor's lease only saves work (two
+//! janitors after a network split just race the same guarded expiries, and one wins each).
+
+use super::{AppResult, Outcome};
+use crate::hub::Presence;
+use crate::store::{ClusterTx, PresenceShare, Snapshot};
+use std::collections::BTreeMap;
+
+/// The lease that names the janitor.
+const JANITOR_LEASE: &str = "janitor";
+/// A janitor that stops renewing loses the lease after this long (ms).
+pub const LEASE_MS: i64 = 10_000;
+/// Expiries handed out per sweep at most (the next sweep takes the rest).
+const SWEEP_LIMIT: i64 = 100;
+/// A node whose share is older than this has left presence (ms; API.md: within 15 s).
+pub const PRESENCE_STALE_MS: i64 = 12_000;
+
+/// Work only a cluster's store does.
+#[derive(Debug)]
+pub enum ClusterCommand {
+    /// Read: the whole view at one position of the log (for a node that must resynchronise),
+    /// with the newest `tail` events.
+    Snapshot { tail: u64 },
+    /// Take or renew the janitor lease for `node_id`; if held, list the overdue expiries.
+    Janitor { node_id: String },
+    /// Store `node_id`'s share of presence and read everyone's, merged.
+    SharePresence { node_id: String, mine: Presence },
+}
+
+impl ClusterCommand {
+    pub fn is_read(&self) -> bool {
+        matches!(self, ClusterCommand::Snapshot { .. })
+    }
+}
+
+/// Run `cmd` at the database's time `now` (Unix ms).
+pub fn execute(tx: &mut dyn ClusterTx, now: i64, cmd: ClusterCommand) -> AppResult<Outcome> {
+    match cmd {
+        ClusterCommand::Snapshot { tail } => {
+            let users = tx.all_users()?;
+            let head = tx.log_head()?;
+            let events = tx.events_between(head.head.saturating_sub(tail) + 1, head.head)?;
+            let stored_from = tx.oldest_event()?.unwrap_or(head.head + 1);
+            Ok(Outcome::Snapshot(Box::new(Snapshot {
+                users,
+                head,
+                events,
+                stored_from,
+            })))
+        }
+        ClusterCommand::Janitor { node_id } => {
+            if !tx.take_lease(JANITOR_LEASE, &node_id, now + LEASE_MS, now)? {
+                return Ok(Outcome::Overdue {
+                    sessions: Vec::new(),
+                    invites: Vec::new(),
+                });
+            }
+            Ok(Outcome::Overdue {
+                sessions: tx.overdue_sessions(now, SWEEP_LIMIT)?,
+                invites: tx.overdue_invites(now, SWEEP_LIMIT)?,
+            })
+        }
+        ClusterCommand::SharePresence { node_id, mine } => {
+            tx.share_presence(&node_id, &encode(&mine), now)?;
+            let mut all = Presence::default();
+            for share in tx.presence_shares(now - PRESENCE_STALE_MS)? {
+                merge(&mut all, &share);
+            }
+            Ok(Outcome::Presence(all))
+        }
+    }
+}
+
+fn encode(p: &Presence) -> PresenceShare {
+    let sessions: BTreeMap<String, usize> = p
+        .sessions
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    PresenceShare {
+        sessions: serde_json::to_string(&sessions).unwrap_or_default(),
+        admins: serde_json::to_string(&p.admins).unwrap_or_default(),
+    }
+}
+
+/// Add one node's share to `all` (streams on several nodes add up). A share that does not
+/// parse (written by another version) is skipped: presence is advisory.
+fn merge(all: &mut Presence, share: &PresenceShare) {
+    if let Ok(sessions) = serde_json::from_str::<BTreeMap<String, usize>>(&share.sessions) {
+        for (id, n) in sessions {
+            if let Ok(id) = id.parse::<i64>() {
+                *all.sessions.entry(id).or_default() += n;
+            }
+        }
+    }
+    if let Ok(admins) = serde_json::from_str::<BTreeMap<String, usize>>(&share.admins) {
+        for (email, n) in admins {
+            *all.admins.entry(email).or_default() += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up_across_nodes() {
+        let mut a = Presence::default();
+        a.sessions.insert(7, 1);
+        a.admins.insert("x@y.io".into(), 2);
+        let mut b = Presence::default();
+        b.sessions.insert(7, 2);
+        b.sessions.insert(9, 1);
+        b.admins.insert("z@y.io".into(), 1);
+        let mut all = Presence::default();
+        merge(&mut all, &encode(&a));
+        merge(&mut all, &encode(&b));
+        merge(
+            &mut all,
+            &PresenceShare {
+                sessions: "garbage".into(),
+                admins: "[]".into(),
+            },
+        );
+        assert_eq!(all.sessions, BTreeMap::from([(7, 3), (9, 1)]));
+        assert_eq!(
+            all.admins,
+            BTreeMap::from([("x@y.io".to_string(), 2), ("z@y.io".to_string(), 1)])
+        );
+    }
+}

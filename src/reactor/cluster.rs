@@ -1,0 +1,334 @@
+//! The event intake, and what a node of a cluster does beyond a single server.
+//!
+//! **Intake.** User-list events reach the view through [`Server::offer_event`] only, from the
+//! storage threads (this node's writes) and, in a cluster, from the bus (everyone's). Invariant:
+//! the view applies event `head + 1` and nothing else; an event from further ahead waits in
+//! `intake` until the ones before it arrive (the bus fills the hole from the `events` table);
+//! one at or below `head` is a duplicate and is dropped. A storage answer whose event waits
+//! waits with it (`stalled`), so a client never reads a view older than its own write. With one
+//! SQLite storage thread events come in order and the intake never holds anything.
+//!
+//! **Cluster.** The bus reports events, its connection, filled gaps and the need to resync
+//! (reload the view from a snapshot and send every admin and agent stream away with 1013, so
+//! they reconnect to a fresh `initial`). A janitor sweep every second, under a lease, expires
+//! what no node's timer caught (the node that served the page died). Presence is shared through
+//! the database: each node stores its share and reads everyone's, merged.
+
+use super::*;
+use crate::app::{
+    event_log::MEMORY_CAP, Cause, ClusterCommand, Event, Logged, Outcome, UserChange,
+};
+use crate::bus::{Bus, BusNews};
+use crate::hub::{Presence, Stream};
+use crate::store::StoredEvent;
+use std::collections::BTreeMap;
+
+/// How often the janitor sweeps and presence is shared (ms).
+const CLUSTER_TICK_MS: u64 = 1_000;
+/// Presence is stored at least this often even when unchanged (ms), so a live node never
+/// looks gone to the others.
+const PRESENCE_REFRESH_MS: u64 = 5_000;
+/// A hole in the intake older than this makes the node "behind" (`/readyz` 503).
+const BEHIND_MS: u64 = 1_000;
+/// Events waiting in the intake at most; beyond, the node resynchronises.
+const INTAKE_MAX: usize = 100_000;
+
+/// A node's part in a cluster.
+pub(super) struct ClusterNode {
+    pub bus: Bus,
+    pub node_id: String,
+    /// The deployment's server key (user rows of other nodes' events carry no token).
+    pub key: [u8; 32],
+    /// The bus is connected to PostgreSQL.
+    pub connected: bool,
+    /// Monotonic ms since the bus lost PostgreSQL.
+    pub lost_since: Option<u64>,
+    /// A snapshot was asked for and has not come yet.
+    pub resyncing: bool,
+    /// Everyone's presence, from the last share.
+    pub presence: Option<Presence>,
+    /// Hub presence version and monotonic ms of the last share.
+    pub shared: Option<(u64, u64)>,
+}
+
+impl ClusterNode {
+    pub fn new(bus: Bus, node_id: String, key: [u8; 32]) -> ClusterNode {
+        ClusterNode {
+            bus,
+            node_id,
+            key,
+            connected: false,
+            lost_since: None,
+            resyncing: false,
+            presence: None,
+            shared: None,
+        }
+    }
+}
+
+/// A logged event as the bus read it: the row decoded, the token derived.
+fn logged_from_stored(e: StoredEvent, key: &[u8; 32]) -> Option<Logged> {
+    let change = match e.kind {
+        "deleted" => UserChange::Deleted(e.user_id),
+        kind => {
+            let user = Box::new(crate::store::row::decode(e.user_row.as_deref()?, key)?);
+            match kind {
+                "added" => UserChange::Added(user),
+                _ => UserChange::Updated(user, Cause::parse(e.cause?)?),
+            }
+        }
+    };
+    Some(Logged {
+        seq: e.seq,
+        at_ms: e.at_ms,
+        change,
+        admin_message: e.admin_message,
+        agent_message: e.agent_message,
+    })
+}
+
+impl Server {
+    /// An event for the view, from storage or the bus: apply it and whatever it unblocks, in
+    /// number order.
+    pub(super) fn offer_event(&mut self, logged: Box<Logged>, started: Instant) {
+        if logged.seq <= self.app.head() {
+            return; // applied already (our own write, then the bus; or the other way round)
+        }
+        self.intake.entry(logged.seq).or_insert((logged, started));
+        let now = self.time.now();
+        while let Some(entry) = self.intake.first_entry() {
+            if *entry.key() != self.app.head() + 1 {
+                break;
+            }
+            let (logged, started) = entry.remove();
+            if let Some(c) = &self.cluster {
+                let _ = c; // lag is measured from the commit on whichever node wrote it
+                self.metrics
+                    .bus_lag((now.wall_ms - logged.at_ms).max(0) as f64 / 1000.0);
+            }
+            self.apply_event(&Event::User(logged), now, started);
+        }
+        match (self.intake.is_empty(), self.gap_since) {
+            (true, _) => self.gap_since = None,
+            (false, None) => {
+                self.gap_since = Some(now.mono_ms);
+                self.metrics.bus_gaps += 1;
+            }
+            (false, Some(_)) => {}
+        }
+        if self.intake.len() > INTAKE_MAX {
+            self.start_resync("too many events wait for an earlier one");
+        }
+        // Answers whose events are applied now go out.
+        let head = self.app.head();
+        let ready: Vec<_> = {
+            let (ready, waiting) = std::mem::take(&mut self.stalled)
+                .into_iter()
+                .partition(|(seq, _, _)| *seq <= head);
+            self.stalled = waiting;
+            ready
+        };
+        for (_, ticket, result) in ready {
+            self.answer(ticket, result);
+        }
+    }
+
+    /// The bus has news.
+    pub(super) fn on_bus_news(&mut self) {
+        let Some(c) = &self.cluster else {
+            return;
+        };
+        let news: Vec<BusNews> = c.bus.news().collect();
+        let key = c.key;
+        for n in news {
+            match n {
+                BusNews::Events(events) => {
+                    for e in events {
+                        let seq = e.seq;
+                        match logged_from_stored(e, &key) {
+                            Some(logged) => self.offer_event(Box::new(logged), Instant::now()),
+                            None => {
+                                log::error!("event {seq} in the log cannot be read");
+                                self.start_resync("an event in the log cannot be read");
+                            }
+                        }
+                    }
+                }
+                BusNews::Connected(up) => {
+                    let now = self.now_ms();
+                    if let Some(c) = &mut self.cluster {
+                        if up && !c.connected {
+                            log::info!("event bus connected");
+                        }
+                        c.connected = up;
+                        c.lost_since = if up { None } else { c.lost_since.or(Some(now)) };
+                    }
+                }
+                BusNews::Resync(why) => self.start_resync(why),
+                BusNews::GapFilled => self.metrics.bus_gaps += 1,
+            }
+        }
+    }
+
+    /// The view cannot follow the log any more: reload it from a snapshot.
+    pub(super) fn start_resync(&mut self, why: &str) {
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
+        if c.resyncing {
+            return;
+        }
+        c.resyncing = true;
+        self.metrics.bus_resyncs += 1;
+        log::warn!("resynchronising the view from PostgreSQL: {why}");
+        let cmd = ClusterCommand::Snapshot {
+            tail: MEMORY_CAP as u64,
+        };
+        if !self.storage.submit(jobs::Ticket::Snapshot, cmd) {
+            // Try again at the next cluster tick.
+            if let Some(c) = &mut self.cluster {
+                c.resyncing = false;
+            }
+        }
+    }
+
+    /// The snapshot came: replace the view, re-arm the clocks, and send admin and agent streams
+    /// off to a fresh `initial` (1013: reconnect after a moment).
+    pub(super) fn resynced(&mut self, result: Result<Outcome, crate::app::AppError>) {
+        if let Some(c) = &mut self.cluster {
+            c.resyncing = false;
+        }
+        let snapshot = match result {
+            Ok(Outcome::Snapshot(s)) => s,
+            other => {
+                log::warn!("resynchronisation failed ({other:?}); trying again");
+                self.start_resync("the last snapshot failed");
+                return;
+            }
+        };
+        let now = self.time.now();
+        self.app.reset(*snapshot);
+        let head = self.app.head();
+        self.intake.retain(|seq, _| *seq > head);
+        self.session_clock = SessionClock::new();
+        for (user_id, expires_at) in self.app.running_sessions() {
+            self.session_clock.start(user_id, expires_at, now);
+        }
+        for (user_id, expires_at) in self.app.pending_invites() {
+            self.session_clock.arm_invite(user_id, expires_at, now);
+        }
+        for stream in [Stream::Admin, Stream::Agent] {
+            let keys: Vec<usize> = self.hub.members(stream).collect();
+            for key in keys {
+                self.close_stream(
+                    key,
+                    code::TRY_AGAIN_LATER,
+                    "Resynchronising; reconnect",
+                    CloseReason::Shutdown,
+                );
+            }
+        }
+        log::info!("view resynchronised at event {head}");
+        // Whatever the bus delivered meanwhile follows.
+        if let Some((_, (logged, started))) = self.intake.pop_first() {
+            self.offer_event(logged, started);
+        }
+    }
+
+    /// Every second in a cluster: the janitor's sweep, and sharing presence.
+    pub(super) fn cluster_tick(&mut self) {
+        let now = self.time.now();
+        let Some(c) = &self.cluster else {
+            return;
+        };
+        let node_id = c.node_id.clone();
+        let version = self.hub.presence_version();
+        let share_due = c.shared.is_none_or(|(v, at)| {
+            v != version || now.mono_ms.saturating_sub(at) >= PRESENCE_REFRESH_MS
+        });
+        let resync_due = c.resyncing;
+        self.storage.submit(
+            jobs::Ticket::Janitor,
+            ClusterCommand::Janitor {
+                node_id: node_id.clone(),
+            },
+        );
+        if share_due {
+            let mine = self.hub.presence();
+            if self.storage.submit(
+                jobs::Ticket::SharePresence,
+                ClusterCommand::SharePresence { node_id, mine },
+            ) {
+                if let Some(c) = &mut self.cluster {
+                    c.shared = Some((version, now.mono_ms));
+                }
+            }
+        }
+        if !resync_due && self.intake_stuck(now.mono_ms) {
+            self.start_resync("a hole in the log was not filled");
+        }
+        self.timers
+            .insert(now.mono_ms + CLUSTER_TICK_MS, Timer::Cluster);
+    }
+
+    /// The janitor's answer: expire what is overdue (guarded: whichever node wins, once).
+    pub(super) fn swept(&mut self, result: Result<Outcome, crate::app::AppError>) {
+        let Ok(Outcome::Overdue { sessions, invites }) = result else {
+            return;
+        };
+        for id in sessions {
+            self.storage.submit(
+                jobs::Ticket::SessionExpiry(id),
+                Command::ExpireSession { id },
+            );
+        }
+        for id in invites {
+            self.storage
+                .submit(jobs::Ticket::InviteExpiry(id), Command::ExpireInvite { id });
+        }
+    }
+
+    /// Everyone's presence came back: tell the admins if it changed.
+    pub(super) fn presence_shared(&mut self, result: Result<Outcome, crate::app::AppError>) {
+        if let (Ok(Outcome::Presence(all)), Some(c)) = (result, &mut self.cluster) {
+            if c.presence.as_ref() != Some(&all) {
+                c.presence = Some(all);
+                self.presence_changed(self.time.now());
+            }
+        }
+    }
+
+    /// Who is here: everyone's (cluster) or this node's.
+    pub(super) fn current_presence(&self) -> Presence {
+        match self.cluster.as_ref().and_then(|c| c.presence.clone()) {
+            Some(all) => all,
+            None => self.hub.presence(),
+        }
+    }
+
+    /// A hole in the intake has not been filled for a while.
+    fn intake_stuck(&self, now_ms: u64) -> bool {
+        self.gap_since
+            .is_some_and(|since| now_ms.saturating_sub(since) > 10 * BEHIND_MS)
+    }
+
+    /// `/readyz`: not while draining; in a cluster, not while PostgreSQL is out of reach, a
+    /// resync runs, or a hole in the log has waited over a second.
+    pub(super) fn ready(&self) -> bool {
+        if self.shutting_down || self.draining.is_some() {
+            return false;
+        }
+        let Some(c) = &self.cluster else {
+            return true;
+        };
+        let now = self.now_ms();
+        let behind = self
+            .gap_since
+            .is_some_and(|since| now.saturating_sub(since) > BEHIND_MS);
+        c.connected && !c.resyncing && !behind
+    }
+}
+
+/// Events waiting for an earlier one, by number (with when they arrived, for the broadcast
+/// latency metric).
+pub(super) type Intake = BTreeMap<u64, (Box<Logged>, Instant)>;

@@ -1,0 +1,256 @@
+//! Getting ready to serve, before the loop starts (so it may wait): the process limits, the
+//! storage (the SQLite file, or a cluster's PostgreSQL) and the view built from it, sign-in
+//! through the identity provider, the agent key.
+
+use super::*;
+use crate::app::event_log::MEMORY_CAP;
+use crate::storage::Backend;
+use crate::store::{self, DbError, Postgres, Sqlite, Tx, RETENTION};
+
+/// Storage threads in cluster mode: commands to PostgreSQL run side by side, each a network
+/// round trip or several; their events are put in order by the intake.
+const POSTGRES_CONNECTIONS: usize = 3;
+
+/// What the loop starts with.
+pub(super) struct Opened {
+    /// One per storage thread.
+    pub backends: Vec<Backend>,
+    pub app: App,
+    /// The deployment's server key (invite links, signed cookies).
+    pub key: [u8; 32],
+    /// Cluster mode: where the bus follows the log from.
+    pub follow: Option<Follow>,
+}
+
+/// What the bus needs to follow the log.
+pub(super) struct Follow {
+    pub url: String,
+    pub epoch: String,
+}
+
+/// The agent key: `--agent-key` (checked by `config`), or read from `--agent-key-file` (kept
+/// off the command line, where `ps` shows it) and held to the same rule.
+pub(super) fn agent_key(cfg: &ServeConfig) -> Result<Option<String>, String> {
+    let Some(path) = &cfg.agent_key_file else {
+        return Ok(cfg.agent_key.clone());
+    };
+    crate::files::warn_if_others_can_read(path);
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--agent-key-file {}: cannot read it: {e}", path.display()))?;
+    let source = format!("--agent-key-file {}", path.display());
+    let key = crate::config::check_agent_key(text.trim(), &source).map_err(|e| e.to_string())?;
+    log::info!("agent key: {}", path.display());
+    Ok(Some(key))
+}
+
+/// Open the storage the config names.
+pub(super) fn storage(cfg: &ServeConfig, public_url: String) -> Result<Opened, String> {
+    match &cfg.database_url {
+        None => sqlite(cfg, public_url),
+        Some(url) => postgres(cfg, url, public_url).map_err(|e| format!("PostgreSQL: {e}")),
+    }
+}
+
+/// Open the SQLite file (and its key file), trim the log, and build the view: users, the log's
+/// tail, and every valid admin session (so a reconnect wave after a restart costs no storage
+/// read).
+fn sqlite(cfg: &ServeConfig, public_url: String) -> Result<Opened, String> {
+    let now = crate::clock::wall_ms();
+    let (key, new_key) = store::load_or_create_key(&cfg.db).map_err(|e| e.to_string())?;
+    let mut db = Sqlite::open(&cfg.db, Some(key)).map_err(|e| e.to_string())?;
+    let users = db.load_users().map_err(|e| e.to_string())?;
+    if new_key && !users.is_empty() {
+        log::warn!(
+            "the server key file {} was missing: a new one was made, and the invite links of all {} users changed",
+            store::key_path(&cfg.db).display(),
+            users.len()
+        );
+        db.rehash_invites(&users).map_err(|e| e.to_string())?;
+    }
+    let setup_code = if db.admin_count().map_err(|e| e.to_string())? == 0 {
+        Some(crate::auth::new_token().map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let (head, events, stored_from, sessions) = db
+        .write(|tx| {
+            prune(tx, now)?;
+            let head = tx.log_head()?;
+            let tail_from = head.head.saturating_sub(MEMORY_CAP as u64) + 1;
+            let events = tx.events_between(tail_from, head.head)?;
+            let stored_from = tx.oldest_event()?.unwrap_or(head.head + 1);
+            Ok::<_, DbError>((head, events, stored_from, tx.admin_sessions(now)?))
+        })
+        .map_err(|e| e.to_string())?;
+    let app = view(
+        users,
+        head,
+        &events,
+        stored_from,
+        sessions,
+        public_url,
+        setup_code,
+    );
+    Ok(Opened {
+        backends: vec![Backend::Sqlite(db)],
+        app,
+        key,
+        follow: None,
+    })
+}
+
+/// Connect to the cluster's PostgreSQL (creating or migrating its schema once, whoever starts
+/// first), and build the view from one snapshot. The bus then follows the log from exactly
+/// there (it reads `seq > head` after it starts listening, so nothing committed in between is
+/// lost).
+fn postgres(cfg: &ServeConfig, url: &str, public_url: String) -> Result<Opened, DbError> {
+    let mut pg = Postgres::open(url, &format!("catalytic-{}", cfg.node_id))?;
+    let key = pg.key();
+    let fresh_code =
+        crate::auth::new_token().map_err(|e| DbError::Io(format!("OS randomness: {e}")))?;
+    let (setup_code, sessions) = pg.cluster_transaction(false, |tx, now| {
+        prune(tx, now)?;
+        // Every node offers the same one-time code until the first admin exists.
+        let code = if tx.admin_count()? == 0 {
+            let stored = tx.setting_or_insert("setup_code", fresh_code.as_bytes())?;
+            Some(String::from_utf8_lossy(&stored).into_owned())
+        } else {
+            None
+        };
+        Ok::<_, DbError>((code, tx.admin_sessions(now)?))
+    })?;
+    let snapshot = pg.cluster_transaction(true, |tx, _| {
+        let users = tx.all_users()?;
+        let head = tx.log_head()?;
+        let events =
+            tx.events_between(head.head.saturating_sub(MEMORY_CAP as u64) + 1, head.head)?;
+        let stored_from = tx.oldest_event()?.unwrap_or(head.head + 1);
+        Ok::<_, DbError>((users, head, events, stored_from))
+    })?;
+    let (users, head, events, stored_from) = snapshot;
+    let epoch = head.epoch.clone();
+    let mut backends = Vec::with_capacity(POSTGRES_CONNECTIONS);
+    for i in 1..POSTGRES_CONNECTIONS {
+        backends.push(Backend::Postgres(
+            pg.another(&format!("catalytic-{}-{i}", cfg.node_id))?,
+        ));
+    }
+    let url = pg.url().to_string();
+    backends.push(Backend::Postgres(pg));
+    log::info!(
+        "cluster node {} on PostgreSQL ({} storage connections)",
+        cfg.node_id,
+        POSTGRES_CONNECTIONS
+    );
+    let app = view(
+        users,
+        head,
+        &events,
+        stored_from,
+        sessions,
+        public_url,
+        setup_code,
+    );
+    Ok(Opened {
+        backends,
+        app,
+        key,
+        follow: Some(Follow { url, epoch }),
+    })
+}
+
+/// Prune expired admin sessions and trim the log to what retention requires.
+fn prune(tx: &mut dyn Tx, now: i64) -> Result<(), DbError> {
+    let pruned = tx.prune_admin_sessions(now)?;
+    if pruned > 0 {
+        log::info!("removed {pruned} expired admin sessions");
+    }
+    tx.trim_events(RETENTION, now)?;
+    Ok(())
+}
+
+/// The view of what was loaded, with the admin sessions remembered.
+fn view(
+    users: Vec<crate::model::User>,
+    head: store::LogHead,
+    events: &[store::StoredEvent],
+    stored_from: u64,
+    sessions: Vec<store::AdminSession>,
+    public_url: String,
+    setup_code: Option<String>,
+) -> App {
+    log::info!(
+        "event log {} at {} ({} events held from {stored_from})",
+        head.epoch,
+        head.head,
+        head.head + 1 - stored_from
+    );
+    if let Some(code) = &setup_code {
+        log::warn!("no admin account yet: create the first one at {public_url}/setup?code={code}");
+    }
+    let mut app = App::new(users, head, events, stored_from, public_url, setup_code);
+    for s in sessions {
+        app.remember_admin_session(s);
+    }
+    app
+}
+
+/// Start sign-in through the identity provider, when configured. The redirect URI is built
+/// from the public URL, so a server listening on every address needs `--public-url`. The
+/// attempt keys derive from the deployment's server key, so every node accepts every attempt.
+pub(super) fn oidc(
+    cfg: &ServeConfig,
+    public_url: &str,
+    local: SocketAddr,
+    key: &[u8; 32],
+    waker: Arc<Waker>,
+) -> Result<Option<Oidc>, String> {
+    let Some(oidc_cfg) = &cfg.oidc else {
+        return Ok(None);
+    };
+    if cfg.public_url.is_none() && local.ip().is_unspecified() {
+        return Err(format!(
+            "OpenID Connect needs --public-url when listening on {local}: the provider \
+             sends browsers back to <public-url>{}",
+            crate::oidc::CALLBACK_PATH
+        ));
+    }
+    let settings = crate::oidc::Settings::load(oidc_cfg, public_url)?;
+    log::info!(
+        "sign-in with {} ({}); register the redirect URI {}",
+        settings.name,
+        settings.issuer,
+        settings.redirect_uri
+    );
+    Oidc::start(settings, key, waker).map(Some)
+}
+
+/// Raise the soft open-file limit to the hard limit; returns the limit now in force.
+pub(super) fn raise_nofile_limit() -> usize {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 1024;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                rl = want;
+            }
+        }
+        rl.rlim_cur.min(1 << 24) as usize
+    }
+}
+
+/// mio listens with a backlog of 128; a reconnect wave of thousands wants the kernel's maximum.
+pub(super) fn widen_backlog(listener: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket we own; a failure leaves the old backlog.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), 65_535);
+    }
+}
