@@ -170,6 +170,8 @@ pub trait Tx {
     /// Every unexpired admin session (to warm the cache at start).
     fn admin_sessions(&mut self, now_ms: i64) -> DbResult<Vec<AdminSession>>;
     fn delete_admin_session(&mut self, token_digest: &Digest32) -> DbResult<()>;
+    /// End every session of admin `admin_id` (revoke); returns how many there were.
+    fn delete_admin_sessions_of(&mut self, admin_id: i64) -> DbResult<usize>;
     /// Delete admin sessions that expired at or before `now_ms`; returns how many.
     fn prune_admin_sessions(&mut self, now_ms: i64) -> DbResult<usize>;
 
@@ -243,13 +245,17 @@ pub fn key_path(db: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Load the server key, or create one. Returns the key and whether it is new.
+/// Load the server key, or create one (owner-only). Returns the key and whether it is new. A
+/// key file that another user owns, or that others may read or write, is refused (see
+/// `files.rs`); the file used is logged, so an operator can tell which key a deployment runs on.
 pub fn load_or_create_key(db: &Path) -> DbResult<([u8; 32], bool)> {
     let path = key_path(db);
     match fs::read(&path) {
         Ok(bytes) if bytes.len() == 32 => {
+            crate::files::check_private(&path, "the server key file").map_err(DbError::Io)?;
             let mut k = [0u8; 32];
             k.copy_from_slice(&bytes);
+            log::info!("server key: {}", path.display());
             return Ok((k, false));
         }
         Ok(_) => {
@@ -276,6 +282,7 @@ pub fn load_or_create_key(db: &Path) -> DbResult<([u8; 32], bool)> {
         f.sync_all()
     };
     write(&opts).map_err(|e| DbError::Io(format!("cannot create {}: {e}", path.display())))?;
+    log::info!("server key: {} (new)", path.display());
     Ok((key, true))
 }
 

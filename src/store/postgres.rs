@@ -652,6 +652,13 @@ impl Tx for PgTx<'_> {
         Ok(())
     }
 
+    fn delete_admin_sessions_of(&mut self, admin_id: i64) -> DbResult<usize> {
+        Ok(self.tx.execute(
+            "DELETE FROM admin_sessions WHERE admin_id = $1",
+            &[&admin_id],
+        )? as usize)
+    }
+
     fn prune_admin_sessions(&mut self, now_ms: i64) -> DbResult<usize> {
         Ok(self.tx.execute(
             "DELETE FROM admin_sessions WHERE expires_at <= $1",

@@ -67,7 +67,10 @@ pub struct Sqlite {
 
 impl Sqlite {
     /// Open (creating if needed) and migrate the database at `path`.
+    /// The file is created owner-only (SQLite gives `-wal` and `-shm` the same mode), and
+    /// existing files others could read are tightened first (`files.rs`).
     pub fn open(path: &Path, key: Option<[u8; 32]>) -> DbResult<Sqlite> {
+        crate::files::prepare_database(path).map_err(DbError::Io)?;
         let conn = Connection::open(path)
             .map_err(|e| DbError::Io(format!("cannot open database {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
@@ -419,6 +422,12 @@ impl Tx for SqliteTx<'_> {
             .prepare_cached("DELETE FROM admin_sessions WHERE token_hash = ?1")?
             .execute([&token_digest[..]])?;
         Ok(())
+    }
+
+    fn delete_admin_sessions_of(&mut self, admin_id: i64) -> DbResult<usize> {
+        Ok(self
+            .tx
+            .execute("DELETE FROM admin_sessions WHERE admin_id = ?1", [admin_id])?)
     }
 
     fn prune_admin_sessions(&mut self, now_ms: i64) -> DbResult<usize> {
