@@ -146,6 +146,9 @@ pub struct WsState {
     /// Largest frame `parse_frame` accepts on this stream, in bytes (1009 beyond; also what the
     /// read backlog must leave room for). The reader caps whole messages at the same size.
     pub max_message: usize,
+    /// Admin streams: when their admin session ends (wall ms). The connection's deadline is
+    /// set for then, and the stream closes 1008 `Session expired`.
+    pub session_expires_at: Option<i64>,
 }
 
 /// The connection's stage; see docs/LIFECYCLE.md. It changes only through [`Conn::enter`],
@@ -214,6 +217,12 @@ pub struct Conn {
     pub served: bool,
     /// Reading paused because answers pile up unread (HTTP pipelining flood).
     pub input_paused: bool,
+    /// The request being answered is an `/api/*` one: its answer carries `no-store`.
+    pub serving_api: bool,
+    /// Bytes read and thrown away since the connection started closing (`WsClosing`,
+    /// `Draining`): past a bound the socket is dropped rather than read on (API.md: at most
+    /// 64 KiB after the close frame).
+    pub discarded: usize,
     /// Marked for removal in the reap phase, and why.
     pub dead: Option<CloseReason>,
     /// A resuming stream waits for its replay from storage: frames sent to it meanwhile are
@@ -254,6 +263,8 @@ impl Conn {
             deadline: None,
             served: false,
             input_paused: false,
+            serving_api: false,
+            discarded: 0,
             dead: None,
             held: None,
             flush_listed: false,

@@ -235,6 +235,11 @@ impl Hub {
         self.sessions.len()
     }
 
+    /// The admin sessions (token digests) of every open admin stream, repeats included.
+    pub fn admin_sessions(&self) -> impl Iterator<Item = Digest32> + '_ {
+        self.admins.iter().map(|(_, m)| m.credential)
+    }
+
     /// Admin streams opened with the admin session whose token digest is `session`.
     pub fn admins_with_session(&self, session: &Digest32) -> Vec<usize> {
         self.admins

@@ -1,4 +1,6 @@
-//! GET /agent/stream: key auth, session_started, agent → server updates, errors.
+//! GET /agent/stream: key auth (a key of at least 32 characters, from the command line, the
+//! environment or a file), session_started, agent → server updates, errors. Failed agent
+//! handshakes counting against the address's limit: `login_limit.rs`.
 
 mod common;
 
@@ -7,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-const KEY: &str = "agent-test-key-0123456789";
+const KEY: &str = AGENT_KEY;
 
 #[test]
 fn disabled_without_key() {
@@ -41,6 +43,79 @@ fn wrong_or_missing_key_is_unauthorized() {
         "Unauthorized",
         "admin cookie",
     );
+}
+
+#[test]
+fn short_agent_keys_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite");
+    let db = db.to_str().unwrap();
+    let short = "k".repeat(31);
+    for (args, env) in [
+        (vec!["--agent-key", "k-123"], vec![]),
+        (vec!["--agent-key", short.as_str()], vec![]),
+        (vec![], vec![("CATALYTIC_AGENT_KEY", "x")]),
+    ] {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--db", db];
+        all.extend(args.iter().copied());
+        let out = run_cli(&all, &env, None);
+        assert!(!out.status.success(), "{args:?} {env:?}: started");
+        assert!(
+            out.stderr.contains("at least 32"),
+            "{args:?}: the message says why: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn agent_key_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("agent.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let srv = Server::start(&["--agent-key-file", key_file.to_str().unwrap()]);
+    let (_ws, init) = srv.agent(KEY);
+    assert_eq!(init["type"], "initial");
+    assert!(
+        srv.logs
+            .joined()
+            .contains(&format!("agent key: {}", key_file.display())),
+        "the log names the key file"
+    );
+    assert!(
+        !srv.logs.joined().contains(KEY),
+        "the key itself is never logged"
+    );
+    // A short key in a file, a missing file, or both flags at once: refused at start.
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, "0123456789").unwrap();
+    let db = dir.path().join("db2.sqlite");
+    let db = db.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec!["--agent-key-file", short.to_str().unwrap()],
+            "at least 32",
+        ),
+        (
+            vec!["--agent-key-file", "/nonexistent/agent.key"],
+            "cannot read",
+        ),
+        (
+            vec![
+                "--agent-key-file",
+                key_file.to_str().unwrap(),
+                "--agent-key",
+                KEY,
+            ],
+            "not both",
+        ),
+    ] {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--db", db];
+        all.extend(args.iter().copied());
+        let out = run_cli(&all, &[], None);
+        assert!(!out.status.success(), "{args:?}: started");
+        assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
+    }
 }
 
 #[test]

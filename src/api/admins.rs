@@ -81,19 +81,10 @@ pub fn handle(ctx: &mut Ctx, req: &Request) -> Option<Reply> {
     Some(reply)
 }
 
-/// The admin behind the request and the digest of its session token, or the reply that ends
-/// the request (401, or a storage look-up after which it is handled again).
-#[allow(clippy::result_large_err)]
-fn signed_in(ctx: &mut Ctx, req: &Request) -> Result<(i64, Digest32), Reply> {
-    let id = require_admin(ctx, req)?;
-    let token = req.cookie("admin_session").unwrap_or_default();
-    Ok((id, auth::digest(token)))
-}
-
 /// Answered from the view's session cache, which `require_admin` has just filled.
 fn me(ctx: &mut Ctx, req: &Request) -> Reply {
-    let (_, token) = try_resp!(signed_in(ctx, req));
-    match ctx.app.cached_admin_session(&token, ctx.now) {
+    let me = try_resp!(require_admin(ctx, req));
+    match ctx.app.cached_admin_session(&me.digest, ctx.now) {
         Some(s) => Reply::Now(Response::new(200).json(&json!({
             "email": s.email,
             "session_expires_at": rfc3339(s.expires_at),
@@ -103,16 +94,16 @@ fn me(ctx: &mut Ctx, req: &Request) -> Reply {
 }
 
 fn list(ctx: &mut Ctx, req: &Request) -> Reply {
-    try_resp!(signed_in(ctx, req));
+    try_resp!(require_admin(ctx, req));
     Reply::Later(Job::Store(Command::ListAdmins), step(Step::Listed))
 }
 
 fn create(ctx: &mut Ctx, req: &Request) -> Reply {
-    let (by, _) = try_resp!(signed_in(ctx, req));
+    let by = try_resp!(require_admin(ctx, req)).admin_id;
     let fields = json_object(req).and_then(|body| {
         let email = required_string(&body, "email").and_then(email_field)?;
         let password = required_string(&body, "password")?;
-        password_rules(&password)?;
+        password_rules(&password, &email)?;
         Ok((email, password))
     });
     let (email, password) = try_resp!(fields.map_err(Reply::Now));
@@ -123,7 +114,7 @@ fn create(ctx: &mut Ctx, req: &Request) -> Reply {
 }
 
 fn delete(ctx: &mut Ctx, req: &Request, raw: &str) -> Reply {
-    let (by, _) = try_resp!(signed_in(ctx, req));
+    let by = try_resp!(require_admin(ctx, req)).admin_id;
     // A path keeps `+` as is (only a query turns it into a space).
     let email = percent_decode(&raw.replace('+', "%2B")).filter(|e| e.len() <= EMAIL_MAX);
     let Some(email) = email else {
@@ -138,14 +129,15 @@ fn delete(ctx: &mut Ctx, req: &Request, raw: &str) -> Reply {
 }
 
 fn change_password(ctx: &mut Ctx, req: &Request) -> Reply {
-    let (id, keep) = try_resp!(signed_in(ctx, req));
+    let me = try_resp!(require_admin(ctx, req));
+    let (id, keep) = (me.admin_id, me.digest);
     let fields = json_object(req).and_then(|body| {
         let current = required_string(&body, "current_password")?;
         let new = required_string(&body, "new_password")?;
         if current.len() > PASSWORD_MAX_BYTES {
             return Err(Response::error(403, "the current password is wrong"));
         }
-        password_rules(&new)?;
+        password_rules(&new, &me.email)?;
         Ok((current, new))
     });
     let (current, new) = try_resp!(fields.map_err(Reply::Now));
@@ -161,11 +153,12 @@ fn change_password(ctx: &mut Ctx, req: &Request) -> Reply {
 }
 
 /// The contract's password rule (422 with the reason), shared with setup and the CLI.
-fn password_rules(password: &str) -> Result<(), Response> {
+fn password_rules(password: &str, email: &str) -> Result<(), Response> {
     if password.len() > PASSWORD_MAX_BYTES {
         return Err(Response::error(422, "the password is too long"));
     }
-    auth::check_password_rules(password).map_err(|reason| Response::error(422, reason))
+    auth::check_password_rules(password, &[email])
+        .map_err(|why| Response::error(422, &format!("password refused: {why}")))
 }
 
 fn step(s: Step) -> super::Pending {

@@ -133,9 +133,16 @@ pub enum Command {
         password_hash: String,
         keep: Digest32,
     },
-    /// Read: the admin session with this token digest, if valid.
+    /// Read: the first of these admin session token digests that is valid, if any (a
+    /// request may carry several `admin_session` values; each is tried).
     LookupAdminSession {
-        token: Digest32,
+        tokens: Vec<Digest32>,
+    },
+    /// Read: which of these admin session token digests are no longer valid (expired, ended
+    /// by logout or `admin revoke` — possibly by another process). The periodic re-check of
+    /// cached sessions and open admin streams.
+    AdminSessionsGone {
+        tokens: Vec<Digest32>,
     },
     /// Read: every valid admin session.
     AdminSessions,
@@ -170,6 +177,7 @@ impl Command {
             self,
             Command::FindAdmin { .. }
                 | Command::LookupAdminSession { .. }
+                | Command::AdminSessionsGone { .. }
                 | Command::AdminSessions
                 | Command::ReadEvents { .. }
                 | Command::OidcAttemptUsed { .. }
@@ -207,6 +215,8 @@ pub enum Outcome {
     AdminSession(Option<AdminSession>),
     /// `AdminSessions`' answer.
     AdminSessions(Vec<AdminSession>),
+    /// `AdminSessionsGone`'s answer: the digests asked about that are no longer valid.
+    SessionsGone(Vec<Digest32>),
     /// `ReadEvents`' answer.
     Events(Vec<StoredEvent>),
     /// `Maintain` trimmed the log: storage now holds events from this number on.
@@ -425,8 +435,24 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             let ended = tx.end_admin_sessions(id, Some(&keep))?;
             Ok(Outcome::Changed(Event::AdminSessionsEnded(ended)))
         }
-        Command::LookupAdminSession { token } => {
-            Ok(Outcome::AdminSession(tx.admin_session(&token, now)?))
+        Command::LookupAdminSession { tokens } => {
+            for token in tokens {
+                if let Some(s) = tx.admin_session(&token, now)? {
+                    return Ok(Outcome::AdminSession(Some(s)));
+                }
+            }
+            Ok(Outcome::AdminSession(None))
+        }
+        Command::AdminSessionsGone { tokens } => {
+            // One read of every valid session, not one per digest: the list may be long.
+            let valid: std::collections::HashSet<Digest32> = tx
+                .admin_sessions(now)?
+                .into_iter()
+                .map(|s| s.token_digest)
+                .collect();
+            Ok(Outcome::SessionsGone(
+                tokens.into_iter().filter(|t| !valid.contains(t)).collect(),
+            ))
         }
         Command::AdminSessions => Ok(Outcome::AdminSessions(tx.admin_sessions(now)?)),
         Command::ReadEvents { from, to } => Ok(Outcome::Events(tx.events_between(from, to)?)),

@@ -48,6 +48,8 @@
 //! storage command stored a change, its event is applied (and broadcast) before the request
 //! that caused it is answered.
 
+use crate::addr;
+use crate::api::device::DeviceKeys;
 use crate::api::{self, Ctx, Done, Job, LoginLimiter, Pending, Reply};
 use crate::app::{self, App, Command, Effect, Rules};
 use crate::auth::Digest32;
@@ -102,6 +104,10 @@ const RECONNECT_WINDOW_MS: u64 = 60_000;
 /// File descriptors kept free above `--max-connections` for refusing politely.
 const FD_RESERVE: usize = 64;
 const TIMER_TICK_MS: u64 = 10;
+/// How often the admin sessions of open streams (and the cache) are re-checked in storage: a
+/// session ended elsewhere (`admin revoke`, another process) closes its streams within twice
+/// this (API.md: 10 s).
+const ADMIN_RECHECK_MS: u64 = 5_000;
 /// How long an admin sign-in lasts (the `admin_session` cookie).
 pub const ADMIN_SESSION_MS: i64 = 7 * 24 * 3600 * 1000;
 
@@ -114,6 +120,8 @@ enum Timer {
     Heartbeat,
     /// Forget old reconnect bookkeeping; now and then, trim the log and prune sessions.
     Housekeeping,
+    /// Re-check in storage the admin sessions this process trusts (cache and open streams).
+    AdminRecheck,
     /// Time to tell the admins who is here (presence changed, at most once a second).
     Presence,
     /// Shutdown grace is over: drop whoever is left.
@@ -165,13 +173,21 @@ pub struct Server {
     app: App,
     /// When presence was last told, and whether a telling is scheduled.
     presence: presence::Teller,
-    /// Failed sign-ins per address and per account.
+    /// Failed sign-ins (and agent handshakes) per address, account and device cookie.
     limiter: LoginLimiter,
+    /// Signs the device cookies (a key derived from the server key).
+    device: DeviceKeys,
+    /// The server's own origin when `--public-url` is set (normalised); without it, each
+    /// request's is `http://<Host>`.
+    own_origin: Option<String>,
+    /// `--public-url` is https: every answer carries `Strict-Transport-Security`.
+    hsts: bool,
     metrics: Metrics,
     cfg: ServeConfig,
     /// The open-connection ceiling (from `--max-connections` or the descriptor limit).
     max_connections: usize,
-    /// Open connections per client address (the per-IP cap); entries at zero are removed.
+    /// Open connections per client address, by `addr::limit_key` (IPv6 by /64; the per-IP
+    /// cap); entries at zero are removed.
     per_ip: HashMap<IpAddr, u32>,
     /// Credential digest → when its stream closed (monotonic ms), for the reconnect metric;
     /// entries older than the window are dropped by housekeeping.
@@ -237,6 +253,8 @@ impl Server {
             .clone()
             .unwrap_or_else(|| format!("http://{local}"));
         let time = Clock::default();
+        let mut cfg = cfg;
+        cfg.agent_key = open::agent_key(&cfg)?;
         let opened = open::storage(&cfg, public_url.clone())?;
         let rules = Rules {
             public_url: public_url.clone(),
@@ -290,6 +308,9 @@ impl Server {
             app: opened.app,
             presence: presence::Teller::default(),
             limiter: LoginLimiter::new(cfg.login_failures_per_minute),
+            device: DeviceKeys::new(&opened.key),
+            own_origin: cfg.public_url.clone(),
+            hsts: public_url.starts_with("https://"),
             metrics: Metrics::default(),
             max_connections,
             per_ip: HashMap::new(),
@@ -316,6 +337,7 @@ impl Server {
         let slice_ms = server.heartbeat_slice_ms();
         server.timers.insert(slice_ms, Timer::Heartbeat);
         server.timers.insert(HOUSEKEEPING_MS, Timer::Housekeeping);
+        server.timers.insert(ADMIN_RECHECK_MS, Timer::AdminRecheck);
         if server.cluster.is_some() {
             server.timers.insert(0, Timer::Cluster);
         }
@@ -462,13 +484,15 @@ impl Server {
             log::warn!("register {addr}: {e}");
             return;
         }
-        let mut conn = Conn::new(sock, gen, addr.ip(), now);
+        // Canonical from here on: a dual-stack listener's `::ffff:a.b.c.d` is `a.b.c.d`.
+        let ip = addr::canonical(addr.ip());
+        let mut conn = Conn::new(sock, gen, ip, now);
         conn.deadline = Some(
             self.timers
                 .insert(now + REQUEST_TIMEOUT_MS, Timer::Conn { key, gen }),
         );
         entry.insert(conn);
-        *self.per_ip.entry(addr.ip()).or_insert(0) += 1;
+        *self.per_ip.entry(addr::limit_key(ip)).or_insert(0) += 1;
         log::debug!("conn {key}.{gen} accepted from {addr}");
     }
 
@@ -540,11 +564,12 @@ impl Server {
     }
 }
 
+/// One connection of client `ip` fewer (counted by `addr::limit_key`).
 fn release_ip(per_ip: &mut HashMap<IpAddr, u32>, ip: IpAddr) {
-    if let Some(n) = per_ip.get_mut(&ip) {
+    if let Some(n) = per_ip.get_mut(&addr::limit_key(ip)) {
         *n -= 1;
         if *n == 0 {
-            per_ip.remove(&ip);
+            per_ip.remove(&addr::limit_key(ip));
         }
     }
 }

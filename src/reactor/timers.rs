@@ -17,6 +17,7 @@ impl Server {
                 Timer::Conn { key, gen } => self.on_deadline(key, gen),
                 Timer::Heartbeat => self.heartbeat(),
                 Timer::Housekeeping => self.housekeeping(),
+                Timer::AdminRecheck => self.recheck_admin_sessions(),
                 Timer::Presence => self.tell_presence(),
                 Timer::Cluster => self.cluster_tick(),
                 Timer::Drain => self.drain_tick(),
@@ -91,7 +92,8 @@ impl Server {
             }
             // The worker answers within milliseconds; a deadline here means a stuck queue.
             Phase::AwaitingJob { .. } => self.rearm_deadline(key, REQUEST_TIMEOUT_MS),
-            Phase::Ws(_) => {}
+            // The only deadline an open stream has: its admin session's end.
+            Phase::Ws(_) => self.admin_session_deadline(key),
             Phase::WsClosing | Phase::Draining { .. } => self.mark_dead(key, CloseReason::Client),
         }
     }
@@ -148,6 +150,25 @@ impl Server {
         }
         self.timers
             .insert(now.mono_ms + HOUSEKEEPING_MS, Timer::Housekeeping);
+    }
+
+    /// Every 5 s: ask storage which of the admin sessions this process trusts — the cache and
+    /// the sessions of open admin streams — are gone, so a session ended elsewhere (`admin
+    /// revoke`, another process) stops working within 10 s. One read, however many sessions.
+    fn recheck_admin_sessions(&mut self) {
+        let mut tokens: Vec<Digest32> = self.app.cached_admin_sessions().copied().collect();
+        tokens.extend(self.hub.admin_sessions());
+        tokens.sort_unstable();
+        tokens.dedup();
+        if !tokens.is_empty() {
+            // Best effort: a full queue skips one round.
+            self.storage.submit(
+                jobs::Ticket::AdminRecheck,
+                Command::AdminSessionsGone { tokens },
+            );
+        }
+        let at = self.now_ms() + ADMIN_RECHECK_MS;
+        self.timers.insert(at, Timer::AdminRecheck);
     }
 
     // ------------------------------------------------------------------ shutdown

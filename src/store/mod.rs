@@ -286,14 +286,18 @@ pub fn check_db_dir(db: &Path) -> DbResult<()> {
     }
 }
 
-/// Load the server key, or create one. Returns the key and whether it is new.
+/// Load the server key, or create one (owner-only). Returns the key and whether it is new. A
+/// key file that another user owns, or that others may read or write, is refused (see
+/// `files.rs`); the file used is logged, so an operator can tell which key a deployment runs on.
 pub fn load_or_create_key(db: &Path) -> DbResult<([u8; 32], bool)> {
     check_db_dir(db)?;
     let path = key_path(db);
     match fs::read(&path) {
         Ok(bytes) if bytes.len() == 32 => {
+            crate::files::check_private(&path, "the server key file").map_err(DbError::Io)?;
             let mut k = [0u8; 32];
             k.copy_from_slice(&bytes);
+            log::info!("server key: {}", path.display());
             return Ok((k, false));
         }
         Ok(_) => {
@@ -320,6 +324,7 @@ pub fn load_or_create_key(db: &Path) -> DbResult<([u8; 32], bool)> {
         f.sync_all()
     };
     write(&opts).map_err(|e| DbError::Io(format!("cannot create {}: {e}", path.display())))?;
+    log::info!("server key: {} (new)", path.display());
     Ok((key, true))
 }
 

@@ -70,9 +70,12 @@ pub struct Sqlite {
 
 impl Sqlite {
     /// Open (creating if needed) and migrate the database at `path`.
+    /// The file is created owner-only (SQLite gives `-wal` and `-shm` the same mode), and
+    /// existing files others could read are tightened first (`files.rs`).
     pub fn open(path: &Path, key: Option<[u8; 32]>) -> DbResult<Sqlite> {
         super::check_db_dir(path)?;
         let is_new = !path.exists();
+        crate::files::prepare_database(path).map_err(DbError::Io)?;
         let conn = Connection::open(path)
             .map_err(|e| DbError::Io(format!("cannot open database {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;

@@ -53,6 +53,8 @@ pub use ws::*;
 pub const BIN: &str = env!("CARGO_BIN_EXE_catalytic");
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple 42";
+/// An agent key of the length the contract requires (at least 32 characters).
+pub const AGENT_KEY: &str = "agent-key-0123456789abcdef-0123456789";
 
 /// Default bound for "this should arrive".
 pub const WAIT: Duration = Duration::from_secs(5);
