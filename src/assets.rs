@@ -1,7 +1,8 @@
 //! The pages and scripts of `web/`, embedded at build time by `build.rs` and served from memory.
 //!
 //! Caching: the files are not fingerprinted, so browsers are told `no-cache` (always revalidate)
-//! and get a strong ETag; an unchanged file costs a 304 with no body.
+//! and get a strong ETag; an unchanged file costs a 304 with no body (`If-None-Match` is
+//! compared weakly, so a proxy's `W/"…"` matches too).
 
 use crate::http::{Request, Response};
 
@@ -39,10 +40,14 @@ pub fn content_type(path: &str) -> &'static str {
 pub fn serve(req: &Request) -> Option<Response> {
     let wanted = file_for(&req.path);
     let (path, bytes, etag) = FILES.iter().find(|(p, _, _)| *p == wanted)?;
-    let fresh = req
-        .if_none_match
-        .as_deref()
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == *etag || t.trim() == "*"));
+    // The weak comparison (RFC 9110 §13.1.2): `W/"x"` matches `"x"`. Proxies that compress
+    // (nginx with gzip) weaken the ETags they pass on, and their revalidations say `W/`.
+    let fresh = req.if_none_match.as_deref().is_some_and(|v| {
+        v.split(',').map(str::trim).any(|t| {
+            let t = t.strip_prefix("W/").unwrap_or(t);
+            t == *etag || t == "*"
+        })
+    });
     let r = if fresh {
         Response::new(304)
     } else {

@@ -13,6 +13,7 @@
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 
@@ -52,24 +53,16 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// HMAC-SHA256 (RFC 2104).
+/// HMAC-SHA256 (RFC 2104) of the concatenated `parts` under `key` (RustCrypto's `hmac`).
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Digest32 {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
+    // HMAC takes a key of any length; `new_from_slice` cannot fail for it.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        unreachable!("HMAC accepts keys of every length")
+    };
     for p in parts {
-        inner.update(p);
+        mac.update(p);
     }
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    mac.finalize().into_bytes().into()
 }
 
 /// The invite token of user `id` with invite nonce `nonce`, under server key `key`.
@@ -105,13 +98,58 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
 pub const DUMMY_PASSWORD_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0iQm3vtS0kL7Vq6Q9cJ5mRZb1k3W1e6p0y6b8T0d1d4";
 
-/// Admin passwords: long enough to matter, short enough to hash.
-pub fn check_password_rules(password: &str) -> Result<(), &'static str> {
-    match password.chars().count() {
-        0..=7 => Err("password must be at least 8 characters"),
-        8..=1024 => Ok(()),
-        _ => Err("password must be at most 1024 characters"),
+/// The shortest admin password (API.md: at least 10 characters).
+pub const PASSWORD_MIN_CHARS: usize = 10;
+/// The longest admin password (the hash takes any length; this bounds the work).
+pub const PASSWORD_MAX_CHARS: usize = 1024;
+/// The strength estimator looks at this many characters at most: its work grows with the
+/// length, and a password this long that is weak in its first part is weak.
+const ESTIMATE_CHARS: usize = 128;
+/// The lowest zxcvbn score accepted (of 0–4): 3 is "safely unguessable: moderate protection
+/// from offline slow-hash scenario" (Argon2id is a slow hash).
+const MIN_SCORE: u8 = 3;
+
+/// Admin passwords (setup, `admin create`, every password change): at least 10 characters and
+/// not easily guessed — zxcvbn, which knows common passwords, words, names, keyboard walks,
+/// repeats, sequences and dates, must score it 3 of 4 or more. `user_inputs` (the email, …)
+/// count as known words. `Err` says why, in words the setup page and the CLI show.
+pub fn check_password_rules(password: &str, user_inputs: &[&str]) -> Result<(), String> {
+    let n = password.chars().count();
+    if n < PASSWORD_MIN_CHARS {
+        return Err(format!(
+            "it must be at least {PASSWORD_MIN_CHARS} characters long"
+        ));
     }
+    if n > PASSWORD_MAX_CHARS {
+        return Err(format!(
+            "it must be at most {PASSWORD_MAX_CHARS} characters long"
+        ));
+    }
+    let head: String = password.chars().take(ESTIMATE_CHARS).collect();
+    // The email's parts count too: `ada.lovelace@example.com` makes "adalovelace2024" weak.
+    let mut inputs: Vec<&str> = Vec::new();
+    for i in user_inputs {
+        inputs.push(i);
+        inputs.extend(i.split(['@', '.', '+', '-', '_']).filter(|p| p.len() > 2));
+    }
+    let estimate = zxcvbn::zxcvbn(&head, &inputs);
+    if u8::from(estimate.score()) >= MIN_SCORE {
+        return Ok(());
+    }
+    let mut why = String::from("it is too easy to guess");
+    if let Some(feedback) = estimate.feedback() {
+        if let Some(w) = feedback.warning() {
+            let _ = write!(why, " ({w})");
+        }
+        if let Some(s) = feedback.suggestions().first() {
+            let _ = write!(why, ". {s}");
+        }
+    }
+    if !why.ends_with('.') {
+        why.push('.');
+    }
+    why.push_str(" A few unrelated words or a longer phrase are strong and easy to remember");
+    Err(why)
 }
 
 #[cfg(test)]
@@ -152,6 +190,45 @@ mod tests {
         assert!(ct_eq(b"abc", b"abc"));
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn weak_passwords_are_refused_with_a_reason() {
+        for weak in [
+            "password",
+            "12345678",
+            "aaaaaaaa",
+            "aaaaaaaaaa",
+            "password12",
+            "1234567890",
+            "qwertyuiop",
+            "Password123",
+            "adminadmin1",
+            "iloveyou12",
+        ] {
+            let why = check_password_rules(weak, &["admin@example.com"]).unwrap_err();
+            assert!(!why.is_empty(), "{weak}");
+        }
+        let short = check_password_rules("x9#Lq!", &[]).unwrap_err();
+        assert!(short.contains("at least 10"), "{short}");
+        assert!(
+            check_password_rules(&"Zq8!".repeat(300), &[]).is_err(),
+            "too long"
+        );
+        let mine = check_password_rules("ada.lovelace@example.com", &["ada.lovelace@example.com"]);
+        assert!(mine.is_err(), "the email itself");
+        for strong in [
+            "correct horse battery staple 42",
+            "from stdin password 99",
+            "Tr0ub4dor&3-plus-more",
+            "vM8#qz!2Lr$wPx",
+        ] {
+            assert_eq!(
+                check_password_rules(strong, &["admin@example.com"]),
+                Ok(()),
+                "{strong}"
+            );
+        }
     }
 
     #[test]

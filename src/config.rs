@@ -4,6 +4,7 @@
 //! underscores). A flag on the command line wins over its variable. Parsing is pure so it can be
 //! unit-tested; `main.rs` turns a `ConfigError` into a message and a non-zero exit.
 
+use crate::addr::TrustedProxies;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -15,19 +16,24 @@ use std::time::Duration;
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub db: PathBuf,
-    /// Origin the pages and invite links are reached at; `None` = `http://<bound address>`.
+    /// Origin the pages and invite links are reached at, normalised (`http::normalize_origin`);
+    /// `None` = `http://<bound address>` for links, the request's `Host` for origin checks.
     pub public_url: Option<String>,
     pub session_length: Duration,
     pub heartbeat: Duration,
     pub invite_ttl: Duration,
+    /// `--agent-key` (checked: at least [`AGENT_KEY_MIN_CHARS`]); `--agent-key-file` is read
+    /// into it at start (`Server::bind`).
     pub agent_key: Option<String>,
+    pub agent_key_file: Option<PathBuf>,
     pub log_level: log::LevelFilter,
     pub echo_path: Option<String>,
     /// `None` = the open-file limit minus a reserve, decided at start.
     pub max_connections: Option<usize>,
     /// 0 = no per-IP limit.
     pub max_connections_per_ip: usize,
-    pub trusted_proxies: Vec<IpAddr>,
+    /// `--trusted-proxy`: addresses and CIDR ranges.
+    pub trusted_proxies: TrustedProxies,
     pub max_outbox_bytes: usize,
     pub login_failures_per_minute: u32,
     /// Sign-in through an OpenID Connect provider, when configured.
@@ -95,7 +101,13 @@ pub enum Command {
         db: Database,
         ttl: Duration,
     },
+    /// End every session of this admin.
+    AdminRevoke {
+        email: String,
+        db: Database,
+    },
     Help,
+    Version,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -107,24 +119,18 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// The synopsis, printed with every command-line error.
 pub const USAGE: &str = "\
 usage:
-  catalytic [serve] [--listen ADDR] [--db PATH] [--public-url URL]
-                    [--session-minutes N] [--heartbeat-secs N] [--invite-ttl-hours N]
-                    [--agent-key KEY] [--log-level LEVEL] [--echo-path PATH]
-                    [--max-connections N] [--max-connections-per-ip N] [--trusted-proxy IP,...]
-                    [--max-outbox-bytes N] [--login-failures-per-minute N]
-                    [--oidc-issuer URL --oidc-client-id ID --oidc-client-secret-file PATH]
-                    [--oidc-allowed-domains D,...] [--oidc-name LABEL] [--password-login on|off]
-                    [--database-url postgres://USER[:PASSWORD]@HOST[:PORT]/DB] [--node-id ID]
-                    [--drain-secs N]
-  catalytic admin create --email EMAIL [--db PATH | --database-url URL]   (password: CATALYTIC_ADMIN_PASSWORD or one line on stdin)
-  catalytic admin token  --email EMAIL [--db PATH | --database-url URL] [--ttl-hours N]
+  catalytic [serve] [--FLAG VALUE]...                 (catalytic --help lists every flag)
+  catalytic admin create --email EMAIL [--db PATH | --database-url URL]   (password: CATALYTIC_ADMIN_PASSWORD, a prompt on a terminal, or one line on stdin)
+  catalytic admin token  --email EMAIL [--db PATH | --database-url URL] [--ttl-hours N]   (default 168: a web session's)
+  catalytic admin revoke --email EMAIL [--db PATH | --database-url URL]   (ends every session of that admin)
+  catalytic --version";
 
-Every flag also reads CATALYTIC_<FLAG_IN_CAPS> from the environment (e.g. CATALYTIC_LISTEN).
-The OIDC client secret may also come from CATALYTIC_OIDC_CLIENT_SECRET.";
-
-const SERVE_FLAGS: &[&str] = &[
+/// The flags of `serve` (each also read from `CATALYTIC_<FLAG_IN_CAPS>`); `help.rs` has a line
+/// for each.
+pub(crate) const SERVE_FLAGS: &[&str] = &[
     "listen",
     "db",
     "public-url",
@@ -132,6 +138,7 @@ const SERVE_FLAGS: &[&str] = &[
     "heartbeat-secs",
     "invite-ttl-hours",
     "agent-key",
+    "agent-key-file",
     "log-level",
     "echo-path",
     "max-connections",
@@ -150,6 +157,12 @@ const SERVE_FLAGS: &[&str] = &[
     "drain-secs",
 ];
 
+/// The shortest agent key accepted (API.md: a short key is found by trying).
+pub const AGENT_KEY_MIN_CHARS: usize = 32;
+
+/// Default lifetime of `admin token` (hours): a web session's (7 days).
+const ADMIN_TOKEN_TTL_HOURS: f64 = 7.0 * 24.0;
+
 /// The environment variable that may hold the OIDC client secret.
 const OIDC_SECRET_ENV: &str = "CATALYTIC_OIDC_CLIENT_SECRET";
 
@@ -158,6 +171,7 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
     let mut rest = args;
     let sub = match rest.first().map(String::as_str) {
         Some("-h" | "--help" | "help") => return Ok(Command::Help),
+        Some("-V" | "--version" | "version") => return Ok(Command::Version),
         Some("serve") => {
             rest = &rest[1..];
             "serve"
@@ -171,45 +185,66 @@ pub fn parse(args: &[String], env: &HashMap<String, String>) -> Result<Command, 
                 rest = &rest[2..];
                 "admin token"
             }
+            Some("revoke") => {
+                rest = &rest[2..];
+                "admin revoke"
+            }
             Some(other) => return Err(err(format!("unknown admin command `{other}`"))),
-            None => return Err(err("`admin` needs `create` or `token`")),
+            None => return Err(err("`admin` needs `create`, `token` or `revoke`")),
         },
         Some(a) if !a.starts_with('-') => return Err(err(format!("unknown command `{a}`"))),
         _ => "serve",
     };
     let allowed: &[&str] = match sub {
         "serve" => SERVE_FLAGS,
-        "admin create" => &["email", "db", "database-url"],
+        "admin create" | "admin revoke" => &["email", "db", "database-url"],
         _ => &["email", "db", "database-url", "ttl-hours"],
     };
     let flags = Flags::collect(rest, allowed, env)?;
-    match sub {
-        "serve" => {
-            let mut cfg = serve_config(&flags)?;
-            cfg.oidc = oidc_config(&flags, env)?;
-            cfg.password_login = match flags.get("password-login").unwrap_or("on") {
-                "on" => true,
-                "off" if cfg.oidc.is_some() => false,
-                "off" => {
-                    return Err(err(
-                        "--password-login off needs OpenID Connect (--oidc-issuer …): \
-                         otherwise nobody could sign in",
-                    ))
-                }
-                other => return Err(err(format!("--password-login: `{other}` is not on or off"))),
-            };
-            Ok(Command::Serve(cfg))
+    let command = match sub {
+        "serve" => serve_command(&flags, env),
+        "admin create" => (|| {
+            Ok(Command::AdminCreate {
+                email: flags.required("email")?,
+                db: flags.database()?,
+            })
+        })(),
+        "admin revoke" => (|| {
+            Ok(Command::AdminRevoke {
+                email: flags.required("email")?,
+                db: flags.database()?,
+            })
+        })(),
+        _ => (|| {
+            Ok(Command::AdminToken {
+                email: flags.required("email")?,
+                db: flags.database()?,
+                ttl: hours(
+                    flags.number("ttl-hours", ADMIN_TOKEN_TTL_HOURS)?,
+                    "ttl-hours",
+                )?,
+            })
+        })(),
+    };
+    command.map_err(|e| flags.name_source(e))
+}
+
+/// `serve`: the server's settings, OpenID Connect included.
+fn serve_command(flags: &Flags, env: &HashMap<String, String>) -> Result<Command, ConfigError> {
+    let mut cfg = serve_config(flags)?;
+    cfg.oidc = oidc_config(flags, env)?;
+    cfg.password_login = match flags.get("password-login").unwrap_or("on") {
+        "on" => true,
+        "off" if cfg.oidc.is_some() => false,
+        "off" => {
+            return Err(err(
+                "--password-login off needs OpenID Connect (--oidc-issuer …): \
+                 otherwise nobody could sign in",
+            ))
         }
-        "admin create" => Ok(Command::AdminCreate {
-            email: flags.required("email")?,
-            db: flags.database()?,
-        }),
-        _ => Ok(Command::AdminToken {
-            email: flags.required("email")?,
-            db: flags.database()?,
-            ttl: hours(flags.number("ttl-hours", 24.0 * 30.0)?, "ttl-hours")?,
-        }),
-    }
+        other => return Err(err(format!("--password-login: `{other}` is not on or off"))),
+    };
+    Ok(Command::Serve(cfg))
 }
 
 fn serve_config(flags: &Flags) -> Result<ServeConfig, ConfigError> {
@@ -259,17 +294,19 @@ fn serve_config(flags: &Flags) -> Result<ServeConfig, ConfigError> {
         None => None,
     };
     let trusted_proxies = match flags.get("trusted-proxy") {
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<IpAddr>()
-                    .map_err(|_| err(format!("--trusted-proxy: `{s}` is not an IP address")))
-            })
-            .collect::<Result<_, _>>()?,
-        None => Vec::new(),
+        Some(list) => {
+            TrustedProxies::parse(list).map_err(|e| err(format!("--trusted-proxy: {e}")))?
+        }
+        None => TrustedProxies::default(),
     };
+    let agent_key = flags.get("agent-key").filter(|k| !k.is_empty());
+    let agent_key_file = flags.get("agent-key-file").filter(|k| !k.is_empty());
+    if agent_key.is_some() && agent_key_file.is_some() {
+        return Err(err("give --agent-key or --agent-key-file, not both"));
+    }
+    let agent_key = agent_key
+        .map(|k| check_agent_key(k, "--agent-key"))
+        .transpose()?;
     let max_outbox_bytes = flags.integer("max-outbox-bytes", 1 << 20)?;
     if max_outbox_bytes < 1024 {
         return Err(err("--max-outbox-bytes must be at least 1024"));
@@ -281,10 +318,8 @@ fn serve_config(flags: &Flags) -> Result<ServeConfig, ConfigError> {
         session_length: Duration::from_secs_f64(session_minutes * 60.0),
         heartbeat: Duration::from_secs_f64(heartbeat_secs),
         invite_ttl: hours(flags.number("invite-ttl-hours", 168.0)?, "invite-ttl-hours")?,
-        agent_key: flags
-            .get("agent-key")
-            .filter(|k| !k.is_empty())
-            .map(String::from),
+        agent_key,
+        agent_key_file: agent_key_file.map(PathBuf::from),
         log_level,
         echo_path,
         max_connections,
@@ -449,23 +484,38 @@ fn is_loopback_host(host: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// `--public-url` must be an http(s) origin; a trailing slash is dropped.
+/// `--public-url` must be an http(s) origin; it is kept normalised (scheme and host in lower
+/// case, the default port dropped, no trailing slash), the one form origins are compared in.
 fn parse_public_url(url: &str) -> Result<String, ConfigError> {
-    let url = url.trim_end_matches('/');
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| {
-            err(format!(
-                "--public-url: `{url}` must start with http:// or https://"
-            ))
-        })?;
-    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+    let lower = url.to_ascii_lowercase();
+    if !lower.starts_with("http://") && !lower.starts_with("https://") {
         return Err(err(format!(
-            "--public-url: `{url}` must be an origin like https://interviews.example.com"
+            "--public-url: `{url}` must start with http:// or https://"
         )));
     }
-    Ok(url.to_string())
+    crate::http::normalize_origin(url).ok_or_else(|| {
+        err(format!(
+            "--public-url: `{url}` must be an origin like https://interviews.example.com"
+        ))
+    })
+}
+
+/// An agent key is at least [`AGENT_KEY_MIN_CHARS`] characters: a short one is found by
+/// trying (one character fell in 11 handshakes). `source` names where it came from.
+pub fn check_agent_key(key: &str, source: &str) -> Result<String, ConfigError> {
+    let n = key.chars().count();
+    if n < AGENT_KEY_MIN_CHARS {
+        return Err(err(format!(
+            "{source}: the agent key has {n} characters; it must have at least \
+             {AGENT_KEY_MIN_CHARS} (e.g. `openssl rand -hex 32`)"
+        )));
+    }
+    if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err(format!(
+            "{source}: the agent key must not hold spaces or control characters"
+        )));
+    }
+    Ok(key.to_string())
 }
 
 fn hours(h: f64, name: &str) -> Result<Duration, ConfigError> {
@@ -484,6 +534,13 @@ fn err(msg: impl Into<String>) -> ConfigError {
 /// Flag values after merging the command line over the environment.
 struct Flags {
     values: HashMap<&'static str, String>,
+    /// Flags whose value came from their environment variable.
+    from_env: Vec<&'static str>,
+}
+
+/// `CATALYTIC_<FLAG_IN_CAPS>`.
+fn env_var(flag: &str) -> String {
+    format!("CATALYTIC_{}", flag.to_ascii_uppercase().replace('-', "_"))
 }
 
 impl Flags {
@@ -493,10 +550,11 @@ impl Flags {
         env: &HashMap<String, String>,
     ) -> Result<Self, ConfigError> {
         let mut values = HashMap::new();
+        let mut from_env = Vec::new();
         for name in allowed {
-            let var = format!("CATALYTIC_{}", name.to_ascii_uppercase().replace('-', "_"));
-            if let Some(v) = env.get(&var) {
+            if let Some(v) = env.get(&env_var(name)) {
                 values.insert(*name, v.clone());
+                from_env.push(*name);
             }
         }
         let mut i = 0;
@@ -522,9 +580,27 @@ impl Flags {
                 }
             };
             values.insert(*known, value);
+            from_env.retain(|n| n != known);
             i += 1;
         }
-        Ok(Flags { values })
+        Ok(Flags { values, from_env })
+    }
+
+    /// An error about a flag whose value came from the environment names the variable the
+    /// operator has to fix, not a flag they never typed.
+    fn name_source(&self, e: ConfigError) -> ConfigError {
+        let mut msg = e.0;
+        for name in &self.from_env {
+            let flag = format!("--{name}");
+            let at = msg.match_indices(&flag).map(|(i, _)| i).find(|&i| {
+                // Whole flag names only: `--max-connections` is not `--max-connections-per-ip`.
+                !msg[i + flag.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+            });
+            if let Some(i) = at {
+                msg.replace_range(i..i + flag.len(), &env_var(name));
+            }
+        }
+        ConfigError(msg)
     }
 
     fn get(&self, name: &str) -> Option<&str> {
@@ -582,6 +658,8 @@ impl Flags {
 mod tests {
     use super::*;
 
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
     }
@@ -617,15 +695,16 @@ mod tests {
             "serve --listen 127.0.0.1:0 --session-minutes=0.05",
             &[
                 ("CATALYTIC_LISTEN", "0.0.0.0:1"),
-                ("CATALYTIC_AGENT_KEY", "k"),
-                ("CATALYTIC_TRUSTED_PROXY", "127.0.0.1, ::1"),
+                ("CATALYTIC_AGENT_KEY", KEY),
+                ("CATALYTIC_TRUSTED_PROXY", "127.0.0.1, ::1, 10.0.0.0/8"),
             ],
         )
         .unwrap();
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.session_length, Duration::from_secs(3));
-        assert_eq!(c.agent_key.as_deref(), Some("k"));
-        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.agent_key.as_deref(), Some(KEY));
+        assert_eq!(c.trusted_proxies.len(), 3);
+        assert!(c.trusted_proxies.trusts("::ffff:10.2.3.4".parse().unwrap()));
     }
 
     #[test]
@@ -642,6 +721,9 @@ mod tests {
             ("--max-connections-per-ip -1", "whole number"),
             ("--echo-path echo", "start with `/`"),
             ("frobnicate", "unknown command"),
+            ("--agent-key short", "at least 32"),
+            ("--trusted-proxy 10.0.0.0/40", "CIDR"),
+            ("--agent-key x --agent-key-file f", "not both"),
         ] {
             let e = serve(line, &[]).unwrap_err();
             assert!(e.0.contains(needle), "{line}: {e}");
@@ -682,6 +764,23 @@ mod tests {
         .is_err());
         assert!(parse(&args("admin create"), &env).is_err());
         assert!(parse(&args("admin create --email a@b.c --listen x"), &env).is_err());
+    }
+
+    #[test]
+    fn an_error_from_the_environment_names_the_variable() {
+        let e = serve("", &[("CATALYTIC_LISTEN", "banana")]).unwrap_err();
+        assert!(e.0.starts_with("CATALYTIC_LISTEN:"), "{e}");
+        let e = serve("", &[("CATALYTIC_SESSION_MINUTES", "0")]).unwrap_err();
+        assert!(e.0.contains("CATALYTIC_SESSION_MINUTES"), "{e}");
+        let e = serve(
+            "--max-connections-per-ip x",
+            &[("CATALYTIC_MAX_CONNECTIONS", "5")],
+        )
+        .unwrap_err();
+        assert!(e.0.contains("--max-connections-per-ip"), "{e}");
+        // The same value on the command line is blamed on the flag.
+        let e = serve("--listen banana", &[("CATALYTIC_LISTEN", "banana")]).unwrap_err();
+        assert!(e.0.starts_with("--listen:"), "{e}");
     }
 
     #[test]
@@ -760,8 +859,26 @@ mod tests {
     }
 
     #[test]
-    fn public_url_trailing_slash_dropped() {
+    fn public_url_is_normalised() {
         let c = serve("--public-url https://example.com/", &[]).unwrap();
         assert_eq!(c.public_url.as_deref(), Some("https://example.com"));
+        let c = serve("--public-url HTTPS://Interviews.Example.COM:443", &[]).unwrap();
+        assert_eq!(
+            c.public_url.as_deref(),
+            Some("https://interviews.example.com")
+        );
+    }
+
+    #[test]
+    fn admin_token_lasts_a_web_session_by_default_and_revoke_parses() {
+        let env = HashMap::new();
+        match parse(&args("admin token --email a@b.c"), &env).unwrap() {
+            Command::AdminToken { ttl, .. } => assert_eq!(ttl, Duration::from_secs(7 * 86_400)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&args("admin revoke --email a@b.c --db x.db"), &env).unwrap(),
+            Command::AdminRevoke { .. }
+        ));
     }
 }

@@ -3,9 +3,11 @@
 //! Invariants:
 //! * `rbuf` holds only bytes of an incomplete request or frame; an idle connection owns no
 //!   input buffer (reads land in the reactor's shared scratch buffer first).
-//! * `out` holds only what the kernel refused; an idle connection owns no output buffer either.
-//!   Broadcast frames are `Rc<[u8]>` shared by every recipient: queuing one is a reference-count
+//! * `out` holds what was sent this loop turn (written at its end, one `writev` per connection)
+//!   and what the kernel refused; an idle connection owns no output buffer either. Broadcast
+//!   frames are `Rc<[u8]>` shared by every recipient: queuing one is a reference-count
 //!   increment, never a copy.
+//! * A connection with queued output is on the reactor's list to write (`flush_listed`), once.
 //! * A connection is never removed from the slab by the code that finds it dead: it is marked
 //!   (`dead`) and removed in the reactor's reap phase, so no iteration sees a slot vanish.
 
@@ -98,7 +100,8 @@ impl Outbox {
     /// Write until empty or the kernel pushes back; returns the bytes written. A backlog of many
     /// small frames goes out in one `writev` per batch, not one `write` per frame.
     fn flush(&mut self, sock: &mut impl Write) -> io::Result<usize> {
-        const BATCH: usize = 64;
+        // Up to this many buffers per `writev` (Linux takes 1,024).
+        const BATCH: usize = 256;
         let mut written = 0;
         while !self.chunks.is_empty() {
             let mut slices = [io::IoSlice::new(&[]); BATCH];
@@ -143,6 +146,9 @@ pub struct WsState {
     /// Largest frame `parse_frame` accepts on this stream, in bytes (1009 beyond; also what the
     /// read backlog must leave room for). The reader caps whole messages at the same size.
     pub max_message: usize,
+    /// Admin streams: when their admin session ends (wall ms). The connection's deadline is
+    /// set for then, and the stream closes 1008 `Session expired`.
+    pub session_expires_at: Option<i64>,
 }
 
 /// The connection's stage; see docs/LIFECYCLE.md. It changes only through [`Conn::enter`],
@@ -211,11 +217,19 @@ pub struct Conn {
     pub served: bool,
     /// Reading paused because answers pile up unread (HTTP pipelining flood).
     pub input_paused: bool,
+    /// The request being answered is an `/api/*` one: its answer carries `no-store`.
+    pub serving_api: bool,
+    /// Bytes read and thrown away since the connection started closing (`WsClosing`,
+    /// `Draining`): past a bound the socket is dropped rather than read on (API.md: at most
+    /// 64 KiB after the close frame).
+    pub discarded: usize,
     /// Marked for removal in the reap phase, and why.
     pub dead: Option<CloseReason>,
     /// A resuming stream waits for its replay from storage: frames sent to it meanwhile are
     /// held here (in order, within the outbox limit) and follow the replay.
     held: Option<Held>,
+    /// On the reactor's list of connections to write at the end of the turn.
+    flush_listed: bool,
 }
 
 /// Frames held for a stream whose opening is not out yet.
@@ -249,8 +263,11 @@ impl Conn {
             deadline: None,
             served: false,
             input_paused: false,
+            serving_api: false,
+            discarded: 0,
             dead: None,
             held: None,
+            flush_listed: false,
         }
     }
 
@@ -302,40 +319,54 @@ impl Conn {
         self.dead.is_none() && matches!(self.phase, Phase::Ws(_))
     }
 
-    /// Queue a frame shared with other recipients; written at once if nothing is waiting.
-    /// Returns the outcome and the bytes handed to the kernel now.
-    pub fn send_shared(&mut self, frame: &Rc<[u8]>, limit: usize) -> (Sent, usize) {
+    /// Queue a frame shared with other recipients (a reference-count increment), unless the
+    /// queued bytes would pass `limit` (plus the opening allowance): then `Overflow` and nothing
+    /// is queued. Nothing is written here: the reactor writes each connection with queued output
+    /// once, at the end of its turn, in one `writev` for everything queued that turn (a burst of
+    /// events costs one system call per client, not one per event). The flag is true when the
+    /// connection had nothing queued before: the caller puts it on the loop's list to write.
+    pub fn send_shared(&mut self, frame: &Rc<[u8]>, limit: usize) -> (Sent, bool) {
         if let Some(held) = &mut self.held {
             if held.bytes + frame.len() > limit {
-                return (Sent::Overflow, 0);
+                return (Sent::Overflow, false);
             }
             held.bytes += frame.len();
             held.frames.push(Rc::clone(frame));
-            return (Sent::Ok, 0);
+            return (Sent::Ok, false);
         }
-        match self.write_now(frame, limit) {
-            Ok((written, true)) => (Sent::Ok, written),
-            Ok((written, false)) => {
-                self.out.push(Chunk::Shared(Rc::clone(frame)), written);
-                (Sent::Ok, written)
-            }
-            Err(e) => (e, 0),
+        self.queue(Chunk::Shared(Rc::clone(frame)), limit)
+    }
+
+    /// Queue bytes of this connection alone (an answer, a handshake, a close frame); see
+    /// [`Self::send_shared`].
+    pub fn send_owned(&mut self, bytes: Vec<u8>, limit: usize) -> (Sent, bool) {
+        self.queue(Chunk::Owned(bytes), limit)
+    }
+
+    fn queue(&mut self, chunk: Chunk, limit: usize) -> (Sent, bool) {
+        let len = chunk.bytes().len();
+        if self.out.queued_bytes() + len > limit.saturating_add(self.out.allowance) {
+            return (Sent::Overflow, false);
         }
+        let first = !self.flush_listed;
+        self.flush_listed = true;
+        self.out.push(chunk, 0);
+        (Sent::Ok, first)
     }
 
     /// Queue the first frames of a stream (`initial`, or `resumed` and a replay), which may be
     /// larger than the outbox limit together: what of them is still queued is allowed on top of
-    /// the limit until it is written. Returns the outcome and the bytes written now.
-    pub fn send_opening(&mut self, frames: &[Rc<[u8]>]) -> (Sent, usize) {
-        let mut written = 0;
+    /// the limit until it is written.
+    pub fn send_opening(&mut self, frames: &[Rc<[u8]>]) -> (Sent, bool) {
+        let mut first = false;
         for f in frames {
             match self.send_shared(f, usize::MAX) {
-                (Sent::Ok, n) => written += n,
-                (other, n) => return (other, written + n),
+                (Sent::Ok, f) => first |= f,
+                (other, f) => return (other, first | f),
             }
         }
         self.out.allowance = self.out.queued_bytes();
-        (Sent::Ok, written)
+        (Sent::Ok, first)
     }
 
     /// From now on, hold the frames sent to this stream until [`Self::release_held`].
@@ -349,7 +380,7 @@ impl Conn {
 
     /// Send the stream's opening `first`, then what was held meanwhile (unless `keep_held` is
     /// false: a fresh `initial` already contains it), and stop holding.
-    pub fn release_held(&mut self, first: Vec<Rc<[u8]>>, keep_held: bool) -> (Sent, usize) {
+    pub fn release_held(&mut self, first: Vec<Rc<[u8]>>, keep_held: bool) -> (Sent, bool) {
         let held = self.held.take().unwrap_or_default();
         let mut frames = first;
         if keep_held {
@@ -358,44 +389,9 @@ impl Conn {
         self.send_opening(&frames)
     }
 
-    /// Queue bytes of this connection alone.
-    pub fn send_owned(&mut self, bytes: Vec<u8>, limit: usize) -> (Sent, usize) {
-        match self.write_now(&bytes, limit) {
-            Ok((written, true)) => (Sent::Ok, written),
-            Ok((written, false)) => {
-                self.out.push(Chunk::Owned(bytes), written);
-                (Sent::Ok, written)
-            }
-            Err(e) => (e, 0),
-        }
-    }
-
-    /// Write `bytes` now if nothing is queued ahead of them. `Ok((written, done))`; when not
-    /// done, the caller queues the rest — the limit has been checked for it.
-    fn write_now(&mut self, bytes: &[u8], limit: usize) -> Result<(usize, bool), Sent> {
-        if !self.out.is_empty() {
-            if self.out.queued_bytes() + bytes.len() > limit.saturating_add(self.out.allowance) {
-                return Err(Sent::Overflow);
-            }
-            return Ok((0, false));
-        }
-        let mut written = 0;
-        while written < bytes.len() {
-            match self.sock.write(&bytes[written..]) {
-                Ok(0) => return Err(Sent::Failed),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(Sent::Failed),
-            }
-        }
-        if written == bytes.len() {
-            return Ok((written, true));
-        }
-        if bytes.len() - written > limit {
-            return Err(Sent::Overflow);
-        }
-        Ok((written, false))
+    /// The reactor took this connection off its list of connections to write.
+    pub fn unlist(&mut self) {
+        self.flush_listed = false;
     }
 
     /// Write queued output; `Err` means the socket is dead.

@@ -34,7 +34,14 @@ pub struct Request {
     pub authorization: Option<String>,
     pub content_type: Option<String>,
     pub if_none_match: Option<String>,
+    /// Every `X-Forwarded-For` header, joined with commas (one list, as RFC 9110 §5.3 reads
+    /// repeated list headers).
     pub x_forwarded_for: Option<String>,
+    /// `Sec-Fetch-Site` (browsers say where a request comes from: the CSRF rule reads it).
+    pub sec_fetch_site: Option<String>,
+    /// The authority of an absolute-form target (`GET http://host:port/path`), normalised as an
+    /// origin (`http://host:port`); the reactor serves it only when it names this server.
+    pub target_origin: Option<String>,
     /// `Upgrade: websocket` and `Connection: upgrade` were both sent.
     pub wants_websocket: bool,
     pub ws_key: Option<String>,
@@ -131,6 +138,12 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
     let (Some(method), Some(target), Some(version)) = (raw.method, raw.path, raw.version) else {
         return Parsed::Error(fatal(400, "malformed request"));
     };
+    // RFC 9112 §3.2.2: a server MUST accept the absolute form. Its authority replaces `Host`;
+    // whether it names this server is the reactor's call (it knows the public URL).
+    let (target, target_origin) = match absolute_form(target) {
+        Some((origin, path)) => (path, Some(origin)),
+        None => (target, None),
+    };
     let Some(after_slash) = target.strip_prefix('/') else {
         return Parsed::Error(fatal(400, "request target must be a path"));
     };
@@ -150,6 +163,7 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
         path: format!("/{path}"),
         query: query.to_string(),
         keep_alive: version == 1,
+        target_origin,
         ..Request::default()
     };
     let mut content_length: Option<usize> = None;
@@ -198,16 +212,14 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
                 "if-none-match" => &mut req.if_none_match,
                 "sec-websocket-key" => &mut req.ws_key,
                 "sec-websocket-version" => &mut req.ws_version,
-                "x-forwarded-for" => &mut req.x_forwarded_for,
+                "sec-fetch-site" => &mut req.sec_fetch_site,
+                "x-forwarded-for" => {
+                    join_into(&mut req.x_forwarded_for, value, ", ");
+                    continue;
+                }
                 "cookie" => {
                     // Several Cookie headers are joined as one list (RFC 6265 §5.4).
-                    match &mut req.cookie {
-                        Some(c) => {
-                            c.push_str("; ");
-                            c.push_str(value);
-                        }
-                        None => req.cookie = Some(value.to_string()),
-                    }
+                    join_into(&mut req.cookie, value, "; ");
                     continue;
                 }
                 _ => continue,
@@ -246,6 +258,81 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
     Parsed::Complete(Box::new(req), head_len + body_len)
 }
 
+/// Append `value` to a joined header list.
+fn join_into(slot: &mut Option<String>, value: &str, sep: &str) {
+    match slot {
+        Some(list) => {
+            list.push_str(sep);
+            list.push_str(value);
+        }
+        None => *slot = Some(value.to_string()),
+    }
+}
+
+/// `http://authority/path?query` → (the authority as a normalised origin, `/path?query`).
+/// `None` when the target is not in absolute form, or its authority is not a valid host.
+fn absolute_form(target: &str) -> Option<(String, &str)> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let scheme_end = target.find("://")?;
+    let rest = &target[scheme_end + 3..];
+    let path_at = rest.find(['/', '?']).unwrap_or(rest.len());
+    let origin = normalize_origin(&target[..scheme_end + 3 + path_at])?;
+    let path = &rest[path_at..];
+    // `http://host` and `http://host?q` mean `/` and `/?q`; a path that is only a query is
+    // handed on as-is and refused by the caller (it must start with `/`).
+    Some((origin, if path.is_empty() { "/" } else { path }))
+}
+
+/// An origin in the one form the server compares (API.md "The server's own origin"): scheme
+/// and host in lower case, the default port dropped, no path (one trailing `/` is allowed and
+/// dropped). `None` for anything else: another scheme, user info, a path, a bad port or host.
+pub fn normalize_origin(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (inside, after) = v6.split_once(']')?;
+        inside.parse::<std::net::Ipv6Addr>().ok()?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (format!("[{}]", inside.to_ascii_lowercase()), port)
+    } else {
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        let ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            return None;
+        }
+        (host.to_ascii_lowercase(), port)
+    };
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().ok()?).filter(|p| *p != default_port)
+        }
+        Some(_) => return None,
+    };
+    Some(match port {
+        Some(p) => format!("{scheme}://{host}:{p}"),
+        None => format!("{scheme}://{host}"),
+    })
+}
+
 fn is_interesting(name: &str) -> bool {
     [
         "host",
@@ -259,6 +346,7 @@ fn is_interesting(name: &str) -> bool {
         "upgrade",
         "sec-websocket-key",
         "sec-websocket-version",
+        "sec-fetch-site",
         "x-forwarded-for",
     ]
     .iter()
@@ -492,9 +580,68 @@ mod tests {
         );
         assert_eq!(error(b"GET / HTTP/1.1\r\n\r\n").status, 400, "no Host");
         assert_eq!(
-            error(b"GET http://x/ HTTP/1.1\r\nHost: h\r\n\r\n").status,
+            error(b"GET ftp://x/ HTTP/1.1\r\nHost: h\r\n\r\n").status,
             400
         );
+        assert_eq!(
+            error(b"GET http://u@x/ HTTP/1.1\r\nHost: h\r\n\r\n").status,
+            400
+        );
+    }
+
+    #[test]
+    fn absolute_form_targets_carry_their_origin() {
+        let (r, _) = complete("GET http://Example.COM:80/healthz?x=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(r.path, "/healthz");
+        assert_eq!(r.query, "x=1");
+        assert_eq!(r.target_origin.as_deref(), Some("http://example.com"));
+        let (r, _) = complete("GET https://[::1]:8443 HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(r.path, "/");
+        assert_eq!(r.target_origin.as_deref(), Some("https://[::1]:8443"));
+        assert_eq!(
+            complete("GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+                .0
+                .target_origin,
+            None
+        );
+    }
+
+    #[test]
+    fn origins_are_normalised() {
+        for (given, want) in [
+            ("https://Example.COM:443/", Some("https://example.com")),
+            (
+                "https://interviews.example.com:443",
+                Some("https://interviews.example.com"),
+            ),
+            ("http://example.com:80", Some("http://example.com")),
+            ("http://example.com:443", Some("http://example.com:443")),
+            ("HTTPS://example.com:8443", Some("https://example.com:8443")),
+            ("http://127.0.0.1:8080", Some("http://127.0.0.1:8080")),
+            ("http://[::1]:80", Some("http://[::1]")),
+            ("http://[::1]", Some("http://[::1]")),
+            ("ftp://example.com", None),
+            ("null", None),
+            ("https://example.com/path", None),
+            ("https://user@example.com", None),
+            ("https://example.com:", None),
+            ("https://example.com:99999", None),
+            ("https://exa mple.com", None),
+            ("https://[nope]", None),
+            ("https://", None),
+        ] {
+            assert_eq!(normalize_origin(given).as_deref(), want, "{given}");
+        }
+    }
+
+    #[test]
+    fn repeated_list_headers_are_joined() {
+        let (r, _) = complete(
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\nCookie: a=1\r\nCookie: a=2\r\nSec-Fetch-Site: same-site\r\n\r\n",
+        );
+        assert_eq!(r.x_forwarded_for.as_deref(), Some("1.1.1.1, 2.2.2.2"));
+        assert_eq!(r.cookies("a").collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(r.sec_fetch_site.as_deref(), Some("same-site"));
     }
 
     #[test]

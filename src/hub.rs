@@ -14,8 +14,9 @@
 //!   serve and the reactor decides (one place marks connections dead), after the walk, so a
 //!   broadcast never changes the set it walks.
 //!
-//! A broadcast is one already-encoded frame (`Rc<[u8]>`) handed to every member: written at once
-//! where the socket has room, queued (a reference-count increment, not a copy) where it has not.
+//! A broadcast is one already-encoded frame (`Rc<[u8]>`) handed to every member: queued (a
+//! reference-count increment, not a copy) and written with everything else the member got this
+//! loop turn, in one `writev` at the turn's end.
 
 use crate::auth::Digest32;
 use crate::conn::{Conn, Sent};
@@ -234,6 +235,11 @@ impl Hub {
         self.sessions.len()
     }
 
+    /// The admin sessions (token digests) of every open admin stream, repeats included.
+    pub fn admin_sessions(&self) -> impl Iterator<Item = Digest32> + '_ {
+        self.admins.iter().map(|(_, m)| m.credential)
+    }
+
     /// Admin streams opened with the admin session whose token digest is `session`.
     pub fn admins_with_session(&self, session: &Digest32) -> Vec<usize> {
         self.admins
@@ -247,22 +253,22 @@ impl Hub {
 /// What one broadcast did.
 #[derive(Debug, Default)]
 pub struct Delivery {
-    /// Members that took the frame (written or queued).
+    /// Members that took the frame (queued).
     pub recipients: u64,
-    /// Bytes handed to the kernel during the walk (the rest is queued).
-    pub bytes_written: u64,
     /// Members that could not take it: their outbox would pass its limit (slow consumer) or
     /// their socket failed. The caller marks them dead; this walk does not.
     pub failed: Vec<(usize, CloseReason)>,
 }
 
 /// Hand `frame` to every connection in `members` that still takes broadcasts, under the outbox
-/// `limit` (bytes).
+/// `limit` (bytes). Members that had nothing queued before are added to `to_write` (the
+/// reactor's list of connections to write at the end of the turn).
 pub fn deliver(
     conns: &mut Slab<Conn>,
     members: impl Iterator<Item = usize>,
     frame: &Rc<[u8]>,
     limit: usize,
+    to_write: &mut Vec<usize>,
 ) -> Delivery {
     let mut d = Delivery::default();
     for key in members {
@@ -272,8 +278,10 @@ pub fn deliver(
         if !conn.is_live_stream() {
             continue;
         }
-        let (sent, written) = conn.send_shared(frame, limit);
-        d.bytes_written += written as u64;
+        let (sent, first) = conn.send_shared(frame, limit);
+        if first {
+            to_write.push(key);
+        }
         match sent {
             Sent::Ok => d.recipients += 1,
             Sent::Overflow => d.failed.push((key, CloseReason::SlowConsumer)),

@@ -16,12 +16,16 @@
 //! * `app` — the application: `command` (write rules → `Event`), `App::apply` (event → view
 //!   and `Effect`s); `model` — the user record and its wire form.
 //! * `store` — storage behind one transaction interface (`sqlite`); `storage` — the thread
-//!   every storage command runs on; `auth` — tokens and passwords; `worker` — the
-//!   password-hashing thread; `oidc` — sign-in through the organisation's identity provider
-//!   (login attempts, ID tokens, and the OIDC thread that talks to the provider).
-//! * `clock` — the only reader of the clocks; `config`, `cli`, `metrics`, `assets` — flags,
-//!   admin commands, metric names, embedded web pages.
+//!   every storage command runs on; `auth` — tokens and passwords; `worker` — the password
+//!   pool (a few threads, fair between client addresses); `oidc` — sign-in through the
+//!   organisation's identity provider (login attempts, ID tokens, and the OIDC thread that
+//!   talks to the provider).
+//! * `addr` — client addresses: canonical form, per-IP limit keys, trusted proxies and the
+//!   `X-Forwarded-For` walk; `files` — owner-only modes of the database and key files.
+//! * `clock` — the only reader of the clocks; `config`, `help`, `cli`, `metrics`, `assets` —
+//!   flags, `--help`/`--version`, admin commands, metric names, embedded web pages.
 
+pub mod addr;
 pub mod agent;
 pub mod api;
 pub mod app;
@@ -32,6 +36,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod files;
+pub mod help;
 pub mod http;
 pub mod hub;
 pub mod metrics;

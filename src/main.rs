@@ -17,13 +17,18 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Help => {
-            println!("{}", config::USAGE);
+            println!("{}", catalytic::help::help());
+            Ok(())
+        }
+        Command::Version => {
+            println!("{}", catalytic::help::version());
             Ok(())
         }
         Command::AdminCreate { email, db } => cli::admin_create(&email, &db),
         Command::AdminToken { email, db, ttl } => {
             cli::admin_token(&email, &db, ttl).map(|token| println!("{token}"))
         }
+        Command::AdminRevoke { email, db } => cli::admin_revoke(&email, &db).map(|_| ()),
         Command::Serve(cfg) => {
             let logger = simple_logger::SimpleLogger::new()
                 .with_level(cfg.log_level)
@@ -33,13 +38,14 @@ fn main() -> ExitCode {
             }
             Server::bind(cfg)
                 .and_then(|server| server.run().map_err(|e| format!("event loop: {e}")))
+                .map_err(cli::Failure::from)
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("catalytic: {e}");
-            ExitCode::FAILURE
+        Err(f) => {
+            eprintln!("catalytic: {}", f.message);
+            ExitCode::from(f.code)
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Admin authentication: the `admin_session` cookie on every admin route and on the admin
 //! stream (missing, expired, logged-out and forged cookies are refused and change nothing),
-//! login and logout, cookie attributes, and the one-time setup code. The failed-login limit is
-//! in `login_limit.rs`.
+//! login and logout, cookie attributes, every value of a repeated cookie name tried, and the
+//! one-time setup code. The failed-login limit and device cookies are in `login_limit.rs`;
+//! session expiry and revocation in `admin_sessions.rs`; password strength in
+//! `password_strength.rs`.
 
 mod common;
 
@@ -203,6 +205,80 @@ fn login_logout_and_cookie_attributes() {
     assert_eq!(ev["data"], u);
 }
 
+/// Issue 12, item 12: `admin_session=<stale>; admin_session=<valid>` (what a sibling
+/// subdomain or a stale path cookie produces) got 401. Every value is tried — for the admin
+/// cookie (cached or looked up in storage), the session cookie, on HTTP and on streams.
+#[test]
+fn every_value_of_a_repeated_cookie_is_tried() {
+    let srv = Server::start(&[]);
+    let valid = srv.admin_cookie();
+    let stale = "admin_session=0000000000000000000000000000000000000000000000000000000000000000";
+    let both = format!("{stale}; {valid}");
+    assert_eq!(
+        srv.get("/api/users", Some(&both)).status,
+        200,
+        "stale first, cached valid"
+    );
+    // A CLI token this process has never seen sits behind a stale one: looked up with it.
+    let fresh = format!("admin_session={}", srv.admin_token(ADMIN_EMAIL));
+    let r = srv.request(
+        "GET",
+        "/api/users",
+        &[("Cookie", stale), ("Cookie", &fresh)],
+        None,
+    );
+    assert_eq!(
+        r.status,
+        200,
+        "two Cookie headers, the valid one uncached: {}",
+        r.text()
+    );
+    let fresh2 = format!("admin_session={}", srv.admin_token(ADMIN_EMAIL));
+    let (mut ws, _) = srv.admin_ws(&format!("{stale}; {fresh2}"));
+    // Logout ends the session that was valid, not the stale one.
+    let r = srv.request(
+        "POST",
+        "/api/admin/logout",
+        &[("Cookie", &format!("{stale}; {fresh2}"))],
+        None,
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        expect_close(&mut ws, WAIT).0,
+        1008,
+        "the valid session's stream closed"
+    );
+    assert_eq!(srv.get("/api/users", Some(&fresh2)).status, 401);
+    assert_eq!(
+        srv.get("/api/users", Some(&valid)).status,
+        200,
+        "other sessions unaffected"
+    );
+    assert_eq!(
+        srv.get("/api/users", Some(stale)).status,
+        401,
+        "stale alone is still stale"
+    );
+
+    let s = srv.started_session(3);
+    let session = format!("session_token=deadbeef; session_token={}", s.cookie);
+    let mut ws = srv
+        .ws_connect(
+            &format!("/session/{}/stream", s.session_id),
+            Some(&session),
+            None,
+        )
+        .expect("session stream");
+    session_opening(&mut ws);
+    let r = srv.request("POST", "/api/session/answer", &[("Cookie", &session)], None);
+    assert_eq!(
+        r.status,
+        200,
+        "answer with a stale session cookie first: {}",
+        r.text()
+    );
+}
+
 #[test]
 fn secure_cookies_and_urls_with_https_public_url() {
     let srv = Server::start(&["--public-url", "https://interviews.example.com"]);
@@ -217,6 +293,11 @@ fn secure_cookies_and_urls_with_https_public_url() {
             "admin cookie lacks {attr}: {sc}"
         );
     }
+    let dc = r.set_cookie("device").expect("device cookie");
+    assert!(
+        cookie_has_attr(&dc, "Secure"),
+        "device cookie lacks Secure: {dc}"
+    );
     let u = srv.create_user("Ada", "Lovelace", None);
     let url = u["invite_url"].as_str().unwrap();
     assert!(
@@ -237,15 +318,7 @@ fn secure_cookies_and_urls_with_https_public_url() {
 #[test]
 fn setup_code_flow() {
     let srv = Server::start(&[]);
-    let line = srv
-        .logs
-        .wait_line(Duration::from_secs(3), |l| l.contains("/setup?code="))
-        .expect("setup URL logged when no admin exists");
-    let code: String = line[line.find("/setup?code=").unwrap() + "/setup?code=".len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
-    assert!(code.len() >= 8, "setup code {code:?} in {line:?}");
+    let (line, code) = srv.setup_code();
     let prefix = format!("http://{}/setup?code=", srv.addr);
     assert!(
         line.contains(&prefix),
@@ -266,6 +339,10 @@ fn setup_code_flow() {
             "setup cookie lacks {attr}: {sc}"
         );
     }
+    assert!(
+        r.set_cookie("device").is_some(),
+        "setup sets the device cookie too"
+    );
     let cookie = format!("admin_session={}", r.cookie_value("admin_session").unwrap());
     let r = srv.get("/api/users", Some(&cookie));
     assert_eq!(r.status, 200);
@@ -295,14 +372,7 @@ fn setup_code_flow() {
 #[test]
 fn setup_code_dies_when_admin_created_by_cli() {
     let srv = Server::start(&[]);
-    let line = srv
-        .logs
-        .wait_line(Duration::from_secs(3), |l| l.contains("/setup?code="))
-        .expect("setup URL logged");
-    let code: String = line[line.find("/setup?code=").unwrap() + "/setup?code=".len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
+    let (_, code) = srv.setup_code();
     srv.admin_cookie();
     let b = json!({"code": code, "email": "late@example.com", "password": ADMIN_PASSWORD});
     srv.json("POST", "/api/admin/setup", None, Some(&b))

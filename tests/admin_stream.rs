@@ -1,5 +1,6 @@
 //! GET /admin/stream: initial snapshot, broadcast order and exactly-once delivery, the close
-//! handshake. Who may open it: `admin_auth.rs`; Ping/Pong on every stream: `heartbeat.rs`.
+//! handshake, invite links that run out (v2). Who may open it: `admin_auth.rs`; Ping/Pong on
+//! every stream: `heartbeat.rs`; numbering and resume: `event_log.rs`.
 
 mod common;
 
@@ -165,4 +166,125 @@ fn client_close_is_echoed_and_counted() {
         WAIT,
         |v| v >= 1.0,
     );
+}
+
+/// The next event on `live` (presence and pings are not forwarded) with its arrival time.
+fn next_live(live: &LiveAdmin, timeout: std::time::Duration) -> (std::time::Instant, Value) {
+    match live.rx.recv_timeout(timeout) {
+        Ok((at, Ok(v))) => (at, v),
+        other => panic!("live admin: no event within {timeout:?}: {other:?}"),
+    }
+}
+
+/// An unused invite link that runs out is an event of its own (v2): admins get a
+/// `user_update` with `token_valid: false` within 2 s of its expiry, exactly once, numbered
+/// like any other change. `--invite-ttl-hours 0.001` is 3.6 s.
+#[test]
+fn an_unused_invite_that_runs_out_is_announced_once() {
+    use std::time::{Duration, Instant};
+    let ttl = Duration::from_millis(3600);
+    let srv = Server::start(&["--invite-ttl-hours", "0.001"]);
+    let c = srv.admin_cookie();
+    let live = LiveAdmin::start(&srv);
+    let pos = srv.log_pos();
+
+    // (when the expiry can be at the earliest, at the latest, the user)
+    let mut expiring = Vec::new();
+    for name in ["Ada", "Grace"] {
+        let t = Instant::now();
+        let u = srv.create_user(name, "Expiring", None);
+        assert_eq!(u["token_valid"], true);
+        assert!(u["invite_expires_at"].is_string(), "{u}");
+        expiring.push((t + ttl, Instant::now() + ttl, id_of(&u)));
+    }
+    // An invite renewed after a second runs out 3.6 s after the renewal.
+    let renewed = srv.create_user("Katherine", "Renewed", None);
+    std::thread::sleep(Duration::from_millis(1000));
+    let t = Instant::now();
+    let nu = srv.regenerate_invite(id_of(&renewed), &c);
+    expiring.push((t + ttl, Instant::now() + ttl, id_of(&nu)));
+    // A used invite is no longer an unused link.
+    let used = srv.started_session(3);
+    let mut seq = live.events_through(pos.seq, pos.seq + 6, WAIT).len() as u64 + pos.seq;
+
+    let mut announced = Vec::new();
+    while announced.len() < expiring.len() {
+        let (at, ev) = next_live(&live, Duration::from_secs(8));
+        seq += 1;
+        assert_eq!(ev["type"], "user_update", "{ev}");
+        assert_eq!(seq_of(&ev), seq, "numbered like any change: {ev}");
+        let id = id_of(&ev["data"]);
+        if id == used.user_id {
+            // The contract names unused links; what a used one shows is not its subject.
+            eprintln!("the used invite's user was updated too: {ev}");
+            continue;
+        }
+        assert_eq!(ev["data"]["token_valid"], false, "{ev}");
+        assert_user_shape(&ev["data"]);
+        let &(earliest, latest, _) = expiring
+            .iter()
+            .find(|e| e.2 == id)
+            .unwrap_or_else(|| panic!("announced a user whose link did not run out: {ev}"));
+        // The server's clock and ours may disagree by a few milliseconds.
+        assert!(
+            at + Duration::from_millis(50) >= earliest,
+            "announced {:?} before the expiry",
+            earliest - at
+        );
+        assert!(
+            at <= latest + Duration::from_secs(2),
+            "announced {:?} after the expiry",
+            at - latest
+        );
+        announced.push(id);
+    }
+    announced.sort_unstable();
+    announced.dedup();
+    assert_eq!(announced.len(), expiring.len(), "each once");
+    live.assert_none("a second announcement", Duration::from_secs(2), |v| {
+        v["data"]["id"] != json!(used.user_id)
+    });
+    for (_, _, id) in &expiring {
+        assert_eq!(srv.user(*id)["token_valid"], false);
+    }
+    assert_eq!(srv.user(used.user_id)["status"], "in_progress");
+    // The dead link cannot start a session.
+    assert_eq!(srv.activate(&invite_token(&nu)).status, 410);
+}
+
+/// A link that runs out while the server is down is announced after start, once; the
+/// announcement is part of the stored log (a later restart neither repeats nor loses it).
+#[test]
+fn an_invite_that_runs_out_while_down_is_announced_after_start() {
+    use std::time::{Duration, Instant};
+    let mut srv = Server::start(&["--invite-ttl-hours", "0.001"]);
+    let made = Instant::now();
+    let u = srv.create_user("Ada", "Lovelace", None);
+    let pos = srv.log_pos();
+    let st = srv.stop();
+    assert!(st.success(), "{st}");
+    std::thread::sleep(Duration::from_millis(4200).saturating_sub(made.elapsed()));
+    srv.spawn();
+    let started = Instant::now();
+
+    let (mut ws, first) = srv.admin_open(&pos.query());
+    assert_eq!(first["type"], "resumed", "{first}");
+    let ev = recv_json(&mut ws, Duration::from_secs(3));
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "announced {:?} after start",
+        started.elapsed()
+    );
+    assert_eq!(ev["type"], "user_update", "{ev}");
+    assert_eq!(seq_of(&ev), pos.seq + 1);
+    assert_eq!(ev["data"]["id"], u["id"]);
+    assert_eq!(ev["data"]["token_valid"], false);
+    assert_silent(&mut ws, Duration::from_secs(1), "announced once");
+    close_normal(&mut ws);
+
+    srv.restart();
+    let (mut ws, first) = srv.admin_open(&pos.query());
+    assert_eq!(first["type"], "resumed", "{first}");
+    assert_eq!(recv_json(&mut ws, WAIT), ev, "the announcement is stored");
+    assert_silent(&mut ws, Duration::from_millis(2500), "not announced again");
 }

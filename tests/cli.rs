@@ -221,3 +221,90 @@ fn listen_on_a_busy_port_fails() {
     );
     assert!(!out.stderr.trim().is_empty());
 }
+
+#[test]
+fn version_and_help() {
+    let out = run_cli(&["--version"], &[], None);
+    assert!(out.status.success());
+    assert_eq!(
+        out.stdout.trim(),
+        format!("catalytic {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = run_cli(&["--help"], &[], None);
+    assert!(out.status.success());
+    for (flag, default) in [
+        ("--listen", "[127.0.0.1:8080]"),
+        ("--db", "[./catalytic.db]"),
+        ("--session-minutes", "[30]"),
+        ("--invite-ttl-hours", "[168]"),
+        ("--login-failures-per-minute", "[10]"),
+    ] {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{flag} ")))
+            .unwrap_or_else(|| panic!("no help line for {flag}:\n{}", out.stdout));
+        assert!(line.trim_end().ends_with(default), "{line}");
+    }
+}
+
+#[test]
+fn an_error_from_an_environment_variable_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite");
+    let out = run_cli(
+        &["serve", "--db", db.to_str().unwrap()],
+        &[("CATALYTIC_HEARTBEAT_SECS", "often")],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("CATALYTIC_HEARTBEAT_SECS"),
+        "{:?}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_db_in_a_missing_directory_is_an_error_and_a_new_db_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("db.sqlite");
+    let out = run_cli(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            missing.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("does not exist") && out.stderr.contains("no-such-dir"),
+        "{:?}",
+        out.stderr
+    );
+    assert!(!missing.parent().unwrap().exists(), "nothing was created");
+
+    let db = dir.path().join("fresh.sqlite");
+    let start = |db: &std::path::Path| {
+        let mut cmd = command();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(db);
+        spawn_listening(cmd)
+    };
+    let (mut child, logs, _) = start(&db);
+    assert!(
+        logs.joined().contains("created new database"),
+        "{}",
+        logs.joined()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let (mut child, logs, _) = start(&db);
+    assert!(!logs.joined().contains("created new database"));
+    let _ = child.kill();
+    let _ = child.wait();
+}

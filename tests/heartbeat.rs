@@ -121,10 +121,10 @@ fn client_that_never_answers_pings_is_removed() {
 }
 #[test]
 fn silent_session_and_agent_clients_are_closed() {
-    let srv = Server::start(&["--heartbeat-secs", "1", "--agent-key", "k-123"]);
+    let srv = Server::start(&["--heartbeat-secs", "1", "--agent-key", AGENT_KEY]);
     let s = srv.started_session(3);
     let mut sess = srv.session_ws(&s.session_id, &s.token).unwrap();
-    let mut agent = srv.agent("k-123").0;
+    let mut agent = srv.agent(AGENT_KEY).0;
     let (a, _) = silent_until_closed(&mut sess, Duration::from_secs(6));
     let (b, _) = silent_until_closed(&mut agent, Duration::from_secs(6));
     assert!(
@@ -136,10 +136,10 @@ fn silent_session_and_agent_clients_are_closed() {
 
 #[test]
 fn ponging_session_and_agent_clients_stay() {
-    let srv = Server::start(&["--heartbeat-secs", "1", "--agent-key", "k-123"]);
+    let srv = Server::start(&["--heartbeat-secs", "1", "--agent-key", AGENT_KEY]);
     let s = srv.started_session(3);
     let mut sess = srv.session_ws(&s.session_id, &s.token).unwrap();
-    let mut agent = srv.agent("k-123").0;
+    let mut agent = srv.agent(AGENT_KEY).0;
     let deadline = Instant::now() + Duration::from_millis(4000);
     while Instant::now() < deadline {
         answer_pings_for(&mut sess, Duration::from_millis(200));
@@ -165,12 +165,12 @@ fn ponging_session_and_agent_clients_stay() {
 
 #[test]
 fn protocol_ping_gets_pong_on_every_stream() {
-    let srv = Server::start(&["--agent-key", "k-123"]);
+    let srv = Server::start(&["--agent-key", AGENT_KEY]);
     let (admin, _) = srv.admin_ws(&srv.admin_cookie());
     let s = srv.started_session(3);
     let mut sess = srv.session_ws(&s.session_id, &s.token).unwrap();
     session_opening(&mut sess);
-    let agent = srv.agent("k-123").0;
+    let agent = srv.agent(AGENT_KEY).0;
     for (name, mut ws) in [("admin", admin), ("session", sess), ("agent", agent)] {
         ws.send(tungstenite::Message::Ping(name.as_bytes().to_vec().into()))
             .unwrap();

@@ -1,6 +1,7 @@
-//! The routes of the contract: pages, /healthz, /metrics, unknown routes, user CRUD and the
-//! user object, invites (regeneration, expiry) and the invitee's activate/answer. Request bodies
-//! are in `request_bodies.rs`, admin authentication in `admin_auth.rs`, HTTP/1.1 framing in
+//! The routes of the contract: pages (and their ETags), /healthz, /metrics, unknown routes,
+//! user CRUD and the user object, invites (regeneration, expiry), the invitee's
+//! activate/answer, and the headers every `/api/*` answer carries. Request bodies are in
+//! `request_bodies.rs`, admin authentication in `admin_auth.rs`, HTTP/1.1 framing in
 //! `http_framing.rs`.
 
 mod common;
@@ -52,6 +53,123 @@ fn healthz_metrics_and_pages() {
         );
         assert!(!r.body.is_empty(), "GET {path}: empty body");
     }
+}
+
+/// Issue 12, item 14: `If-None-Match: W/"<etag>"` (what nginx sends after gzip) got 200 and
+/// the whole page instead of 304.
+#[test]
+fn pages_revalidate_under_the_weak_comparison() {
+    let srv = Server::start(&[]);
+    for path in ["/", "/session", "/style.css"] {
+        let first = srv.get(path, None);
+        assert_eq!(first.status, 200, "{path}");
+        let etag = first.header("ETag").expect("ETag").to_string();
+        for given in [
+            etag.clone(),
+            format!("W/{etag}"),
+            format!("\"nope\", W/{etag}"),
+            "*".to_string(),
+        ] {
+            let r = srv.request("GET", path, &[("If-None-Match", &given)], None);
+            assert_eq!(r.status, 304, "{path} If-None-Match: {given}");
+            assert!(r.body.is_empty());
+        }
+        let r = srv.request("GET", path, &[("If-None-Match", "W/\"nope\"")], None);
+        assert_eq!(r.status, 200, "{path}: another ETag");
+    }
+}
+
+/// Issue 12, item 17: `/api/*` answers (some carry invite links) lacked `Cache-Control:
+/// no-store` and `nosniff`. Every one carries both: success, error, refusal, each method.
+#[test]
+fn every_api_answer_is_no_store_and_nosniff() {
+    let srv = Server::start(&["--login-failures-per-minute", "1"]);
+    let c = srv.admin_cookie();
+    let user = srv.create_user("Ada", "Lovelace", None);
+    let id = id_of(&user);
+    let login = json!({"email": "nobody@example.com", "password": "wrong password"});
+    let answers = vec![
+        ("GET /api/users", srv.get("/api/users", Some(&c))),
+        ("GET /api/users 401", srv.get("/api/users", None)),
+        ("GET /api/nope", srv.get("/api/nope", Some(&c))),
+        (
+            "POST /api/users 201",
+            srv.json(
+                "POST",
+                "/api/users",
+                Some(&c),
+                Some(&json!({"first_name":"A","last_name":"B","email":"ab@example.com"})),
+            ),
+        ),
+        (
+            "POST /api/users 422",
+            srv.json("POST", "/api/users", Some(&c), Some(&json!({}))),
+        ),
+        (
+            "POST invite",
+            srv.json("POST", &format!("/api/users/{id}/invite"), Some(&c), None),
+        ),
+        ("PATCH", srv.patch_user(id, &json!({"first_name":"Ada"}))),
+        (
+            "PUT 405",
+            srv.request("PUT", "/api/users", &[("Cookie", &c)], None),
+        ),
+        (
+            "login 401",
+            srv.json("POST", "/api/admin/login", None, Some(&login)),
+        ),
+        (
+            "login 429",
+            srv.json("POST", "/api/admin/login", None, Some(&login)),
+        ),
+        (
+            "activate 401",
+            srv.json(
+                "POST",
+                "/api/session/activate",
+                None,
+                Some(&json!({"token":"x"})),
+            ),
+        ),
+        ("GET /api/admin/auth", srv.get("/api/admin/auth", None)),
+        (
+            "cross-origin 403",
+            srv.request(
+                "POST",
+                "/api/admin/logout",
+                &[("Origin", "https://evil.example")],
+                None,
+            ),
+        ),
+        (
+            "DELETE 204",
+            srv.request(
+                "DELETE",
+                &format!("/api/users/{id}"),
+                &[("Cookie", &c)],
+                None,
+            ),
+        ),
+    ];
+    for (what, r) in &answers {
+        assert_eq!(
+            r.header("Cache-Control"),
+            Some("no-store"),
+            "{what} ({})",
+            r.status
+        );
+        assert_eq!(
+            r.header("X-Content-Type-Options"),
+            Some("nosniff"),
+            "{what}"
+        );
+    }
+    assert_eq!(
+        answers[9].1.status, 429,
+        "the limited login was answered 429"
+    );
+    // Pages keep their own caching (revalidated, not stored-never).
+    assert_eq!(srv.get("/", None).header("Cache-Control"), Some("no-cache"));
 }
 
 #[test]

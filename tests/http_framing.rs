@@ -1,7 +1,8 @@
 //! HTTP/1.1 on the wire, with raw bytes: keep-alive and pipelining, malformed and oversized
 //! request heads, body framing (Content-Length only: chunked, CL+TE and conflicting lengths are
-//! refused and never executed), the 64 KiB body limit and the 10-second request timeout. Every
-//! refusal is a JSON error followed by the end of the connection, and the server still serves.
+//! refused and never executed), the 64 KiB body limit and the 10-second request timeout, and
+//! absolute-form targets (served when they name this server). Every refusal is a JSON error
+//! followed by the end of the connection, and the server still serves.
 
 mod common;
 
@@ -37,6 +38,41 @@ fn keep_alive_and_pipelining_answer_in_order() {
     assert_eq!(r3.status, 200);
     assert!(r3.text().contains("catalytic_"), "third answer is /metrics");
     assert_eq!((r4.status, r4.text().as_str()), (200, "ok"));
+}
+
+/// Issue 12, item 15: `GET http://<this host>/healthz HTTP/1.1` (absolute form, which RFC 9112
+/// says a server MUST accept) got 400. One naming another server still does (above).
+#[test]
+fn an_absolute_form_target_naming_this_server_is_served() {
+    let srv = Server::start(&[]);
+    let host = srv.addr.to_string();
+    let mut conn = srv.http();
+    for target in [
+        format!("http://{host}/healthz"),
+        format!("HTTP://{host}/healthz"),
+        format!("http://{host}/healthz?x=1"),
+    ] {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        conn.write_raw(req.as_bytes()).unwrap();
+        let r = conn.read_response().unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "GET {target}");
+    }
+    let c = srv.admin_cookie();
+    let req =
+        format!("GET http://{host}/api/users HTTP/1.1\r\nHost: {host}\r\nCookie: {c}\r\n\r\n");
+    conn.write_raw(req.as_bytes()).unwrap();
+    assert_eq!(
+        conn.read_response().unwrap().status,
+        200,
+        "an API route in absolute form"
+    );
+    let srv = Server::start(&["--public-url", "https://interviews.example.com"]);
+    let req = format!(
+        "GET https://interviews.example.com/healthz HTTP/1.1\r\nHost: {}\r\n\r\n",
+        srv.addr
+    );
+    let (_, r) = raw_exchange(&srv, req.as_bytes());
+    assert_eq!(r.status, 200, "the public URL's origin names this server");
 }
 
 #[test]

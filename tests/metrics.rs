@@ -6,14 +6,14 @@ use common::*;
 
 #[test]
 fn stream_gauges_and_counters_move() {
-    let srv = Server::start(&["--agent-key", "k-123"]);
+    let srv = Server::start(&["--agent-key", AGENT_KEY]);
     let c = srv.admin_cookie();
     let (mut a1, _) = srv.admin_ws(&c);
     let (mut a2, _) = srv.admin_ws(&c);
     let s = srv.started_session(3);
     let mut sess = srv.session_ws(&s.session_id, &s.token).unwrap();
     recv_json(&mut sess, WAIT);
-    let mut agent = srv.agent("k-123").0;
+    let mut agent = srv.agent(AGENT_KEY).0;
     agent
         .send(tungstenite::Message::Ping(b"x".to_vec().into()))
         .unwrap();

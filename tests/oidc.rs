@@ -410,6 +410,10 @@ fn assert_signed_in(b: &Browser, cat: &Cat, page: &Page) -> String {
         b.cookie(&server_host(cat), "oidc_attempt").is_none(),
         "the attempt cookie is cleared"
     );
+    assert!(
+        b.cookie(&server_host(cat), "device").is_some(),
+        "OIDC sign-in sets the device cookie too"
+    );
     let cookie = format!("admin_session={token}");
     assert_eq!(cat.get("/api/users", Some(&cookie)).status, 200);
     cookie

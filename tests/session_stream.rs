@@ -1,5 +1,6 @@
 //! GET /session/{id}/stream: auth (right token or cookie, or close 1008), time_update, progress,
-//! expiry, deletion.
+//! expiry, deletion; a session starts only on `POST /api/session/activate`, never by loading
+//! the page, and after it the `session_token` cookie alone serves the stream and the answers.
 
 mod common;
 
@@ -26,6 +27,58 @@ fn assert_time_update(v: &serde_json::Value, max: f64) -> f64 {
         "time_update has exactly type+remaining_seconds: {v}"
     );
     n
+}
+
+/// Issue 12, item 10 (the server's half): a link scanner that runs JavaScript started the
+/// 30-minute clock before the invitee ever clicked. Loading the page and opening the stream
+/// start nothing; the POST does, and then the cookie is all the page needs (the token can
+/// leave the address bar).
+#[test]
+fn only_the_post_activates_and_then_the_cookie_suffices() {
+    let srv = Server::start(&[]);
+    let user = srv.create_user("Ada", "Lovelace", Some(3));
+    let id = id_of(&user);
+    let token = invite_token(&user);
+    for _ in 0..3 {
+        let page = srv.get(&format!("/session?token={token}"), None);
+        assert_eq!(page.status, 200);
+        assert!(
+            page.set_cookie("session_token").is_none(),
+            "the page sets no session"
+        );
+    }
+    assert_closed_1008(
+        srv.session_ws(&id.to_string(), &token),
+        INVALID,
+        "a stream before activation",
+    );
+    let u = srv.user(id);
+    assert_eq!(
+        u["status"], "invited",
+        "loading the page started nothing: {u}"
+    );
+    assert!(u["session_started_at"].is_null());
+
+    let r = srv.activate(&token);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(srv.user(id)["status"], "in_progress");
+    let cookie = format!("session_token={}", r.cookie_value("session_token").unwrap());
+    let path = format!("/session/{id}/stream");
+    let mut ws = srv
+        .ws_connect(&path, Some(&cookie), Some(&srv.origin()))
+        .expect("the stream with the cookie alone");
+    session_opening(&mut ws);
+    let r = srv.request("POST", "/api/session/answer", &[("Cookie", &cookie)], None);
+    assert_eq!(
+        r.status,
+        200,
+        "an answer with the cookie alone: {}",
+        r.text()
+    );
+    assert_eq!(
+        recv_type(&mut ws, "progress", WAIT).0["questions_answered"],
+        1
+    );
 }
 
 #[test]
@@ -61,6 +114,14 @@ fn stream_with_query_token_and_with_cookie() {
     let want = json!({"type":"progress","questions_answered":1,"questions_total":5});
     assert_eq!(recv_type(&mut ws, "progress", WAIT).0, want);
     assert_eq!(recv_type(&mut ws2, "progress", WAIT).0, want);
+
+    // A page opened later starts from the current progress, not from zero.
+    let mut ws3 = srv.session_ws(&s.session_id, &s.token).unwrap();
+    assert_eq!(
+        session_opening(&mut ws3).1,
+        want,
+        "progress on open after an answer"
+    );
 }
 
 #[test]

@@ -7,14 +7,14 @@ use std::time::Duration;
 use common::*;
 
 fn shutdown_with(sig: i32) {
-    let mut srv = Server::start(&["--agent-key", "k-123"]);
+    let mut srv = Server::start(&["--agent-key", AGENT_KEY]);
     let c = srv.admin_cookie();
     let (admin1, _) = srv.admin_ws(&c);
     let (admin2, _) = srv.admin_ws(&srv.second_admin_cookie());
     let s = srv.started_session(3);
     let mut sess = srv.session_ws(&s.session_id, &s.token).unwrap();
     session_opening(&mut sess);
-    let agent = srv.agent("k-123").0;
+    let agent = srv.agent(AGENT_KEY).0;
 
     srv.signal(sig);
     for (name, mut ws) in [

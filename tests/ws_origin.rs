@@ -1,7 +1,10 @@
-//! The Origin check on WebSocket handshakes (cross-site WebSocket hijacking): a browser page
-//! from another origin must not open a stream with the user's cookie. Same origin, no Origin
-//! (non-browser clients) and the `--public-url` origin are allowed; anything else is refused
-//! before any data is sent.
+//! The server's own origin, and the Origin check on WebSocket handshakes (cross-site WebSocket
+//! hijacking): a browser page from another origin must not open a stream with the user's
+//! cookie. The own origin is the `--public-url`'s, normalised (scheme and host in lower case,
+//! the default port dropped), or `http://<Host>` without one, and it is compared exactly: an
+//! https deployment takes no http origin and the other way round. No Origin (non-browser
+//! clients) is allowed; anything else is refused before any data is sent. An https deployment
+//! sends HSTS on every answer. The same origin rule for writes: `cross_origin_writes.rs`.
 
 mod common;
 
@@ -100,5 +103,111 @@ fn public_url_is_the_allowed_origin() {
     assert_refused(
         srv.ws_connect("/admin/stream", Some(&c), Some("https://evil.example.com")),
         "foreign origin with --public-url",
+    );
+}
+
+/// Issue 12, item 7: `--public-url https://interviews.example.com:443` refused the browser's
+/// `Origin: https://interviews.example.com`; the plain-http origin of the same host was
+/// accepted on `/admin/stream` (the whole invitee list, to a page injected over plain HTTP).
+#[test]
+fn the_public_origin_is_normalised_and_compared_exactly() {
+    let srv = Server::start(&["--public-url", "HTTPS://Interviews.Example.com:443/"]);
+    let c = srv.admin_cookie();
+    for origin in [
+        "https://interviews.example.com",
+        "https://interviews.example.com:443",
+    ] {
+        let mut ws = srv
+            .ws_connect("/admin/stream", Some(&c), Some(origin))
+            .unwrap_or_else(|e| panic!("{origin}: {e}"));
+        assert_eq!(recv_json(&mut ws, WAIT)["type"], "initial", "{origin}");
+    }
+    for origin in [
+        "http://interviews.example.com",
+        "http://interviews.example.com:443",
+        "https://interviews.example.com:8443",
+        "https://evil.interviews.example.com",
+        &srv.origin(),
+    ] {
+        assert_refused(
+            srv.ws_connect("/admin/stream", Some(&c), Some(origin)),
+            &format!("Origin {origin} on an https deployment"),
+        );
+    }
+    let user = srv.create_user("Ada", "Lovelace", None);
+    let link = user["invite_url"].as_str().unwrap();
+    assert!(
+        link.starts_with("https://interviews.example.com/session?token="),
+        "invite links use the normalised origin: {link}"
+    );
+}
+
+#[test]
+fn an_http_deployment_refuses_https_origins() {
+    let srv = Server::start(&[]);
+    let c = srv.admin_cookie();
+    let https_twin = format!("https://{}", srv.addr);
+    assert_refused(
+        srv.ws_connect("/admin/stream", Some(&c), Some(&https_twin)),
+        "the https twin of an http deployment",
+    );
+    let srv = Server::start(&["--public-url", "http://interviews.example.com"]);
+    let c = srv.admin_cookie();
+    assert_refused(
+        srv.ws_connect(
+            "/admin/stream",
+            Some(&c),
+            Some("https://interviews.example.com"),
+        ),
+        "https origin with an http public URL",
+    );
+    assert_refused(
+        srv.ws_connect("/admin/stream", Some(&c), Some(&srv.origin())),
+        "the listen address is not the public origin",
+    );
+    let mut ws = srv
+        .ws_connect(
+            "/admin/stream",
+            Some(&c),
+            Some("http://interviews.example.com:80"),
+        )
+        .expect("the public origin, default port spelled out");
+    assert_eq!(recv_json(&mut ws, WAIT)["type"], "initial");
+}
+
+#[test]
+fn https_deployments_send_hsts_on_every_answer() {
+    let srv = Server::start(&["--public-url", "https://interviews.example.com"]);
+    let c = srv.admin_cookie();
+    let answers = [
+        srv.get("/healthz", None),
+        srv.get("/", None),
+        srv.get("/api/users", None),
+        srv.get("/api/users", Some(&c)),
+        srv.get("/no-such-page", None),
+        srv.json("POST", "/api/users", Some(&c), Some(&serde_json::json!({}))),
+    ];
+    for r in &answers {
+        assert_eq!(
+            r.header("Strict-Transport-Security"),
+            Some("max-age=31536000"),
+            "status {} lacks HSTS",
+            r.status
+        );
+    }
+    let (_ws, head) = srv.raw_ws("/admin/stream", &[("Cookie", &c)], &[]);
+    assert_eq!(head.status, 101);
+    assert_eq!(
+        head.header("Strict-Transport-Security"),
+        Some("max-age=31536000"),
+        "the 101 too"
+    );
+    let plain = Server::start(&[]);
+    assert_eq!(
+        plain
+            .get("/healthz", None)
+            .header("Strict-Transport-Security"),
+        None,
+        "no HSTS over plain http"
     );
 }

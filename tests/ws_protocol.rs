@@ -1,8 +1,9 @@
 //! RFC 6455 on the wire, with raw bytes: the upgrade request and the 101 answer, bytes sent
 //! right behind the handshake, fragmentation, the close handshake, the 64 KiB message limit and
 //! every frame-level violation with its close code (1002 protocol error, 1007 invalid UTF-8,
-//! 1009 too big). Uses the real admin stream and the conformance echo endpoint (same handshake
-//! and frame code); the cases that attack a stream end with `assert_serving`.
+//! 1009 too big), after which the server reads at most 64 KiB more and drops the connection.
+//! Uses the real admin stream and the conformance echo endpoint (same handshake and frame
+//! code); the cases that attack a stream end with `assert_serving`.
 
 mod common;
 
@@ -299,8 +300,8 @@ fn message_size_boundary_on_a_stream() {
 #[test]
 fn oversized_fragmented_ws_message_is_closed_1009() {
     // 70 KiB split into 10 KiB fragments: the limit is on the message, not the frame.
-    let srv = Server::start(&["--agent-key", "k-123"]);
-    let mut ws = srv.agent("k-123").0;
+    let srv = Server::start(&["--agent-key", AGENT_KEY]);
+    let mut ws = srv.agent(AGENT_KEY).0;
     let chunk = "y".repeat(10 * 1024);
     for i in 0..7 {
         let op = OpCode::Data(if i == 0 { Data::Text } else { Data::Continue });
@@ -312,6 +313,54 @@ fn oversized_fragmented_ws_message_is_closed_1009() {
     }
     let (code, _) = expect_close(&mut ws, WAIT);
     assert_eq!(code, 1009, "fragmented message over 64 KiB");
+}
+
+/// Issue 12, item 16: a 64 MiB message sent as 1,024 fragments of 64 KiB was closed 1009, but
+/// the server kept reading until it had swallowed all 64 MiB. After failing a connection it
+/// reads at most 64 KiB more and drops it within 2 s: the sender's writes fail.
+#[test]
+fn a_failed_connection_is_not_read_to_the_end() {
+    let srv = Server::start(&[]);
+    let live = LiveAdmin::start(&srv);
+    let mut ws = raw_admin(&srv);
+    let writer = ws.s.try_clone().unwrap();
+    socket2::SockRef::from(&writer)
+        .set_send_buffer_size(64 * 1024)
+        .unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut writer = writer;
+        let chunk = vec![b'x'; 64 * 1024];
+        let first = encode_frame(false, 0, 1, &chunk, Some(MASK));
+        let rest = encode_frame(false, 0, 0, &chunk, Some(MASK));
+        let mut sent = 0usize;
+        for i in 0..1024 {
+            let f = if i == 0 { &first } else { &rest };
+            if std::io::Write::write_all(&mut writer, f).is_err() {
+                return (sent, Instant::now(), true);
+            }
+            sent += f.len();
+        }
+        (sent, Instant::now(), false)
+    });
+    let (code, _) = ws.read_close(WAIT);
+    let closed_at = Instant::now();
+    assert_eq!(code, 1009, "a message past 64 KiB");
+    let (sent, ended_at, failed) = sender.join().unwrap();
+    let after = ended_at.saturating_duration_since(closed_at);
+    eprintln!(
+        "{} KiB written before the server dropped the connection, {after:?} after its close frame",
+        sent / 1024
+    );
+    assert!(
+        failed,
+        "all 64 MiB were taken: the server read on after failing the connection"
+    );
+    assert!(sent < 32 << 20, "{} MiB were taken", sent >> 20);
+    assert!(
+        after < Duration::from_secs(3),
+        "dropped {after:?} after the close frame"
+    );
+    assert_serving(&srv, &live, "64 MiB in fragments");
 }
 
 // =============================================================================================

@@ -8,30 +8,61 @@
 //! caller gets [`Denied::LookUp`], runs the look-up as a job, remembers the answer and asks
 //! again. While storage cannot answer, such a credential gets 503, never 401 (API.md).
 
+use super::limiter::Key;
 use super::{app_error, Ctx, Job, Pending, Reply};
 use crate::app::{AppError, Command, Outcome};
 use crate::auth::{self, Digest32};
 use crate::http::{Request, Response};
 use crate::hub::Stream;
+use crate::metrics::Refusal;
 
 /// Why a credential did not open the door.
 pub enum Denied {
     /// Refused, with this answer (HTTP) or close reason (stream).
     No(Response, &'static str),
-    /// Not known here: look this admin session digest up in storage, then ask again.
-    LookUp(Digest32),
+    /// Not known here: look these admin session digests up in storage, then ask again.
+    LookUp(Vec<Digest32>),
+    /// Over the failure limit of its address: this answer (429) instead of a handshake.
+    Limited(Response),
 }
 
-/// The signed-in admin of a request: its admin id, or why not.
-pub fn admin(ctx: &mut Ctx, req: &Request) -> Result<i64, Denied> {
-    let Some(token) = req.cookie("admin_session") else {
+/// The signed-in admin of a request.
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    pub admin_id: i64,
+    pub email: String,
+    /// Digest of the `admin_session` value that is valid (logout ends that session).
+    pub digest: Digest32,
+}
+
+/// Values of one cookie name tried at most (a stale copy from a sibling subdomain or an old
+/// path comes before the valid one; a flood of copies is not worth a storage read each).
+pub const COOKIE_VALUES_TRIED: usize = 4;
+
+/// The signed-in admin of a request, or why not. Every `admin_session` value sent is tried.
+pub fn admin(ctx: &mut Ctx, req: &Request) -> Result<AdminAuth, Denied> {
+    let digests: Vec<Digest32> = req
+        .cookies("admin_session")
+        .filter(|t| !t.is_empty())
+        .take(COOKIE_VALUES_TRIED)
+        .map(auth::digest)
+        .collect();
+    if digests.is_empty() {
         return Err(unauthorized());
-    };
-    let digest = auth::digest(token);
-    match ctx.app.cached_admin_session(&digest, ctx.now) {
-        Some(s) => Ok(s.admin_id),
-        None if ctx.looked_up => Err(unauthorized()),
-        None => Err(Denied::LookUp(digest)),
+    }
+    for digest in &digests {
+        if let Some(s) = ctx.app.cached_admin_session(digest, ctx.now) {
+            return Ok(AdminAuth {
+                admin_id: s.admin_id,
+                email: s.email.clone(),
+                digest: *digest,
+            });
+        }
+    }
+    if ctx.looked_up {
+        Err(unauthorized())
+    } else {
+        Err(Denied::LookUp(digests))
     }
 }
 
@@ -46,11 +77,11 @@ fn unauthorized() -> Denied {
 /// the request is handled again). (The reply is large and goes straight back to the reactor;
 /// boxing it would only add an allocation.)
 #[allow(clippy::result_large_err)]
-pub fn require_admin(ctx: &mut Ctx, req: &Request) -> Result<i64, Reply> {
+pub fn require_admin(ctx: &mut Ctx, req: &Request) -> Result<AdminAuth, Reply> {
     admin(ctx, req).map_err(|denied| match denied {
-        Denied::No(resp, _) => Reply::Now(resp),
-        Denied::LookUp(token) => Reply::Later(
-            Job::Store(Command::LookupAdminSession { token }),
+        Denied::No(resp, _) | Denied::Limited(resp) => Reply::Now(resp),
+        Denied::LookUp(tokens) => Reply::Later(
+            Job::Store(Command::LookupAdminSession { tokens }),
             Pending::Authenticate(Box::new(req.clone())),
         ),
     })
@@ -78,10 +109,13 @@ pub struct Credential {
     pub digest: Digest32,
     /// The admin's email (admin streams: who is watching, for presence).
     pub admin_email: Option<String>,
+    /// When the admin session ends (wall ms): the stream is closed then.
+    pub expires_at: Option<i64>,
 }
 
 /// Whether a stream handshake may open `stream`. `Err(Denied::No(_, reason))`: the handshake
 /// completes and the stream closes at once with 1008 and that reason (API.md).
+/// `Err(Denied::Limited(resp))`: the address is over its failure limit; answer `resp` (429).
 pub fn authorize_stream(
     ctx: &mut Ctx,
     stream: Stream,
@@ -91,44 +125,79 @@ pub fn authorize_stream(
     let credential = |digest| Credential {
         digest,
         admin_email: None,
+        expires_at: None,
     };
     match stream {
         Stream::Admin => {
-            admin(ctx, req)?;
-            let digest = auth::digest(req.cookie("admin_session").unwrap_or_default());
-            let admin_email = ctx
+            let auth = admin(ctx, req)?;
+            let expires_at = ctx
                 .app
-                .cached_admin_session(&digest, ctx.now)
-                .map(|s| s.email.clone());
+                .cached_admin_session(&auth.digest, ctx.now)
+                .map(|s| s.expires_at);
             Ok(Credential {
-                digest,
-                admin_email,
+                digest: auth.digest,
+                admin_email: Some(auth.email),
+                expires_at,
             })
         }
         Stream::Session(id) => {
-            let token = req
-                .query_param("token")
-                .or_else(|| req.cookie("session_token").map(String::from));
-            match token {
-                Some(t) if ctx.app.session_token_ok(id, &t, ctx.now) => {
-                    Ok(credential(auth::digest(&t)))
-                }
-                _ => Err(Denied::No(
+            // `?token=` first (the page before activation), then every `session_token` value.
+            let query = req.query_param("token");
+            let cookies = req.cookies("session_token").take(COOKIE_VALUES_TRIED);
+            let ok = query
+                .iter()
+                .map(String::as_str)
+                .chain(cookies)
+                .find(|t| ctx.app.session_token_ok(id, t, ctx.now));
+            match ok {
+                Some(t) => Ok(credential(auth::digest(t))),
+                None => Err(Denied::No(
                     Response::error(401, "invalid or expired session"),
                     "Invalid or expired session",
                 )),
             }
         }
-        Stream::Agent => match (agent_key, req.bearer()) {
-            (None, _) => Err(Denied::No(
-                Response::error(401, "agent stream disabled"),
-                "Agent stream disabled",
-            )),
-            (Some(k), Some(given)) if auth::ct_eq(k.as_bytes(), given.as_bytes()) => {
-                Ok(credential(auth::digest(k)))
-            }
-            _ => Err(unauthorized()),
-        },
+        Stream::Agent => agent(ctx, req, agent_key).map(credential),
         Stream::Echo => Ok(credential([0; 32])),
+    }
+}
+
+/// The agent key of an agent handshake. A wrong key counts against the failure limit of its
+/// address, like a failed sign-in; beyond the limit the handshake gets 429 before anything is
+/// compared, so the key cannot be found by trying.
+fn agent(ctx: &mut Ctx, req: &Request, agent_key: Option<&str>) -> Result<Digest32, Denied> {
+    let Some(key) = agent_key else {
+        return Err(Denied::No(
+            Response::error(401, "agent stream disabled"),
+            "Agent stream disabled",
+        ));
+    };
+    let ip = crate::addr::limit_key(ctx.client_ip);
+    let counted = match ctx.limiter.begin(vec![Key::Ip(ip)], ctx.now) {
+        Ok(c) => c,
+        Err(secs) => {
+            ctx.metrics.refused(Refusal::LoginRate);
+            log::info!(
+                "agent handshake limited from {} (retry in {secs} s)",
+                ctx.client_ip
+            );
+            return Err(Denied::Limited(
+                Response::error(429, "too many failed agent handshakes; try again later")
+                    .header("Retry-After", &secs.to_string()),
+            ));
+        }
+    };
+    match req.bearer() {
+        Some(given) if auth::ct_eq(key.as_bytes(), given.as_bytes()) => {
+            ctx.limiter.take_back(counted);
+            Ok(auth::digest(key))
+        }
+        _ => {
+            log::info!(
+                "agent handshake refused from {}: wrong or missing key",
+                ctx.client_ip
+            );
+            Err(unauthorized())
+        }
     }
 }

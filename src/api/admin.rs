@@ -1,83 +1,86 @@
-//! Admin sign-in, first-admin setup and sign-out, and the limiter of failed sign-ins.
+//! Admin sign-in, first-admin setup and sign-out.
 //!
 //! Sign-in takes three jobs and never blocks the reactor: read the account (storage), check the
-//! password (the hashing thread: Argon2id takes tens of milliseconds), store a new session
-//! (storage). An unknown account is checked against a dummy hash, so both cost the same time
-//! and the answer does not tell which emails have accounts.
+//! password (the password pool: Argon2id takes tens of milliseconds), store a new session
+//! (storage). Before any of them the attempt is counted against the limits of its address and
+//! its account (or its device cookie) — on arrival, so a burst cannot outrun the limit
+//! (`limiter.rs`). An unknown account is checked against a dummy hash, so both cost the same
+//! time and the answer does not tell which emails have accounts.
+//!
+//! Every sign-in (password, setup, OIDC) sets the signed `device` cookie (`device.rs`). The
+//! audit trail — sign-in ok, failed and limited, setup, sign-out — is logged at info with the
+//! client address and the account, never a password or a token.
 
 use super::access::require_admin;
+use super::device::{self, Device};
 use super::input::{email_field, json_object, required_string, string_field, EMAIL_MAX};
+use super::limiter::{Counted, Key};
 use super::{app_error, clear_cookie, cookie, Ctx, Job, Pending, Reply};
+use crate::addr;
 use crate::app::{AppError, Command, Outcome};
 use crate::auth;
 use crate::http::{Request, Response};
 use crate::metrics::{LoginMethod, LoginResult, Refusal};
 use crate::worker;
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// Longest password we accept for checking (Argon2 takes any length; this bounds the work).
 const PASSWORD_MAX_BYTES: usize = 4096;
 
-/// A sign-in in progress.
-#[derive(Debug)]
+/// A sign-in in progress. Its `Debug` leaves the password out.
 pub struct Attempt {
     password: String,
-    /// The email, lower-cased: the limiter's account key.
+    /// The email, lower-cased: the limiter's account key and the device cookie's account.
     account: String,
     ip: IpAddr,
     /// The account's id and email, once found.
     admin: Option<(i64, String)>,
+    /// The attempt as the limiter counted it; taken back if it succeeds or is never checked.
+    counted: Option<Counted>,
 }
 
-/// Failed logins per minute, per client IP and per account, in fixed one-minute windows.
-pub struct LoginLimiter {
-    per_minute: u32,
-    windows: HashMap<String, (i64, u32)>,
+impl std::fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attempt")
+            .field("account", &self.account)
+            .field("ip", &self.ip)
+            .finish_non_exhaustive()
+    }
 }
 
-const WINDOW_MS: i64 = 60_000;
-/// Past this many tracked keys, expired windows are swept (memory stays bounded by the rate).
-const LIMITER_SWEEP_AT: usize = 10_000;
-
-impl LoginLimiter {
-    pub fn new(per_minute: u32) -> Self {
-        LoginLimiter {
-            per_minute,
-            windows: HashMap::new(),
-        }
-    }
-
-    /// Seconds until `keys` may try again, if any of them is over the limit at `now` (ms).
-    fn retry_after(&self, keys: &[String], now: i64) -> Option<i64> {
-        keys.iter()
-            .filter_map(|k| self.windows.get(k))
-            .filter(|(start, n)| now - start < WINDOW_MS && *n >= self.per_minute)
-            .map(|(start, _)| (start + WINDOW_MS - now + 999) / 1000)
-            .max()
-    }
-
-    /// Count a failure against every key at `now` (ms).
-    fn fail(&mut self, keys: &[String], now: i64) {
-        if self.windows.len() >= LIMITER_SWEEP_AT {
-            self.windows
-                .retain(|_, (start, _)| now - *start < WINDOW_MS);
-        }
-        for k in keys {
-            let w = self.windows.entry(k.clone()).or_insert((now, 0));
-            if now - w.0 >= WINDOW_MS {
-                *w = (now, 0);
-            }
-            w.1 += 1;
+impl Attempt {
+    /// Uncount the attempt: it succeeded, or it ends without a password check.
+    fn take_back(&mut self, ctx: &mut Ctx) {
+        if let Some(c) = self.counted.take() {
+            ctx.limiter.take_back(c);
         }
     }
 }
 
-fn limiter_keys(ip: IpAddr, account: &str) -> [String; 2] {
-    [format!("ip:{ip}"), format!("account:{account}")]
+/// A request that waited for a helper thread could not be queued (the pool is full): 503, and
+/// a sign-in attempt that never got its password check does not count against any limit.
+pub fn not_queued(ctx: &mut Ctx, pending: Pending) -> Response {
+    if let Pending::LoginChecked(mut a) = pending {
+        a.take_back(ctx);
+        log::info!(
+            "sign-in for {} from {}: the password pool is full (503)",
+            a.account,
+            a.ip
+        );
+    }
+    Response::error(503, "sign-in is busy; try again in a moment").header("Retry-After", "1")
 }
 
-/// `POST /api/admin/login`: refuse over the limit, else look the account up.
+/// The device cookie this browser holds for `account`, if any (each value sent is tried).
+fn device_for(ctx: &Ctx, req: &Request, account: &str) -> Option<Device> {
+    req.cookies(device::COOKIE)
+        .take(8)
+        .filter_map(|v| ctx.device.open(v, ctx.now))
+        .find(|d| d.account == account)
+}
+
+/// `POST /api/admin/login`: count the attempt (or refuse it over a limit), then look the
+/// account up.
 pub fn login(ctx: &mut Ctx, req: &Request) -> Reply {
     if !ctx.password_login {
         return Reply::Now(Response::error(
@@ -98,18 +101,29 @@ pub fn login(ctx: &mut Ctx, req: &Request) -> Reply {
         Err(r) => return Reply::Now(r),
     };
     let account = email.to_lowercase();
-    if let Some(secs) = ctx
-        .limiter
-        .retry_after(&limiter_keys(ctx.client_ip, &account), ctx.now)
-    {
-        ctx.metrics.refused(Refusal::LoginRate);
-        ctx.metrics
-            .login(LoginMethod::Password, LoginResult::Limited);
-        return Reply::Now(
-            Response::error(429, "too many failed sign-ins; try again later")
-                .header("Retry-After", &secs.to_string()),
-        );
-    }
+    // A browser that signed in as this account before draws on its own failures, not the
+    // account's: failures sent by others cannot lock it out.
+    let second = match device_for(ctx, req, &account) {
+        Some(d) => Key::Device(d.id),
+        None => Key::Account(account.clone()),
+    };
+    let keys = vec![Key::Ip(addr::limit_key(ctx.client_ip)), second];
+    let counted = match ctx.limiter.begin(keys, ctx.now) {
+        Ok(c) => c,
+        Err(secs) => {
+            ctx.metrics.refused(Refusal::LoginRate);
+            ctx.metrics
+                .login(LoginMethod::Password, LoginResult::Limited);
+            log::info!(
+                "sign-in limited: {account} from {} (retry in {secs} s)",
+                ctx.client_ip
+            );
+            return Reply::Now(
+                Response::error(429, "too many failed sign-ins; try again later")
+                    .header("Retry-After", &secs.to_string()),
+            );
+        }
+    };
     Reply::Later(
         Job::Store(Command::FindAdmin { email }),
         Pending::LoginFound(Attempt {
@@ -117,12 +131,13 @@ pub fn login(ctx: &mut Ctx, req: &Request) -> Reply {
             account,
             ip: ctx.client_ip,
             admin: None,
+            counted: Some(counted),
         }),
     )
 }
 
 /// Sign-in step 2: check the password against the account's hash (or the dummy one).
-pub fn check_password(mut a: Attempt, found: Result<Outcome, AppError>) -> Reply {
+pub fn check_password(ctx: &mut Ctx, mut a: Attempt, found: Result<Outcome, AppError>) -> Reply {
     let stored = match found {
         Ok(Outcome::Admin(Some(account))) => {
             a.admin = Some((account.id, account.email));
@@ -130,8 +145,11 @@ pub fn check_password(mut a: Attempt, found: Result<Outcome, AppError>) -> Reply
         }
         Ok(_) => auth::DUMMY_PASSWORD_HASH.to_string(),
         Err(e) => {
-            log::error!("admin look-up failed: {e:?}");
-            auth::DUMMY_PASSWORD_HASH.to_string()
+            // The account could not be read: the attempt was not checked, so it does not
+            // count, and a credential that cannot be checked is never refused as wrong.
+            log::warn!("sign-in for {}: account look-up failed ({e:?})", a.account);
+            a.take_back(ctx);
+            return Reply::Now(app_error(e));
         }
     };
     let password = std::mem::take(&mut a.password);
@@ -141,29 +159,29 @@ pub fn check_password(mut a: Attempt, found: Result<Outcome, AppError>) -> Reply
     )
 }
 
-/// Sign-in step 3: a right password stores a session; a wrong one counts as a failure.
-pub fn password_checked(ctx: &mut Ctx, a: Attempt, outcome: worker::Outcome) -> Reply {
+/// Sign-in step 3: a right password stores a session (and uncounts the attempt); a wrong one
+/// stays counted.
+pub fn password_checked(ctx: &mut Ctx, mut a: Attempt, outcome: worker::Outcome) -> Reply {
     let ok = matches!(outcome, worker::Outcome::Verified(true));
-    let result = if a.admin.is_some() && ok {
-        LoginResult::Ok
-    } else {
-        LoginResult::Failed
-    };
-    ctx.metrics.login(LoginMethod::Password, result);
-    match a.admin.filter(|_| ok) {
-        Some((admin_id, email)) => Reply::Later(
-            Job::Store(Command::CreateAdminSession { admin_id, email }),
-            Pending::SignedIn { first_admin: false },
-        ),
+    match a.admin.take().filter(|_| ok) {
+        Some((admin_id, email)) => {
+            a.take_back(ctx);
+            Reply::Later(
+                Job::Store(Command::CreateAdminSession { admin_id, email }),
+                Pending::SignedIn { first_admin: false },
+            )
+        }
         None => {
-            ctx.limiter.fail(&limiter_keys(a.ip, &a.account), ctx.now);
+            ctx.metrics
+                .login(LoginMethod::Password, LoginResult::Failed);
+            log::info!("sign-in failed: {} from {}", a.account, a.ip);
             Reply::Now(Response::error(401, "wrong email or password"))
         }
     }
 }
 
 /// `POST /api/admin/setup`: while no admin exists and with the one-time code, hash the new
-/// admin's password.
+/// admin's password (if it is strong enough).
 pub fn setup(ctx: &mut Ctx, req: &Request) -> Reply {
     let body = match json_object(req) {
         Ok(b) => b,
@@ -183,8 +201,8 @@ pub fn setup(ctx: &mut Ctx, req: &Request) -> Reply {
         Ok(f) => f,
         Err(r) => return Reply::Now(r),
     };
-    if let Err(msg) = auth::check_password_rules(&password) {
-        return Reply::Now(Response::error(422, msg));
+    if let Err(why) = auth::check_password_rules(&password, &[&email]) {
+        return Reply::Now(Response::error(422, &format!("password refused: {why}")));
     }
     Reply::Later(
         Job::Hash(worker::Job::Hash { password }),
@@ -213,7 +231,8 @@ pub fn setup_hashed(email: String, outcome: worker::Outcome) -> Reply {
     }
 }
 
-/// The session is stored: its token becomes the `admin_session` cookie.
+/// The session is stored: its token becomes the `admin_session` cookie, and the browser gets a
+/// device cookie for the account.
 pub fn signed_in(ctx: &mut Ctx, first_admin: bool, result: Result<Outcome, AppError>) -> Response {
     if first_admin {
         // Created or refused, an admin exists now: the setup code is spent either way.
@@ -221,12 +240,20 @@ pub fn signed_in(ctx: &mut Ctx, first_admin: bool, result: Result<Outcome, AppEr
     }
     match result {
         Ok(Outcome::SignedIn { session, token }) => {
+            let email = session.email.clone();
+            if first_admin {
+                log::info!("setup: first admin {email} created from {}", ctx.client_ip);
+            } else {
+                ctx.metrics.login(LoginMethod::Password, LoginResult::Ok);
+                log::info!("sign-in ok: {email} from {} (password)", ctx.client_ip);
+            }
             // Known at once: the streams this admin opens next need no storage look-up.
             ctx.app.remember_admin_session(session);
-            Response::new(204).header(
+            let resp = Response::new(204).header(
                 "Set-Cookie",
                 &cookie("admin_session", &token, ctx.secure_cookies),
-            )
+            );
+            with_device_cookie(ctx, &email, resp)
         }
         Err(AppError::Conflict(_)) if first_admin => {
             Response::error(403, "setup is closed: an admin exists")
@@ -239,23 +266,31 @@ pub fn signed_in(ctx: &mut Ctx, first_admin: bool, result: Result<Outcome, AppEr
     }
 }
 
-/// The hook where every sign-in sets the `device` cookie (contract v2: setup, password and
-/// OIDC sign-in all do). The signed device cookie is issue 12's; until it lands this passes
-/// the answer through unchanged.
-pub fn with_device_cookie(_ctx: &mut Ctx, _admin_id: i64, resp: Response) -> Response {
-    resp
+/// Add the `device` cookie for `account` to a sign-in's answer (setup, password and OIDC
+/// sign-in all do). Without OS randomness the answer goes without one: the sign-in itself
+/// succeeded, and the cookie only softens lockouts.
+pub fn with_device_cookie(ctx: &mut Ctx, account: &str, resp: Response) -> Response {
+    match ctx.device.issue(account, ctx.now) {
+        Ok(value) => resp.header(
+            "Set-Cookie",
+            &device::set_cookie(&value, ctx.secure_cookies),
+        ),
+        Err(e) => {
+            log::error!("OS randomness failed; no device cookie: {e}");
+            resp
+        }
+    }
 }
 
 /// `POST /api/admin/logout`: end this session (its streams close when the event applies).
 pub fn logout(ctx: &mut Ctx, req: &Request) -> Reply {
-    if let Err(reply) = require_admin(ctx, req) {
-        return reply;
-    }
-    let token = req.cookie("admin_session").unwrap_or_default();
+    let auth = match require_admin(ctx, req) {
+        Ok(a) => a,
+        Err(reply) => return reply,
+    };
+    log::info!("sign-out: {} from {}", auth.email, ctx.client_ip);
     Reply::Later(
-        Job::Store(Command::EndAdminSession {
-            token: auth::digest(token),
-        }),
+        Job::Store(Command::EndAdminSession { token: auth.digest }),
         Pending::SignedOut,
     )
 }
@@ -267,27 +302,5 @@ pub fn signed_out(ctx: &mut Ctx, result: Result<Outcome, AppError>) -> Response 
             &clear_cookie("admin_session", ctx.secure_cookies),
         ),
         Err(e) => app_error(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limiter_windows() {
-        let mut l = LoginLimiter::new(2);
-        let keys = limiter_keys("127.0.0.1".parse().unwrap(), "a@b.c");
-        assert_eq!(l.retry_after(&keys, 0), None);
-        l.fail(&keys, 0);
-        l.fail(&keys, 1000);
-        assert_eq!(l.retry_after(&keys, 1000), Some(59));
-        assert_eq!(l.retry_after(&keys, 60_000), None, "window over");
-        l.fail(&keys, 60_000);
-        assert_eq!(
-            l.retry_after(&keys, 60_001),
-            None,
-            "new window, one failure"
-        );
     }
 }

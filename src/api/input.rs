@@ -53,6 +53,10 @@ pub fn required_string(body: &Map<String, Value>, name: &str) -> Result<String, 
     string_field(body, name)?.ok_or_else(|| Response::error(422, &format!("{name} is required")))
 }
 
+/// A name: 1 to [`NAME_MAX_CHARS`] characters, stored exactly as sent, but never only white
+/// space and never holding a character that is not text: a control character (C0, DEL, C1 —
+/// NUL and escape sequences) or a bidirectional override or isolate (U+202A–U+202E,
+/// U+2066–U+2069), which would reorder how the dashboard shows this and the text around it.
 pub fn name_field(value: String, name: &str) -> Result<String, Response> {
     let n = value.chars().count();
     if n == 0 || n > NAME_MAX_CHARS {
@@ -61,7 +65,24 @@ pub fn name_field(value: String, name: &str) -> Result<String, Response> {
             &format!("{name} must be 1 to {NAME_MAX_CHARS} characters"),
         ));
     }
+    if value.chars().all(char::is_whitespace) {
+        return Err(Response::error(
+            422,
+            &format!("{name} must not be only white space"),
+        ));
+    }
+    if value.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return Err(Response::error(
+            422,
+            &format!("{name} must not hold control or text-direction characters"),
+        ));
+    }
     Ok(value)
+}
+
+/// The bidirectional embeddings, overrides and isolates (Unicode UAX #9 explicit formatting).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// An address by its shape: `local@domain`, one `@`, no spaces or control characters, no empty
@@ -164,6 +185,31 @@ mod tests {
             "", "a", "@b.c", "a@", "a b@c.d", "a@b..c", "a@.b", "a@b.", "a@b@c", "a@b\n.c",
         ] {
             assert!(!valid_email(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_must_be_text() {
+        for ok in ["Ada", "Zoë", "O'Brien", " Ada ", "李", "عربي", "a\u{200D}b"] {
+            assert!(name_field(ok.into(), "n").is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "",
+            " ",
+            "\t\n",
+            "\u{3000}",
+            "a\0b",
+            "a\u{7}",
+            "a\u{1b}[31m",
+            "a\u{7f}",
+            "a\u{85}",
+            "a\u{9b}",
+            "evil\u{202E}gnp.exe",
+            "a\u{202A}",
+            "a\u{2066}b",
+            "a\u{2069}",
+        ] {
+            assert!(name_field(bad.into(), "n").is_err(), "{bad:?}");
         }
     }
 

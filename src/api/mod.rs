@@ -9,7 +9,13 @@
 //!
 //! Every outcome maps to exactly one status ([`app_error`] for the failures). Modules:
 //! `input` (body and field rules), `access` (who may call what, streams included), `users`
-//! (invitees and sessions), `admin` (sign-in, setup, sign-out, the failure limiter).
+//! (invitees and sessions), `admin` (sign-in, setup, sign-out), `admins` (the accounts of
+//! admins: list, add, remove, change password), `limiter` (failed sign-ins and agent
+//! handshakes, counted on arrival), `device` (the signed device cookie), `oidc`.
+//!
+//! The rules every `/api/*` answer follows whatever the route — no caching, no sniffing, the
+//! cross-origin write rule — are applied by the reactor around `handle`/`finish`
+//! (`reactor/requests.rs`), so no route can forget them.
 
 use crate::app::{messages, App, AppError, Command, Outcome};
 use crate::http::{Method, Request, Response};
@@ -20,11 +26,14 @@ use std::net::IpAddr;
 
 pub mod access;
 pub mod admin;
+pub mod admins;
+pub mod device;
 pub mod input;
+pub mod limiter;
 pub mod oidc;
 pub mod users;
 
-pub use admin::LoginLimiter;
+pub use limiter::LoginLimiter;
 
 /// Work a request needs done off the handler.
 #[derive(Debug)]
@@ -62,10 +71,12 @@ pub enum Pending {
     Handshake(Box<Request>),
     /// `POST /api/users` → 201 and the user.
     UserCreated,
-    /// `PATCH /api/users/{id}`, `POST /api/users/{id}/invite` → 200 and the user.
+    /// `PATCH /api/users/{id}` → 200 and the user.
     UserChanged,
+    /// `POST /api/users/{id}/invite` → 200 and the user with the new link.
+    InviteRegenerated(Audit),
     /// `DELETE /api/users/{id}` → 204.
-    UserDeleted,
+    UserDeleted(Audit),
     /// `POST /api/session/activate` → the session, and the token as its cookie.
     Activated { token: String },
     /// `POST /api/session/answer` → the counts.
@@ -80,8 +91,18 @@ pub enum Pending {
     SignedIn { first_admin: bool },
     /// `POST /api/admin/logout` → 204 and the cookie cleared.
     SignedOut,
+    /// The admin-account routes, at this step of their chain.
+    Admins(admins::Step),
     /// A sign-in through the identity provider, between its steps.
     Oidc(oidc::Step),
+}
+
+/// Who did an audited change, for the log line written when it is stored.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub admin: String,
+    pub ip: IpAddr,
+    pub user_id: i64,
 }
 
 /// Per-request facts and state the handlers use.
@@ -95,10 +116,13 @@ pub struct Ctx<'a> {
     pub now: i64,
     /// The request's admin session was just looked up in storage: a cache miss now means no.
     pub looked_up: bool,
+    /// The client's canonical address (behind a trusted proxy, the forwarded one).
     pub client_ip: IpAddr,
     /// Cookies get `Secure` when the public URL is `https://`.
     pub secure_cookies: bool,
     pub limiter: &'a mut LoginLimiter,
+    /// Signs and opens device cookies.
+    pub device: &'a device::DeviceKeys,
     pub metrics: &'a mut Metrics,
     /// Sign-in through the identity provider, when configured.
     pub oidc: Option<&'a crate::oidc::Oidc>,
@@ -108,6 +132,9 @@ pub struct Ctx<'a> {
 
 /// Route one `/api/*` request.
 pub fn handle(ctx: &mut Ctx, req: &Request) -> Reply {
+    if let Some(reply) = admins::handle(ctx, req) {
+        return reply;
+    }
     let path = req.path.as_str();
     let m = req.method();
     match path {
@@ -127,7 +154,7 @@ pub fn handle(ctx: &mut Ctx, req: &Request) -> Reply {
         },
         "/api/presence" if m == Method::Get => presence(ctx, req),
         "/api/session/activate" if m == Method::Post => users::activate(req),
-        "/api/session/answer" if m == Method::Post => users::answer(req),
+        "/api/session/answer" if m == Method::Post => users::answer(ctx, req),
         "/api/admin/setup"
         | "/api/admin/login"
         | "/api/admin/logout"
@@ -151,13 +178,14 @@ pub fn handle(ctx: &mut Ctx, req: &Request) -> Reply {
 pub fn finish(ctx: &mut Ctx, pending: Pending, done: Done) -> Reply {
     match (pending, done) {
         (Pending::Authenticate(req), Done::Stored(r)) => access::looked_up(ctx, &req, r),
-        (Pending::LoginFound(a), Done::Stored(r)) => admin::check_password(a, r),
+        (Pending::LoginFound(a), Done::Stored(r)) => admin::check_password(ctx, a, r),
         (Pending::LoginChecked(a), Done::Hashed(o)) => admin::password_checked(ctx, a, o),
         (Pending::SetupHashed { email }, Done::Hashed(o)) => admin::setup_hashed(email, o),
         (Pending::SignedIn { first_admin }, Done::Stored(r)) => {
             Reply::Now(admin::signed_in(ctx, first_admin, r))
         }
         (Pending::SignedOut, Done::Stored(r)) => Reply::Now(admin::signed_out(ctx, r)),
+        (Pending::Admins(step), done) => admins::finish(ctx, step, done),
         (Pending::Oidc(step), done) => oidc::finish(ctx, step, done),
         (p, Done::Stored(r)) => Reply::Now(users::finish(ctx, p, r)),
         (p, done) => {
@@ -179,7 +207,7 @@ fn presence(ctx: &mut Ctx, req: &Request) -> Reply {
     Reply::Now(Response::new(200).body("application/json", body))
 }
 
-fn not_allowed(allow: &str) -> Response {
+pub(crate) fn not_allowed(allow: &str) -> Response {
     Response::error(405, "method not allowed").header("Allow", allow)
 }
 

@@ -210,10 +210,10 @@ pub fn finish(ctx: &mut Ctx, step: Step, done: Done) -> Reply {
         (Step::Exchanged(_), Done::Oidc(Err(f))) => Reply::Now(refuse(ctx, f.message())),
         (Step::Stored, Done::Stored(r)) => Reply::Now(match r {
             Ok(Outcome::SignedIn { session, token }) => {
-                let admin_id = session.admin_id;
+                let email = session.email.clone();
                 // Known at once: the admin's streams need no storage look-up.
                 ctx.app.remember_admin_session(session);
-                signed_in(ctx, admin_id, &token)
+                signed_in(ctx, &email, &token)
             }
             Ok(Outcome::Refused(msg)) => refuse(ctx, msg),
             other => storage_failed(ctx, other),
@@ -228,7 +228,10 @@ pub fn finish(ctx: &mut Ctx, step: Step, done: Done) -> Reply {
 /// Redirect to the sign-in page with a short reason, no session, the attempt cookie gone.
 fn refuse(ctx: &mut Ctx, reason: &str) -> Response {
     ctx.metrics.login(LoginMethod::Oidc, LoginResult::Failed);
-    log::info!("OpenID Connect sign-in refused: {reason}");
+    log::info!(
+        "sign-in failed from {} (OpenID Connect): {reason}",
+        ctx.client_ip
+    );
     Response::new(302)
         .header(
             "Location",
@@ -243,11 +246,14 @@ fn storage_failed(ctx: &mut Ctx, r: Result<Outcome, AppError>) -> Response {
 }
 
 /// Signed in: the session cookie, the attempt cookie gone, back to the dashboard.
-fn signed_in(ctx: &mut Ctx, admin_id: i64, token: &str) -> Response {
+fn signed_in(ctx: &mut Ctx, email: &str, token: &str) -> Response {
     // An admin exists now, whoever it is: the one-time setup code is spent.
     ctx.app.close_setup();
     ctx.metrics.login(LoginMethod::Oidc, LoginResult::Ok);
-    log::info!("admin {admin_id} signed in through OpenID Connect");
+    log::info!(
+        "sign-in ok: {email} from {} (signed in through OpenID Connect)",
+        ctx.client_ip
+    );
     let resp = Response::new(302)
         .header("Location", "/")
         .header(
@@ -255,5 +261,5 @@ fn signed_in(ctx: &mut Ctx, admin_id: i64, token: &str) -> Response {
             &cookie("admin_session", token, ctx.secure_cookies),
         )
         .header("Set-Cookie", &attempt_cookie("", 0, ctx));
-    super::admin::with_device_cookie(ctx, admin_id, resp)
+    super::admin::with_device_cookie(ctx, email, resp)
 }

@@ -1,11 +1,12 @@
 //! Invitees (`/api/users…`, admins only) and their sessions (`/api/session/…`, by token).
 
 use super::access::require_admin;
+use super::access::COOKIE_VALUES_TRIED;
 use super::input::{
     email_field, int_field, json_object, name_field, parse_patch, required_string, string_field,
     try_resp,
 };
-use super::{app_error, cookie, Ctx, Job, Pending, Reply};
+use super::{app_error, cookie, Audit, Ctx, Job, Pending, Reply};
 use crate::app::{AppError, Command, Event, Outcome};
 use crate::auth;
 use crate::clock::rfc3339;
@@ -101,21 +102,30 @@ pub fn patch(ctx: &mut Ctx, req: &Request, id: i64) -> Reply {
 }
 
 pub fn delete(ctx: &mut Ctx, req: &Request, id: i64) -> Reply {
-    as_admin(
-        ctx,
-        req,
-        || Ok(Command::DeleteUser { id }),
-        Pending::UserDeleted,
+    let audit = try_resp!(audit(ctx, req, id));
+    Reply::Later(
+        Job::Store(Command::DeleteUser { id }),
+        Pending::UserDeleted(audit),
     )
 }
 
 pub fn regenerate_invite(ctx: &mut Ctx, req: &Request, id: i64) -> Reply {
-    as_admin(
-        ctx,
-        req,
-        || Ok(Command::RegenerateInvite { id }),
-        Pending::UserChanged,
+    let audit = try_resp!(audit(ctx, req, id));
+    Reply::Later(
+        Job::Store(Command::RegenerateInvite { id }),
+        Pending::InviteRegenerated(audit),
     )
+}
+
+/// The admin of an audited change to user `id`, or the reply that ends the request.
+#[allow(clippy::result_large_err)]
+fn audit(ctx: &mut Ctx, req: &Request, user_id: i64) -> Result<Audit, Reply> {
+    let auth = require_admin(ctx, req)?;
+    Ok(Audit {
+        admin: auth.email,
+        ip: ctx.client_ip,
+        user_id,
+    })
 }
 
 pub fn activate(req: &Request) -> Reply {
@@ -129,15 +139,24 @@ pub fn activate(req: &Request) -> Reply {
     )
 }
 
-/// The token comes in the body or, once the page has activated, in the `session_token` cookie.
-pub fn answer(req: &Request) -> Reply {
+/// The token comes in the body or, once the page has activated, in the `session_token` cookie
+/// (of several values sent under that name, the one of a known link).
+pub fn answer(ctx: &Ctx, req: &Request) -> Reply {
     let body = try_resp!(json_object(req).map_err(Reply::Now));
     let token = match try_resp!(string_field(&body, "token").map_err(Reply::Now)) {
         Some(t) => t,
-        None => match req.cookie("session_token") {
-            Some(t) => t.to_string(),
-            None => return Reply::Now(Response::error(401, "session token required")),
-        },
+        None => {
+            let mut values = req.cookies("session_token").take(COOKIE_VALUES_TRIED);
+            let first = values.next();
+            let known = first
+                .into_iter()
+                .chain(values)
+                .find(|t| ctx.app.user_by_token(t).is_some());
+            match known.or(first) {
+                Some(t) => t.to_string(),
+                None => return Reply::Now(Response::error(401, "session token required")),
+            }
+        }
     };
     Reply::Later(
         Job::Store(Command::Answer {
@@ -161,7 +180,19 @@ pub fn finish(ctx: &mut Ctx, pending: Pending, result: Result<Outcome, AppError>
     match (pending, user) {
         (Pending::UserCreated, Some(u)) => user_answer(ctx, 201, u),
         (Pending::UserChanged, Some(u)) => user_answer(ctx, 200, u),
-        (Pending::UserDeleted, None) => Response::new(204),
+        (Pending::InviteRegenerated(a), Some(u)) => {
+            log::info!(
+                "invite regenerated: user {} by {} from {}",
+                a.user_id,
+                a.admin,
+                a.ip
+            );
+            user_answer(ctx, 200, u)
+        }
+        (Pending::UserDeleted(a), None) => {
+            log::info!("user deleted: {} by {} from {}", a.user_id, a.admin, a.ip);
+            Response::new(204)
+        }
         (Pending::Activated { token }, Some(u)) => Response::new(200)
             .header(
                 "Set-Cookie",

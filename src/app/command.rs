@@ -15,7 +15,9 @@ use super::event::{Cause, Event, Logged, UserChange};
 use super::{messages, AppError, AppResult};
 use crate::auth::{self, Digest32};
 use crate::model::User;
-use crate::store::{AdminAccount, AdminSession, NewUser, StoredEvent, Tx, RETENTION};
+use crate::store::{
+    AdminAccount, AdminInfo, AdminSession, DbError, NewUser, StoredEvent, Tx, RETENTION,
+};
 
 /// How long a repeated agent `request_id` is recognised (ms; API.md: 10 minutes).
 pub const AGENT_REQUEST_MEMORY_MS: i64 = 10 * 60 * 1000;
@@ -110,9 +112,37 @@ pub enum Command {
     FindAdmin {
         email: String,
     },
-    /// Read: the admin session with this token digest, if valid.
+    /// Read: the account with this id (its password hash for a password change).
+    FindAdminById {
+        id: i64,
+    },
+    /// Read: every admin account.
+    ListAdmins,
+    /// Another admin account (password already hashed).
+    CreateAdmin {
+        email: String,
+        password_hash: String,
+    },
+    /// Remove an admin account and end its sessions; never the last one.
+    DeleteAdmin {
+        email: String,
+    },
+    /// A new password (already hashed) for admin `id`; every other session of it ends.
+    ChangeAdminPassword {
+        id: i64,
+        password_hash: String,
+        keep: Digest32,
+    },
+    /// Read: the first of these admin session token digests that is valid, if any (a
+    /// request may carry several `admin_session` values; each is tried).
     LookupAdminSession {
-        token: Digest32,
+        tokens: Vec<Digest32>,
+    },
+    /// Read: which of these admin session token digests are no longer valid (expired, ended
+    /// by logout or `admin revoke` — possibly by another process). The periodic re-check of
+    /// cached sessions and open admin streams.
+    AdminSessionsGone {
+        tokens: Vec<Digest32>,
     },
     /// Read: every valid admin session.
     AdminSessions,
@@ -147,9 +177,12 @@ impl Command {
             self,
             Command::FindAdmin { .. }
                 | Command::LookupAdminSession { .. }
+                | Command::AdminSessionsGone { .. }
                 | Command::AdminSessions
                 | Command::ReadEvents { .. }
                 | Command::OidcAttemptUsed { .. }
+                | Command::FindAdminById { .. }
+                | Command::ListAdmins
         )
     }
 }
@@ -172,12 +205,18 @@ pub enum Outcome {
         session: AdminSession,
         token: String,
     },
-    /// `FindAdmin`'s answer.
+    /// `FindAdmin`'s and `FindAdminById`'s answer.
     Admin(Option<AdminAccount>),
+    /// `ListAdmins`' answer.
+    Admins(Vec<AdminInfo>),
+    /// `CreateAdmin`'s answer.
+    AdminCreated(AdminInfo),
     /// `LookupAdminSession`'s answer.
     AdminSession(Option<AdminSession>),
     /// `AdminSessions`' answer.
     AdminSessions(Vec<AdminSession>),
+    /// `AdminSessionsGone`'s answer: the digests asked about that are no longer valid.
+    SessionsGone(Vec<Digest32>),
     /// `ReadEvents`' answer.
     Events(Vec<StoredEvent>),
     /// `Maintain` trimmed the log: storage now holds events from this number on.
@@ -351,8 +390,69 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             Ok(Outcome::Changed(Event::AdminSessionEnded(token)))
         }
         Command::FindAdmin { email } => Ok(Outcome::Admin(tx.find_admin(&email)?)),
-        Command::LookupAdminSession { token } => {
-            Ok(Outcome::AdminSession(tx.admin_session(&token, now)?))
+        Command::FindAdminById { id } => Ok(Outcome::Admin(tx.admin_by_id(id)?.map(
+            |(a, password_hash)| AdminAccount {
+                id: a.id,
+                email: a.email,
+                password_hash,
+            },
+        ))),
+        Command::ListAdmins => Ok(Outcome::Admins(tx.admins()?)),
+        Command::CreateAdmin {
+            email,
+            password_hash,
+        } => match tx.insert_admin(&email, &password_hash, now) {
+            Ok(id) => Ok(Outcome::AdminCreated(AdminInfo {
+                id,
+                email,
+                created_at: now,
+                last_sign_in_at: None,
+            })),
+            Err(DbError::Conflict) => Err(AppError::Conflict(
+                "an admin with this email already exists",
+            )),
+            Err(e) => Err(e.into()),
+        },
+        Command::DeleteAdmin { email } => {
+            let id = tx.find_admin(&email)?.ok_or(AppError::NotFound)?.id;
+            // Checked in the deleting transaction (writes are serialised), so two admins
+            // removing each other at once cannot leave none.
+            if tx.admins()?.len() <= 1 {
+                return Err(AppError::Conflict("the last admin cannot be removed"));
+            }
+            let ended = tx.end_admin_sessions(id, None)?;
+            tx.delete_admin(id)?;
+            Ok(Outcome::Changed(Event::AdminSessionsEnded(ended)))
+        }
+        Command::ChangeAdminPassword {
+            id,
+            password_hash,
+            keep,
+        } => {
+            if !tx.set_admin_password(id, &password_hash)? {
+                return Err(AppError::NotFound);
+            }
+            let ended = tx.end_admin_sessions(id, Some(&keep))?;
+            Ok(Outcome::Changed(Event::AdminSessionsEnded(ended)))
+        }
+        Command::LookupAdminSession { tokens } => {
+            for token in tokens {
+                if let Some(s) = tx.admin_session(&token, now)? {
+                    return Ok(Outcome::AdminSession(Some(s)));
+                }
+            }
+            Ok(Outcome::AdminSession(None))
+        }
+        Command::AdminSessionsGone { tokens } => {
+            // One read of every valid session, not one per digest: the list may be long.
+            let valid: std::collections::HashSet<Digest32> = tx
+                .admin_sessions(now)?
+                .into_iter()
+                .map(|s| s.token_digest)
+                .collect();
+            Ok(Outcome::SessionsGone(
+                tokens.into_iter().filter(|t| !valid.contains(t)).collect(),
+            ))
         }
         Command::AdminSessions => Ok(Outcome::AdminSessions(tx.admin_sessions(now)?)),
         Command::ReadEvents { from, to } => Ok(Outcome::Events(tx.events_between(from, to)?)),
@@ -493,6 +593,7 @@ fn sign_in(
         expires_at: now + rules.admin_session_ms,
     };
     tx.create_admin_session(admin_id, &session.token_digest, session.expires_at, now)?;
+    tx.note_admin_sign_in(admin_id, now)?;
     Ok(Outcome::SignedIn { session, token })
 }
 

@@ -152,6 +152,9 @@ pub enum Event {
     /// An admin session ended (logout): its streams close. Not numbered: only user-list changes
     /// take a number, so admin streams never see a gap for what they are not sent.
     AdminSessionEnded(Digest32),
+    /// Several admin sessions ended at once (their admin was removed or changed password):
+    /// their streams close.
+    AdminSessionsEnded(Vec<Digest32>),
 }
 
 #[cfg(test)]

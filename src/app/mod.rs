@@ -392,6 +392,17 @@ impl App {
         self.admin_sessions.get(digest)
     }
 
+    /// Forget an admin session storage no longer holds (ended elsewhere, or expired); returns
+    /// what was cached.
+    pub fn forget_admin_session(&mut self, digest: &Digest32) -> Option<AdminSession> {
+        self.admin_sessions.remove(digest)
+    }
+
+    /// The digests of every cached admin session (for the periodic re-check).
+    pub fn cached_admin_sessions(&self) -> impl Iterator<Item = &Digest32> + '_ {
+        self.admin_sessions.keys()
+    }
+
     /// Storage said this admin session is valid.
     pub fn remember_admin_session(&mut self, session: AdminSession) {
         if self.admin_sessions.len() >= ADMIN_SESSION_CACHE {
@@ -432,6 +443,12 @@ impl App {
             Event::AdminSessionEnded(digest) => {
                 self.admin_sessions.remove(digest);
                 effects.push(Effect::CloseAdminSession(*digest));
+            }
+            Event::AdminSessionsEnded(digests) => {
+                for digest in digests {
+                    self.admin_sessions.remove(digest);
+                    effects.push(Effect::CloseAdminSession(*digest));
+                }
             }
         }
         true

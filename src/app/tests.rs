@@ -606,3 +606,53 @@ fn completion_and_expiry_record_when_the_interview_ended() {
     let (out, _) = w.run(T0 + 31 * MIN, Command::ExpireSession { id: v.id });
     assert_eq!(updated(out).0.session_ended_at, Some(T0 + 30 * MIN));
 }
+
+#[test]
+fn admin_sessions_are_looked_up_by_any_value_rechecked_and_pruned() {
+    let mut w = World::new();
+    let id = w.store.create_admin("root@x.io", "hash", T0).unwrap();
+    let sign_in = |w: &mut World, now: i64| {
+        let (out, _) = w.run(
+            now,
+            Command::CreateAdminSession {
+                admin_id: id,
+                email: "root@x.io".into(),
+            },
+        );
+        match out {
+            Ok(Outcome::SignedIn { session, .. }) => session.token_digest,
+            other => panic!("{other:?}"),
+        }
+    };
+    let short_lived = sign_in(&mut w, T0 - 7 * 24 * 60 * MIN + MIN);
+    let live = sign_in(&mut w, T0);
+    let stale = auth::digest("never issued");
+    // Several cookie values: the first valid one opens the door.
+    let (out, _) = w.run(
+        T0,
+        Command::LookupAdminSession {
+            tokens: vec![stale, live],
+        },
+    );
+    assert!(matches!(out, Ok(Outcome::AdminSession(Some(s))) if s.token_digest == live));
+    // The periodic re-check: what ran out or was deleted is gone, the live one is not.
+    let (out, _) = w.run(
+        T0 + 2 * MIN,
+        Command::AdminSessionsGone {
+            tokens: vec![short_lived, live, stale],
+        },
+    );
+    match out {
+        Ok(Outcome::SessionsGone(gone)) => assert_eq!(gone, [short_lived, stale]),
+        other => panic!("{other:?}"),
+    }
+    // Housekeeping (every minute) deletes the expired row; read "as of time 0", every row
+    // left shows.
+    let (out, _) = w.run(0, Command::AdminSessions);
+    assert!(matches!(out, Ok(Outcome::AdminSessions(s)) if s.len() == 2));
+    w.ok(T0 + 2 * MIN, Command::Maintain);
+    let (out, _) = w.run(0, Command::AdminSessions);
+    assert!(
+        matches!(out, Ok(Outcome::AdminSessions(s)) if s.len() == 1 && s[0].token_digest == live)
+    );
+}

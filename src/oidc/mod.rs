@@ -64,7 +64,7 @@ impl Settings {
         let secret = match &cfg.client_secret {
             ClientSecret::Value(v) => v.clone(),
             ClientSecret::File(path) => {
-                warn_if_others_can_read(path);
+                crate::files::warn_if_others_can_read(path);
                 std::fs::read_to_string(path)
                     .map_err(|e| {
                         format!(
@@ -95,23 +95,6 @@ impl Settings {
             let d = d.to_ascii_lowercase();
             self.allowed_domains.contains(&d)
         })
-    }
-}
-
-/// A client secret file that others may read is worth a warning (not a refusal: it may be a
-/// mounted secret whose mode the operator does not control).
-fn warn_if_others_can_read(path: &std::path::Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                log::warn!(
-                    "{} can be read by other users; `chmod 600` it",
-                    path.display()
-                );
-            }
-        }
     }
 }
 

@@ -24,6 +24,10 @@ const MESSAGES_PER_TURN: usize = 64;
 const INPUT_BACKLOG_BYTES: usize = 128 * 1024;
 /// Unread HTTP answers above this pause reading from that client (pipelining flood).
 pub(super) const HTTP_BACKLOG_BYTES: usize = 256 * 1024;
+/// Bytes read and thrown away from a connection that is closing (our close frame or last
+/// answer is out) before the socket is dropped: a client that broke a limit and keeps
+/// sending — a 64 MiB message in 64 KiB fragments — is not read to the end (API.md).
+const DISCARD_MAX_BYTES: usize = 64 * 1024;
 
 impl Server {
     /// Read what the kernel has for connection `key`, within its budget.
@@ -175,6 +179,9 @@ impl Server {
                                 self.linger_close(key);
                                 return buf.len();
                             }
+                            if self.discard(key, used) {
+                                return buf.len();
+                            }
                         }
                         FrameParse::Invalid(_) => {
                             self.linger_close(key);
@@ -182,10 +189,31 @@ impl Server {
                         }
                     }
                 }
-                Phase::Draining { .. } => return buf.len(),
+                Phase::Draining { .. } => {
+                    self.discard(key, buf.len() - pos);
+                    return buf.len();
+                }
             }
         }
         pos
+    }
+
+    /// Count `n` bytes thrown away from a closing connection; past [`DISCARD_MAX_BYTES`] it is
+    /// dropped (`true`): its further writes fail instead of being read for nothing.
+    fn discard(&mut self, key: usize, n: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return true;
+        };
+        conn.discarded += n;
+        if conn.discarded > DISCARD_MAX_BYTES {
+            log::debug!(
+                "conn {key}: {} bytes after closing; dropped",
+                conn.discarded
+            );
+            self.mark_dead(key, CloseReason::Client);
+            return true;
+        }
+        false
     }
 
     /// Last bytes are queued: shut our side once written, wait for the client's FIN (≤ 2 s).

@@ -1,5 +1,5 @@
 //! Jobs off the loop and their answers: storage commands (the storage thread) and password
-//! checks (the hashing thread), both waking the loop through the `WAKER` token.
+//! checks (the password pool), both waking the loop through the `WAKER` token.
 //!
 //! A request that needs a job waits in `AwaitingJob` with its `Pending` note; when the answer
 //! comes, `api::finish` builds the reply, which may ask for the next job. An answer for a
@@ -48,6 +48,8 @@ pub enum Ticket {
     InviteExpiry(i64),
     /// Trimming the log and pruning sessions.
     Housekeeping,
+    /// The periodic re-check of trusted admin sessions (`Timer::AdminRecheck`).
+    AdminRecheck,
     /// A fresh view for a node that must resynchronise (cluster).
     Snapshot,
     /// The janitor's lease and sweep (cluster).
@@ -68,6 +70,7 @@ impl Server {
             client_ip,
             secure_cookies: self.public_url.starts_with("https://"),
             limiter: &mut self.limiter,
+            device: &self.device,
             metrics: &mut self.metrics,
             oidc: self.oidc.as_ref(),
             password_login: self.cfg.password_login,
@@ -88,7 +91,13 @@ impl Server {
                 self.await_storage(key, cmd, pending, keep_alive, started)
             }
             Reply::Later(Job::Hash(job), pending) => {
-                self.await_thread(key, pending, keep_alive, |s, who| s.worker.submit(who, job))
+                // Queued by the client's address: the pool serves addresses in turn.
+                let Some(ip) = self.conns.get(key).map(|c| addr::limit_key(c.client_ip)) else {
+                    return;
+                };
+                self.await_thread(key, pending, keep_alive, |s, who| {
+                    s.worker.submit(ip, who, job)
+                })
             }
             Reply::Later(Job::Oidc(job), pending) => {
                 self.await_thread(key, pending, keep_alive, |s, who| {
@@ -146,8 +155,11 @@ impl Server {
                 });
             }
         } else {
-            let busy = Response::error(503, "sign-in is busy; try again in a moment")
-                .header("Retry-After", "1");
+            let Some(client_ip) = self.conns.get(key).map(|c| c.client_ip) else {
+                return;
+            };
+            let now = self.time.now().wall_ms;
+            let busy = api::admin::not_queued(&mut self.ctx(client_ip, now), pending);
             self.respond(key, busy, keep_alive);
         }
     }
@@ -189,7 +201,9 @@ impl Server {
                     return;
                 }
             }
-            Ok(Outcome::Changed(event @ Event::AdminSessionEnded(_))) => {
+            Ok(Outcome::Changed(
+                event @ (Event::AdminSessionEnded(_) | Event::AdminSessionsEnded(_)),
+            )) => {
                 self.apply_event(event, self.time.now(), started);
             }
             _ => {}
@@ -259,6 +273,13 @@ impl Server {
                 Ok(_) => {}
                 Err(e) => log::warn!("housekeeping in storage failed: {e:?}"),
             },
+            Ticket::AdminRecheck => match result {
+                Ok(Outcome::SessionsGone(gone)) => self.admin_sessions_gone(&gone, now),
+                Ok(_) => {}
+                // Storage could not answer: nothing is known to be gone, so nothing closes
+                // (a credential that cannot be checked is never refused as wrong).
+                Err(e) => log::warn!("admin session re-check failed: {e:?}"),
+            },
             Ticket::Snapshot => self.resynced(result),
             Ticket::Janitor => self.swept(result),
             Ticket::SharePresence => self.presence_shared(result),
@@ -317,11 +338,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let (sent, written) = conn.release_held(frames, resumed);
-        self.metrics.ws_bytes_sent += written as u64;
-        if sent == crate::conn::Sent::Failed {
-            return self.mark_dead(key, CloseReason::WriteError);
-        }
+        let (_, first) = conn.release_held(frames, resumed);
+        self.list_for_writing(key, first);
         if !resumed && stream == Stream::Admin {
             // The held presence frame went with the rest: send the current one.
             let presence = self.presence_frame(now);

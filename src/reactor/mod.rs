@@ -20,7 +20,11 @@
 //!    (parsing requests and frames as they complete, running the application right away);
 //! 3. `resume`: connections that stopped at their budget or waited for a job read on;
 //! 4. fire expired timers (deadlines, heartbeat slices, session clocks, housekeeping);
-//! 5. reap: remove every connection marked dead during the turn. Nothing is removed from the
+//! 5. write: everything sent during the turn was only queued; now every connection that got
+//!    output is written once, one `writev` for all of it (Redis writes just before sleeping;
+//!    µWebSockets drains once per iteration). A burst of events costs one system call per
+//!    client, not one per event; order is kept (one outbox per connection).
+//! 6. reap: remove every connection marked dead during the turn. Nothing is removed from the
 //!    slab anywhere else, so no walk over it ever sees a slot vanish.
 //!
 //! ## Ending a connection — the verbs, and the phase each leads to
@@ -44,6 +48,8 @@
 //! storage command stored a change, its event is applied (and broadcast) before the request
 //! that caused it is answered.
 
+use crate::addr;
+use crate::api::device::DeviceKeys;
 use crate::api::{self, Ctx, Done, Job, LoginLimiter, Pending, Reply};
 use crate::app::{self, App, Command, Effect, Rules};
 use crate::auth::Digest32;
@@ -98,6 +104,10 @@ const RECONNECT_WINDOW_MS: u64 = 60_000;
 /// File descriptors kept free above `--max-connections` for refusing politely.
 const FD_RESERVE: usize = 64;
 const TIMER_TICK_MS: u64 = 10;
+/// How often the admin sessions of open streams (and the cache) are re-checked in storage: a
+/// session ended elsewhere (`admin revoke`, another process) closes its streams within twice
+/// this (API.md: 10 s).
+const ADMIN_RECHECK_MS: u64 = 5_000;
 /// How long an admin sign-in lasts (the `admin_session` cookie).
 pub const ADMIN_SESSION_MS: i64 = 7 * 24 * 3600 * 1000;
 
@@ -110,6 +120,8 @@ enum Timer {
     Heartbeat,
     /// Forget old reconnect bookkeeping; now and then, trim the log and prune sessions.
     Housekeeping,
+    /// Re-check in storage the admin sessions this process trusts (cache and open streams).
+    AdminRecheck,
     /// Time to tell the admins who is here (presence changed, at most once a second).
     Presence,
     /// Shutdown grace is over: drop whoever is left.
@@ -161,19 +173,30 @@ pub struct Server {
     app: App,
     /// When presence was last told, and whether a telling is scheduled.
     presence: presence::Teller,
-    /// Failed sign-ins per address and per account.
+    /// Failed sign-ins (and agent handshakes) per address, account and device cookie.
     limiter: LoginLimiter,
+    /// Signs the device cookies (a key derived from the server key).
+    device: DeviceKeys,
+    /// The server's own origin when `--public-url` is set (normalised); without it, each
+    /// request's is `http://<Host>`.
+    own_origin: Option<String>,
+    /// `--public-url` is https: every answer carries `Strict-Transport-Security`.
+    hsts: bool,
     metrics: Metrics,
     cfg: ServeConfig,
     /// The open-connection ceiling (from `--max-connections` or the descriptor limit).
     max_connections: usize,
-    /// Open connections per client address (the per-IP cap); entries at zero are removed.
+    /// Open connections per client address, by `addr::limit_key` (IPv6 by /64; the per-IP
+    /// cap); entries at zero are removed.
     per_ip: HashMap<IpAddr, u32>,
     /// Credential digest → when its stream closed (monotonic ms), for the reconnect metric;
     /// entries older than the window are dropped by housekeeping.
     recent_closes: HashMap<Digest32, u64>,
     /// Keys marked dead this turn, removed in `reap_dead`.
     reap: Vec<usize>,
+    /// Keys with output queued this turn, written in `write_listed` at the turn's end (each
+    /// once: `Conn::flush_listed`).
+    write_list: Vec<usize>,
     /// Keys with input still to handle (budget spent, or back from a job): served next turn,
     /// and the poll does not sleep while any wait.
     resume: Vec<usize>,
@@ -230,6 +253,8 @@ impl Server {
             .clone()
             .unwrap_or_else(|| format!("http://{local}"));
         let time = Clock::default();
+        let mut cfg = cfg;
+        cfg.agent_key = open::agent_key(&cfg)?;
         let opened = open::storage(&cfg, public_url.clone())?;
         let rules = Rules {
             public_url: public_url.clone(),
@@ -283,11 +308,15 @@ impl Server {
             app: opened.app,
             presence: presence::Teller::default(),
             limiter: LoginLimiter::new(cfg.login_failures_per_minute),
+            device: DeviceKeys::new(&opened.key),
+            own_origin: cfg.public_url.clone(),
+            hsts: public_url.starts_with("https://"),
             metrics: Metrics::default(),
             max_connections,
             per_ip: HashMap::new(),
             recent_closes: HashMap::new(),
             reap: Vec::new(),
+            write_list: Vec::new(),
             resume: Vec::new(),
             scratch: vec![0; input::SCRATCH_BYTES],
             effects: Vec::new(),
@@ -308,6 +337,7 @@ impl Server {
         let slice_ms = server.heartbeat_slice_ms();
         server.timers.insert(slice_ms, Timer::Heartbeat);
         server.timers.insert(HOUSEKEEPING_MS, Timer::Housekeeping);
+        server.timers.insert(ADMIN_RECHECK_MS, Timer::AdminRecheck);
         if server.cluster.is_some() {
             server.timers.insert(0, Timer::Cluster);
         }
@@ -380,6 +410,7 @@ impl Server {
                 self.on_readable(key);
             }
             self.fire_timers();
+            self.write_listed();
             self.reap_dead();
             self.metrics.open_connections = self.conns.len();
             self.metrics
@@ -453,13 +484,15 @@ impl Server {
             log::warn!("register {addr}: {e}");
             return;
         }
-        let mut conn = Conn::new(sock, gen, addr.ip(), now);
+        // Canonical from here on: a dual-stack listener's `::ffff:a.b.c.d` is `a.b.c.d`.
+        let ip = addr::canonical(addr.ip());
+        let mut conn = Conn::new(sock, gen, ip, now);
         conn.deadline = Some(
             self.timers
                 .insert(now + REQUEST_TIMEOUT_MS, Timer::Conn { key, gen }),
         );
         entry.insert(conn);
-        *self.per_ip.entry(addr.ip()).or_insert(0) += 1;
+        *self.per_ip.entry(addr::limit_key(ip)).or_insert(0) += 1;
         log::debug!("conn {key}.{gen} accepted from {addr}");
     }
 
@@ -473,6 +506,28 @@ impl Server {
                 self.reap.push(key);
             }
         }
+    }
+
+    /// Put connection `key` on the list to write at the end of the turn (`first`: it had
+    /// nothing queued before, so it is not on the list yet).
+    fn list_for_writing(&mut self, key: usize, first: bool) {
+        if first {
+            self.write_list.push(key);
+        }
+    }
+
+    /// Write every connection that got output this turn (phase 5).
+    fn write_listed(&mut self) {
+        let list = std::mem::take(&mut self.write_list);
+        for &key in &list {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.unlist();
+            }
+            self.on_writable(key);
+        }
+        // Keep the allocation for the next turn.
+        self.write_list = list;
+        self.write_list.clear();
     }
 
     fn reap_dead(&mut self) {
@@ -509,11 +564,12 @@ impl Server {
     }
 }
 
+/// One connection of client `ip` fewer (counted by `addr::limit_key`).
 fn release_ip(per_ip: &mut HashMap<IpAddr, u32>, ip: IpAddr) {
-    if let Some(n) = per_ip.get_mut(&ip) {
+    if let Some(n) = per_ip.get_mut(&addr::limit_key(ip)) {
         *n -= 1;
         if *n == 0 {
-            per_ip.remove(&ip);
+            per_ip.remove(&addr::limit_key(ip));
         }
     }
 }

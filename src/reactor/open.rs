@@ -1,6 +1,6 @@
 //! Getting ready to serve, before the loop starts (so it may wait): the process limits, the
 //! storage (the SQLite file, or a cluster's PostgreSQL) and the view built from it, sign-in
-//! through the identity provider.
+//! through the identity provider, the agent key.
 
 use super::*;
 use crate::app::event_log::MEMORY_CAP;
@@ -26,6 +26,21 @@ pub(super) struct Opened {
 pub(super) struct Follow {
     pub url: String,
     pub epoch: String,
+}
+
+/// The agent key: `--agent-key` (checked by `config`), or read from `--agent-key-file` (kept
+/// off the command line, where `ps` shows it) and held to the same rule.
+pub(super) fn agent_key(cfg: &ServeConfig) -> Result<Option<String>, String> {
+    let Some(path) = &cfg.agent_key_file else {
+        return Ok(cfg.agent_key.clone());
+    };
+    crate::files::warn_if_others_can_read(path);
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--agent-key-file {}: cannot read it: {e}", path.display()))?;
+    let source = format!("--agent-key-file {}", path.display());
+    let key = crate::config::check_agent_key(text.trim(), &source).map_err(|e| e.to_string())?;
+    log::info!("agent key: {}", path.display());
+    Ok(Some(key))
 }
 
 /// Open the storage the config names.

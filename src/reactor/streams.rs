@@ -32,13 +32,12 @@ impl Server {
                 req.keep_alive,
             );
         };
-        let host = req.host.as_deref().unwrap_or("");
-        let own = [
-            self.public_url.as_str(),
-            &format!("http://{host}"),
-            &format!("https://{host}"),
-        ];
+        // Exactly one origin is ours (API.md): an https deployment takes no http origin.
+        let own = self.own_origin(req);
+        let own: Vec<&str> = own.iter().map(String::as_str).collect();
         let handshake = match ws::accept(req, &own) {
+            // HSTS on every answer of an https deployment, the 101 included.
+            Ok(h) if self.hsts => with_header(h, "Strict-Transport-Security", requests::HSTS),
             Ok(h) => h,
             Err(e) => {
                 log::debug!("conn {key} handshake refused: {e:?}");
@@ -72,9 +71,10 @@ impl Server {
                 log::info!("conn {key} stream refused: {reason}");
                 self.refuse_stream(key, handshake, code::POLICY, reason);
             }
-            Err(Denied::LookUp(token)) => self.await_storage(
+            Err(Denied::Limited(resp)) => self.respond(key, resp.closing(), false),
+            Err(Denied::LookUp(tokens)) => self.await_storage(
                 key,
-                Command::LookupAdminSession { token },
+                Command::LookupAdminSession { tokens },
                 Pending::Handshake(Box::new(req.clone())),
                 req.keep_alive,
                 Instant::now(),
@@ -91,9 +91,8 @@ impl Server {
             return;
         };
         conn.enter(Phase::WsClosing);
-        if let (Sent::Failed, _) = conn.send_owned(bytes, usize::MAX) {
-            return self.mark_dead(key, CloseReason::Client);
-        }
+        let (_, first) = conn.send_owned(bytes, usize::MAX);
+        self.list_for_writing(key, first);
         self.rearm_deadline(key, CLOSE_WAIT_MS);
     }
 
@@ -136,10 +135,17 @@ impl Server {
             credential: credential.digest,
             reader: ws::MessageReader::new(max_message),
             max_message,
+            session_expires_at: credential.expires_at,
         })));
-        if let (Sent::Failed, _) = conn.send_owned(handshake, usize::MAX) {
-            return self.mark_dead(key, CloseReason::WriteError);
+        if let Some(at) = credential.expires_at {
+            // An open stream is a standing read of the invitee list: it ends with its session.
+            self.rearm_deadline(key, at.saturating_sub(now.wall_ms).max(0) as u64);
         }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let (_, first) = conn.send_owned(handshake, usize::MAX);
+        self.list_for_writing(key, first);
         match stream {
             Stream::Admin | Stream::Agent => {
                 let asked = resume_point(req);
@@ -210,12 +216,9 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let (sent, written) = conn.send_opening(frames);
+        let (_, first) = conn.send_opening(frames);
         self.metrics.ws_messages_sent += frames.len() as u64;
-        self.metrics.ws_bytes_sent += written as u64;
-        if sent == Sent::Failed {
-            self.mark_dead(key, CloseReason::WriteError);
-        }
+        self.list_for_writing(key, first);
     }
 
     /// Send one frame to one stream, under its outbox limit.
@@ -224,13 +227,11 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let (sent, written) = conn.send_shared(frame, limit);
+        let (sent, first) = conn.send_shared(frame, limit);
         self.metrics.ws_messages_sent += 1;
-        self.metrics.ws_bytes_sent += written as u64;
-        match sent {
-            Sent::Ok => {}
-            Sent::Overflow => self.mark_dead(key, CloseReason::SlowConsumer),
-            Sent::Failed => self.mark_dead(key, CloseReason::WriteError),
+        self.list_for_writing(key, first);
+        if sent == Sent::Overflow {
+            self.mark_dead(key, CloseReason::SlowConsumer);
         }
     }
 
@@ -267,7 +268,8 @@ impl Server {
             ws::Event::Close { echo } => {
                 self.detach(key, CloseReason::Client);
                 if let Some(conn) = self.conns.get_mut(key) {
-                    conn.send_owned(echo, usize::MAX);
+                    let (_, first) = conn.send_owned(echo, usize::MAX);
+                    self.list_for_writing(key, first);
                 }
                 self.linger_close(key);
             }
@@ -354,10 +356,8 @@ impl Server {
         if conn.dead.is_some() || !matches!(conn.phase(), Phase::WsClosing) {
             return;
         }
-        if let (Sent::Failed, _) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX)
-        {
-            return self.mark_dead(key, CloseReason::Client);
-        }
+        let (_, first) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX);
+        self.list_for_writing(key, first);
         self.rearm_deadline(key, CLOSE_WAIT_MS);
     }
 
@@ -368,11 +368,57 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let (Sent::Failed, _) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX)
-        {
-            return self.mark_dead(key, CloseReason::Client);
-        }
+        let (_, first) = conn.send_owned(ws::close_frame(close_code, reason), usize::MAX);
+        self.list_for_writing(key, first);
         self.linger_close(key);
+    }
+
+    /// An admin stream's deadline: its session's end. Closed 1008 `Session expired` once the
+    /// wall clock says so; a timer that fired early (the wall clock moved) is set again.
+    pub(super) fn admin_session_deadline(&mut self, key: usize) {
+        let now = self.time.now().wall_ms;
+        let Some(at) = self
+            .conns
+            .get(key)
+            .and_then(|c| c.ws())
+            .and_then(|w| w.session_expires_at)
+        else {
+            return;
+        };
+        if now < at {
+            return self.rearm_deadline(key, (at - now) as u64);
+        }
+        self.close_stream(key, code::POLICY, "Session expired", CloseReason::Expired);
+    }
+
+    /// Storage says these admin sessions are gone (ended elsewhere: `admin revoke`, another
+    /// process's logout) or have run out: stop trusting them, and close their streams.
+    pub(super) fn admin_sessions_gone(&mut self, gone: &[Digest32], now: Now) {
+        for digest in gone {
+            let cached = self.app.forget_admin_session(digest);
+            let keys = self.hub.admins_with_session(digest);
+            let expired = cached.as_ref().is_some_and(|s| s.expires_at <= now.wall_ms);
+            let (reason, why) = if expired {
+                ("Session expired", CloseReason::Expired)
+            } else {
+                ("Unauthorized", CloseReason::Unauthorized)
+            };
+            if !keys.is_empty() || (cached.is_some() && !expired) {
+                log::info!(
+                    "admin session of {} ended elsewhere ({}): {} stream(s) closed",
+                    cached.as_ref().map_or("an admin", |s| s.email.as_str()),
+                    if expired {
+                        "expired"
+                    } else {
+                        "revoked or signed out"
+                    },
+                    keys.len()
+                );
+            }
+            for key in keys {
+                self.close_stream(key, code::POLICY, reason, why);
+            }
+        }
     }
 
     /// Close every open stream with 1001 (a signal arrived); other connections just go.
@@ -401,12 +447,12 @@ impl Server {
             self.hub.members(stream),
             frame,
             self.cfg.max_outbox_bytes,
+            &mut self.write_list,
         );
         for (key, why) in d.failed {
             self.mark_dead(key, why);
         }
         self.metrics.ws_messages_sent += d.recipients;
-        self.metrics.ws_bytes_sent += d.bytes_written;
     }
 
     /// Carry out what applying an event asked for. `started` is when the event's cause
@@ -459,6 +505,13 @@ impl Server {
             }
         }
     }
+}
+
+/// `head` (a complete response head, ending in an empty line) with one more header.
+fn with_header(mut head: Vec<u8>, name: &str, value: &str) -> Vec<u8> {
+    let end = head.len().saturating_sub(2);
+    head.splice(end..end, format!("{name}: {value}\r\n").into_bytes());
+    head
 }
 
 /// The resume point a handshake asks for: `Ok(None)` when it asks for none, `Err(())` when its

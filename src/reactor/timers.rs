@@ -17,6 +17,7 @@ impl Server {
                 Timer::Conn { key, gen } => self.on_deadline(key, gen),
                 Timer::Heartbeat => self.heartbeat(),
                 Timer::Housekeeping => self.housekeeping(),
+                Timer::AdminRecheck => self.recheck_admin_sessions(),
                 Timer::Presence => self.tell_presence(),
                 Timer::Cluster => self.cluster_tick(),
                 Timer::Drain => self.drain_tick(),
@@ -91,7 +92,8 @@ impl Server {
             }
             // The worker answers within milliseconds; a deadline here means a stuck queue.
             Phase::AwaitingJob { .. } => self.rearm_deadline(key, REQUEST_TIMEOUT_MS),
-            Phase::Ws(_) => {}
+            // The only deadline an open stream has: its admin session's end.
+            Phase::Ws(_) => self.admin_session_deadline(key),
             Phase::WsClosing | Phase::Draining { .. } => self.mark_dead(key, CloseReason::Client),
         }
     }
@@ -105,7 +107,7 @@ impl Server {
         self.heartbeat_slice = (slice + 1) % HEARTBEAT_SLICES;
         let mut key = slice;
         let end = self.conns.capacity();
-        let (mut sent, mut bytes) = (0, 0);
+        let mut sent = 0;
         while key < end {
             if let Some(conn) = self.conns.get_mut(key) {
                 let pinged =
@@ -115,16 +117,14 @@ impl Server {
                         log::info!("conn {key} silent for two heartbeats: closing");
                         self.mark_dead(key, CloseReason::Heartbeat);
                     } else {
-                        let (r, w) = conn.send_shared(&self.ping_frame, self.cfg.max_outbox_bytes);
-                        bytes += w as u64;
+                        let (r, first) =
+                            conn.send_shared(&self.ping_frame, self.cfg.max_outbox_bytes);
+                        if first {
+                            self.write_list.push(key);
+                        }
                         match r {
                             crate::conn::Sent::Ok => sent += 1,
-                            crate::conn::Sent::Overflow => {
-                                self.mark_dead(key, CloseReason::SlowConsumer)
-                            }
-                            crate::conn::Sent::Failed => {
-                                self.mark_dead(key, CloseReason::WriteError)
-                            }
+                            _ => self.mark_dead(key, CloseReason::SlowConsumer),
                         }
                     }
                 }
@@ -132,7 +132,6 @@ impl Server {
             key += HEARTBEAT_SLICES;
         }
         self.metrics.ws_messages_sent += sent;
-        self.metrics.ws_bytes_sent += bytes;
         let at = now + self.heartbeat_slice_ms();
         self.timers.insert(at, Timer::Heartbeat);
     }
@@ -151,6 +150,25 @@ impl Server {
         }
         self.timers
             .insert(now.mono_ms + HOUSEKEEPING_MS, Timer::Housekeeping);
+    }
+
+    /// Every 5 s: ask storage which of the admin sessions this process trusts — the cache and
+    /// the sessions of open admin streams — are gone, so a session ended elsewhere (`admin
+    /// revoke`, another process) stops working within 10 s. One read, however many sessions.
+    fn recheck_admin_sessions(&mut self) {
+        let mut tokens: Vec<Digest32> = self.app.cached_admin_sessions().copied().collect();
+        tokens.extend(self.hub.admin_sessions());
+        tokens.sort_unstable();
+        tokens.dedup();
+        if !tokens.is_empty() {
+            // Best effort: a full queue skips one round.
+            self.storage.submit(
+                jobs::Ticket::AdminRecheck,
+                Command::AdminSessionsGone { tokens },
+            );
+        }
+        let at = self.now_ms() + ADMIN_RECHECK_MS;
+        self.timers.insert(at, Timer::AdminRecheck);
     }
 
     // ------------------------------------------------------------------ shutdown

@@ -41,6 +41,17 @@ pub struct AdminAccount {
     pub password_hash: String,
 }
 
+/// An admin account as the Admins view shows it (never the password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminInfo {
+    pub id: i64,
+    pub email: String,
+    /// Wall-clock Unix ms.
+    pub created_at: i64,
+    /// Wall-clock Unix ms of the last password (or OIDC) sign-in; `None` before the first.
+    pub last_sign_in_at: Option<i64>,
+}
+
 /// A valid admin session (its token is known only by its digest).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSession {
@@ -135,9 +146,27 @@ impl std::fmt::Display for DbError {
 
 pub type DbResult<T> = Result<T, DbError>;
 
+/// The admin accounts as the Admins view manages them (contract v2: list, add, remove, change a
+/// password), inside one transaction like the rest of [`Tx`]. Each backend implements it in its
+/// own `admins.rs`.
+pub trait AdminAccounts {
+    /// Every admin account, oldest first. In a writing transaction the rows are locked, so a
+    /// decision about them ("not the last admin") holds until the transaction ends.
+    fn admins(&mut self) -> DbResult<Vec<AdminInfo>>;
+    /// The account with this id and its password hash (for a password change).
+    fn admin_by_id(&mut self, id: i64) -> DbResult<Option<(AdminInfo, String)>>;
+    /// Delete an account (its sessions go with it); `false` if there was none.
+    fn delete_admin(&mut self, id: i64) -> DbResult<bool>;
+    fn set_admin_password(&mut self, id: i64, hash: &str) -> DbResult<bool>;
+    fn note_admin_sign_in(&mut self, id: i64, now_ms: i64) -> DbResult<()>;
+    /// End every session of admin `id` but `keep`; returns the digests of those ended, so
+    /// their streams can be closed.
+    fn end_admin_sessions(&mut self, id: i64, keep: Option<&Digest32>) -> DbResult<Vec<Digest32>>;
+}
+
 /// One transaction's view of the store. Users come back with their invite token derived under
 /// the server key.
-pub trait Tx {
+pub trait Tx: AdminAccounts {
     fn user(&mut self, id: i64) -> DbResult<Option<User>>;
     /// The user whose current invite token has this SHA-256 digest.
     fn user_by_token(&mut self, token_digest: &Digest32) -> DbResult<Option<User>>;
@@ -170,6 +199,7 @@ pub trait Tx {
     /// Every unexpired admin session (to warm the cache at start).
     fn admin_sessions(&mut self, now_ms: i64) -> DbResult<Vec<AdminSession>>;
     fn delete_admin_session(&mut self, token_digest: &Digest32) -> DbResult<()>;
+
     /// Delete admin sessions that expired at or before `now_ms`; returns how many.
     fn prune_admin_sessions(&mut self, now_ms: i64) -> DbResult<usize>;
 
@@ -243,13 +273,31 @@ pub fn key_path(db: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Load the server key, or create one. Returns the key and whether it is new.
+/// The database's directory must exist: SQLite would create the file but not its directory,
+/// and say only "unable to open database file".
+pub fn check_db_dir(db: &Path) -> DbResult<()> {
+    match db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Err(DbError::Io(format!(
+            "cannot open database {}: the directory {} does not exist",
+            db.display(),
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Load the server key, or create one (owner-only). Returns the key and whether it is new. A
+/// key file that another user owns, or that others may read or write, is refused (see
+/// `files.rs`); the file used is logged, so an operator can tell which key a deployment runs on.
 pub fn load_or_create_key(db: &Path) -> DbResult<([u8; 32], bool)> {
+    check_db_dir(db)?;
     let path = key_path(db);
     match fs::read(&path) {
         Ok(bytes) if bytes.len() == 32 => {
+            crate::files::check_private(&path, "the server key file").map_err(DbError::Io)?;
             let mut k = [0u8; 32];
             k.copy_from_slice(&bytes);
+            log::info!("server key: {}", path.display());
             return Ok((k, false));
         }
         Ok(_) => {
@@ -276,6 +324,7 @@ pub fn load_or_create_key(db: &Path) -> DbResult<([u8; 32], bool)> {
         f.sync_all()
     };
     write(&opts).map_err(|e| DbError::Io(format!("cannot create {}: {e}", path.display())))?;
+    log::info!("server key: {} (new)", path.display());
     Ok((key, true))
 }
 

@@ -26,8 +26,13 @@ use postgres::{Client, IsolationLevel, NoTls, Row, Statement};
 use std::collections::HashMap;
 use std::time::Duration;
 
+mod admins;
+
 /// Schema migrations, in order; `schema_version` counts them.
-const MIGRATIONS: &[&str] = &[include_str!("../../sql/postgres/0001_schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../sql/postgres/0001_schema.sql"),
+    include_str!("../../sql/postgres/0002_admins.sql"),
+];
 
 /// Taken while migrating, so nodes that start together migrate once.
 const MIGRATION_LOCK: i64 = 0x6361_7461_6c79; // "catalytic" in spirit: any fixed number.

@@ -18,11 +18,14 @@ use crate::model::User;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::Path;
 
+mod admins;
+
 /// Migrations, applied in order inside one transaction each; `PRAGMA user_version` counts them.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../sql/0001_init.sql"),
     include_str!("../../sql/0002_event_log.sql"),
     include_str!("../../sql/0003_oidc.sql"),
+    include_str!("../../sql/0004_admins.sql"),
 ];
 
 /// How long a statement waits for another process's lock before giving up (`SQLITE_BUSY`),
@@ -67,7 +70,12 @@ pub struct Sqlite {
 
 impl Sqlite {
     /// Open (creating if needed) and migrate the database at `path`.
+    /// The file is created owner-only (SQLite gives `-wal` and `-shm` the same mode), and
+    /// existing files others could read are tightened first (`files.rs`).
     pub fn open(path: &Path, key: Option<[u8; 32]>) -> DbResult<Sqlite> {
+        super::check_db_dir(path)?;
+        let is_new = !path.exists();
+        crate::files::prepare_database(path).map_err(DbError::Io)?;
         let conn = Connection::open(path)
             .map_err(|e| DbError::Io(format!("cannot open database {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
@@ -76,6 +84,9 @@ impl Sqlite {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let mut db = Sqlite { conn, key };
         db.migrate()?;
+        if is_new {
+            log::info!("created new database {}", path.display());
+        }
         Ok(db)
     }
 

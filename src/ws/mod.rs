@@ -62,7 +62,9 @@ impl HandshakeError {
 }
 
 /// Check an upgrade request and build the 101 answer. `own_origins` are the origins the server
-/// answers as (`--public-url`, and `http(s)://<Host>`); an `Origin` header naming anything else
+/// answers as, normalised (`http::normalize_origin`; the reactor passes exactly one: the
+/// public URL's, or `http://<Host>` without one); an `Origin` header that does not normalise to
+/// one of them — another site, another port, the plain-`http` twin of an `https` deployment —
 /// is a cross-site WebSocket hijacking attempt and is refused even with a valid cookie.
 pub fn accept(req: &Request, own_origins: &[&str]) -> Result<Vec<u8>, HandshakeError> {
     if !req.wants_websocket || req.method() != crate::http::Method::Get {
@@ -76,7 +78,8 @@ pub fn accept(req: &Request, own_origins: &[&str]) -> Result<Vec<u8>, HandshakeE
         return Err(HandshakeError::BadKey);
     }
     if let Some(origin) = req.origin.as_deref() {
-        if !own_origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+        let origin = crate::http::normalize_origin(origin);
+        if !own_origins.iter().any(|o| origin.as_deref() == Some(*o)) {
             return Err(HandshakeError::CrossOrigin);
         }
     }
@@ -314,6 +317,19 @@ mod tests {
         assert!(ok.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         req.origin = Some("http://h".into());
         assert!(accept(&req, &["http://h"]).is_ok());
+        req.origin = Some("HTTP://H:80".into());
+        assert!(
+            accept(&req, &["http://h"]).is_ok(),
+            "the same origin, spelled otherwise"
+        );
+        for other in ["https://h", "http://h:8080", "null", "http://h.evil"] {
+            req.origin = Some(other.into());
+            assert_eq!(
+                accept(&req, &["http://h"]),
+                Err(HandshakeError::CrossOrigin),
+                "{other}"
+            );
+        }
         req.origin = Some("https://evil.example".into());
         assert_eq!(
             accept(&req, &["http://h"]),

@@ -85,6 +85,16 @@ impl Server {
         )
     }
 
+    /// POST /api/session/answer {"token"} (the invite token).
+    pub fn answer(&self, token: &str) -> Resp {
+        self.json(
+            "POST",
+            "/api/session/answer",
+            None,
+            Some(&json!({ "token": token })),
+        )
+    }
+
     /// Creates a user and activates its invite; returns (user, invite token, session id,
     /// session_token cookie value).
     pub fn started_session(&self, questions_total: u64) -> Session {

@@ -19,6 +19,7 @@
 //! | `metrics`    | `/metrics` samples and polling                                     |
 //! | `fixtures`   | users, invites and sessions made through the API                   |
 //! | `assertions` | contract shapes (the user object, `MM:SS`)                         |
+//! | `events`     | the numbered log: fresh or resumed streams, bursts of writes       |
 //! | `serving`    | [`LiveAdmin`] and [`assert_serving`]: "the server still serves"    |
 //! | `rng`        | seeded PRNG                                                        |
 //! | `pg`         | [`Pg`]: a real PostgreSQL (initdb, free port, stop/start), test SQL |
@@ -27,6 +28,7 @@
 
 mod assertions;
 mod cluster;
+mod events;
 mod fixtures;
 mod frames;
 mod http;
@@ -42,6 +44,7 @@ use std::time::Duration;
 
 pub use assertions::*;
 pub use cluster::*;
+pub use events::*;
 pub use fixtures::*;
 pub use frames::*;
 pub use http::*;
@@ -56,6 +59,8 @@ pub use ws::*;
 pub const BIN: &str = env!("CARGO_BIN_EXE_catalytic");
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple 42";
+/// An agent key of the length the contract requires (at least 32 characters).
+pub const AGENT_KEY: &str = "agent-key-0123456789abcdef-0123456789";
 
 /// Default bound for "this should arrive".
 pub const WAIT: Duration = Duration::from_secs(5);

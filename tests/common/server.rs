@@ -205,6 +205,20 @@ impl Server {
         format!("admin_session={}", self.admin_token(ADMIN_EMAIL))
     }
 
+    /// The one-time setup URL line the server logs while no admin exists, and its code.
+    pub fn setup_code(&self) -> (String, String) {
+        let line = self
+            .logs
+            .wait_line(Duration::from_secs(3), |l| l.contains("/setup?code="))
+            .expect("setup URL logged when no admin exists");
+        let code: String = line[line.find("/setup?code=").unwrap() + "/setup?code=".len()..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        assert!(code.len() >= 8, "setup code {code:?} in {line:?}");
+        (line, code)
+    }
+
     pub fn connect(&self) -> TcpStream {
         let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

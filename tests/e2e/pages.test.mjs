@@ -10,42 +10,17 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import {
-  BIN, CHROMIUM, ADMIN_EMAIL, ADMIN_PASSWORD, SCREENSHOTS, tempDir, removeDir, createAdmin,
-  startServer, launchBrowser, openPage, until, sleep, connText, mmssToSeconds,
-  ensureScreenshotDir, apiLogin, onBase,
+  ADMIN_PASSWORD, SCREENSHOTS, tempDir, removeDir, createAdmin, startServer, launchBrowser,
+  openPage, until, sleep, connText, mmssToSeconds, ensureScreenshotDir, apiLogin, onBase,
+  signIn, waitLive, rowByEmail, rowEmails, unexpectedErrors, preflight as checkTools,
 } from './lib.mjs';
 
 const TEST_TIMEOUT = 90_000;
 
 function preflight() {
-  assert.ok(existsSync(BIN), `catalytic binary not found at ${BIN}: run \`cargo build\` first or set CATALYTIC_BIN`);
-  assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
-}
-
-/** Console errors of a page, minus the ones a scenario expects (e.g. a deliberate 401). */
-function unexpectedErrors(page, allowed = []) {
-  return page.errors.filter((e) => !allowed.some((re) => re.test(e)));
-}
-
-async function waitLive(page, timeout = 15_000) {
-  await until(async () => (await connText(page)) === 'Live', { timeout, what: 'connection indicator "Live"' });
-}
-
-async function signIn(page, password = ADMIN_PASSWORD) {
-  await page.getByLabel('Email', { exact: true }).fill(ADMIN_EMAIL);
-  await page.getByLabel('Password', { exact: true }).fill(password);
-  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
-}
-
-function rowByEmail(page, email) {
-  return page.locator('#users-body tr', { has: page.locator('td.cell-email', { hasText: email }) });
-}
-
-async function rowEmails(page) {
-  return page.locator('#users-body td.cell-email').allTextContents();
+  checkTools(assert);
 }
 
 describe('web pages against the real server', { timeout: 600_000 }, () => {
@@ -111,24 +86,25 @@ describe('web pages against the real server', { timeout: 600_000 }, () => {
     assert.deepEqual(await rowEmails(dash), [alan.email, ada.email]);
 
     const row = rowByEmail(dash2, ada.email);
-    assert.equal((await row.locator('.badge').textContent()).trim(), 'invited');
+    assert.equal((await row.locator('.badge').textContent()).trim(), 'Invited');
     assert.equal((await row.locator('.progress-text').textContent()).trim().replace(/\d+$/, 'N'), '0/N');
-    assert.match(await row.locator('input.link-input').inputValue(), /\/session\?token=/);
-    assert.equal((await row.locator('.validity').textContent()).trim(), 'valid');
-    await row.getByRole('button', { name: 'Copy', exact: true }).click();
+    assert.match(await row.locator('.link-text').getAttribute('title'), /\/session\?token=/);
+    assert.match((await row.locator('.validity').textContent()).trim(), /^Valid/);
+    await row.getByRole('button', { name: 'Copy invite link of Ada Lovelace' }).click();
     assert.equal(await dash2.locator('#counts .count-invited .count-n').textContent(), '2');
 
     // Filter narrows the table.
-    await dash.getByLabel('Filter').fill('lovelace');
+    await dash.getByLabel('Search').fill('lovelace');
     await until(async () => (await rowEmails(dash)).join() === ada.email, { what: 'filtered rows' });
-    await dash.getByLabel('Filter').fill('');
+    await dash.getByLabel('Search').fill('');
     assert.deepEqual(unexpectedErrors(dash, [/401/]), []);
     assert.deepEqual(unexpectedErrors(dash2), []);
   });
 
   test('session page: countdown ticks, Answer moves progress, dashboard follows', { timeout: TEST_TIMEOUT }, async () => {
-    const inviteUrl = await rowByEmail(dash, ada.email).locator('input.link-input').inputValue();
+    const inviteUrl = await rowByEmail(dash, ada.email).locator('.link-text').getAttribute('title');
     const s = await openPage(browser.context, onBase(server.base, inviteUrl));
+    await s.getByRole('button', { name: 'Start interview' }).click();
     const timer = s.locator('#remaining');
     await until(async () => mmssToSeconds(await timer.textContent()) != null, { what: 'countdown mm:ss' });
     const t1 = mmssToSeconds(await timer.textContent());
@@ -145,12 +121,13 @@ describe('web pages against the real server', { timeout: 600_000 }, () => {
 
     // The admin tabs see the session through the stream.
     const row = rowByEmail(dash2, ada.email);
-    await until(async () => (await row.locator('.badge').textContent()).trim() === 'in_progress', { what: 'status in_progress' });
+    await until(async () => (await row.locator('.badge').textContent()).trim() === 'In progress', { what: 'status In progress' });
     await until(async () => /^2\/\d+$/.test((await row.locator('.progress-text').textContent()).trim()), { what: 'row progress 2/N' });
-    await until(async () => mmssToSeconds(await row.locator('.timer-text').textContent()) != null, { what: 'row countdown' });
-    const r1 = mmssToSeconds(await row.locator('.timer-text').textContent());
+    const rowTimer = async () => mmssToSeconds((await row.locator('.timer-text').textContent()).replace(/ left$/, ''));
+    await until(async () => (await rowTimer()) != null, { what: 'row countdown' });
+    const r1 = await rowTimer();
     await sleep(1_600);
-    const r2 = mmssToSeconds(await row.locator('.timer-text').textContent());
+    const r2 = await rowTimer();
     assert.ok(r2 < r1, `dashboard countdown ticks locally (${r1} → ${r2})`);
 
     await s.screenshot({ path: path.join(SCREENSHOTS, 'session.png'), fullPage: true });
@@ -172,13 +149,16 @@ describe('web pages against the real server', { timeout: 600_000 }, () => {
 
   test('New invite link replaces the link; Delete asks first and removes the row everywhere', { timeout: TEST_TIMEOUT }, async () => {
     const row = rowByEmail(dash, alan.email);
-    const oldLink = await row.locator('input.link-input').inputValue();
+    const oldLink = await row.locator('.link-text').getAttribute('title');
     await row.getByRole('button', { name: 'New invite link', exact: true }).click();
-    await until(async () => (await rowByEmail(dash2, alan.email).locator('input.link-input').inputValue()) !== oldLink,
+    const dialog = dash.getByRole('dialog');
+    await dialog.waitFor();
+    assert.match(await dialog.textContent(), /current link stops working/);
+    await dialog.getByRole('button', { name: 'Create new link' }).click();
+    await until(async () => (await rowByEmail(dash2, alan.email).locator('.link-text').getAttribute('title')) !== oldLink,
       { what: 'new invite link in the other tab' });
 
     await row.getByRole('button', { name: 'Delete', exact: true }).click();
-    const dialog = dash.getByRole('dialog');
     await dialog.waitFor();
     // Cancel keeps the row.
     await dialog.getByRole('button', { name: 'Cancel' }).click();
@@ -214,7 +194,7 @@ describe('web pages against the real server', { timeout: 600_000 }, () => {
     await until(async () => (await rowEmails(dash)).join() === before.join(), { what: 'same rows after restart' });
     assert.deepEqual(await rowEmails(dash2), before);
     // While the server was down Chromium logs each refused WebSocket attempt; nothing else.
-    const down = [/WebSocket connection to .* failed/, /401/];
+    const down = [/WebSocket connection to .* failed/, /ERR_CONNECTION_REFUSED/, /401/];
     assert.deepEqual(unexpectedErrors(dash, down), []);
     assert.deepEqual(unexpectedErrors(dash2, down), []);
     dash.errors.length = 0;
@@ -265,13 +245,15 @@ describe('pages on separate short-lived servers', { timeout: 300_000 }, () => {
     const m = await until(() => setupRe.exec(s.log()), { timeout: 5_000, what: `a setup URL in the server log:\n${s.log()}` });
     const page = await openPage(browser.context, `${s.base}/setup?code=wrong-${m[1]}`);
     await page.getByLabel('Email', { exact: true }).fill('first@example.com');
-    await page.getByLabel('Password', { exact: true }).fill('first-password-123');
+    await page.getByLabel('Password', { exact: true }).fill(ADMIN_PASSWORD);
+    await page.getByLabel('Repeat the password').fill(ADMIN_PASSWORD);
     await page.getByRole('button', { name: 'Create admin account' }).click();
     await page.locator('#setup-error').waitFor({ state: 'visible' });
 
     await page.goto(`${s.base}/setup?code=${m[1]}`);
     await page.getByLabel('Email', { exact: true }).fill('first@example.com');
-    await page.getByLabel('Password', { exact: true }).fill('first-password-123');
+    await page.getByLabel('Password', { exact: true }).fill(ADMIN_PASSWORD);
+    await page.getByLabel('Repeat the password').fill(ADMIN_PASSWORD);
     await page.getByRole('button', { name: 'Create admin account' }).click();
     await page.waitForURL(`${s.base}/`);
     await page.getByRole('heading', { name: 'Invitees', exact: true }).waitFor();
@@ -286,12 +268,14 @@ describe('pages on separate short-lived servers', { timeout: 300_000 }, () => {
     const created = await api.call('POST', '/api/users', { first_name: 'Grace', last_name: 'Hopper', email: 'grace@example.com' });
     assert.equal(created.status, 201, JSON.stringify(created));
     const page = await openPage(browser.context, onBase(s.base, created.data.invite_url));
+    await page.getByRole('button', { name: 'Start interview' }).click();
     await page.waitForURL(/\/session\/expired$/, { timeout: 30_000 });
     await page.getByRole('heading', { name: 'Your session has ended' }).waitFor();
     assert.deepEqual(unexpectedErrors(page), []);
 
     // The used-up link now answers 410 → the expired page again, never a blank page.
     await page.goto(onBase(s.base, created.data.invite_url));
+    await page.getByRole('button', { name: 'Start interview' }).click();
     await page.waitForURL(/\/session\/expired$/, { timeout: 10_000 });
     await page.close();
   });
@@ -322,6 +306,7 @@ describe('pages on separate short-lived servers', { timeout: 300_000 }, () => {
   test('an invalid link shows "This link is not valid"', { timeout: TEST_TIMEOUT }, async () => {
     const s = servers[0] || (await freshServer());
     const page = await openPage(browser.context, `${s.base}/session?token=not-a-real-token`);
+    await page.getByRole('button', { name: 'Start interview' }).click();
     await page.getByRole('heading', { name: 'This link is not valid' }).waitFor();
     await page.goto(`${s.base}/session`);
     await page.getByRole('heading', { name: 'This link is not valid' }).waitFor();

@@ -1,6 +1,8 @@
 // Tiny fetch wrapper for the JSON API. Every call resolves (never rejects) to
-// {ok, status, data, error}: `error` is the server's {"error": "..."} text when there is one,
-// or a readable fallback, so pages can show it as is.
+// {ok, status, data, error, retryAfter}: `error` is the server's {"error": "..."} text as a
+// sentence when there is one, or a readable fallback, so pages can show it as is.
+
+import { sentence } from './util.js';
 
 export async function request(method, path, body) {
   const init = { method, credentials: 'same-origin', headers: {} };
@@ -12,7 +14,7 @@ export async function request(method, path, body) {
   try {
     res = await fetch(path, init);
   } catch {
-    return { ok: false, status: 0, data: null, error: 'Could not reach the server. Check your connection and try again.' };
+    return { ok: false, status: 0, data: null, error: 'Could not reach the server. Check your connection and try again.', retryAfter: null };
   }
   let data = null;
   const text = await res.text().catch(() => '');
@@ -25,9 +27,9 @@ export async function request(method, path, body) {
   }
   let error = null;
   if (!res.ok) {
-    error = (data && typeof data.error === 'string' && data.error) || fallbackError(res.status);
+    error = (data && typeof data.error === 'string' && sentence(data.error)) || fallbackError(res.status);
   }
-  return { ok: res.ok, status: res.status, data, error };
+  return { ok: res.ok, status: res.status, data, error, retryAfter: res.headers.get('Retry-After') };
 }
 
 function fallbackError(status) {

@@ -1,7 +1,10 @@
 // First-admin setup: POST /api/admin/setup {code, email, password} → 204 + admin_session
 // cookie, then the dashboard. The code comes from `?code=` (the URL the server logs once).
+// The page states the password rule and asks for the password twice; whether it is too easy
+// to guess is the server's call (422), and its reason is shown as it says it.
 
 import { postJSON } from './api.js';
+import { passwordProblem } from './util.js';
 
 const $ = (id) => document.getElementById(id);
 const code = new URLSearchParams(location.search).get('code') || '';
@@ -22,6 +25,12 @@ $('setup-form').addEventListener('submit', async (ev) => {
     show(errEl, body.code ? 'Enter an email and a password.' : 'Enter the setup code from the server log.');
     return;
   }
+  const problem = passwordProblem(body.password, $('setup-confirm').value);
+  if (problem) {
+    show(errEl, problem);
+    $('setup-password').focus();
+    return;
+  }
   busy(form, true);
   const res = await postJSON('/api/admin/setup', body);
   if (!res.ok) {
@@ -30,6 +39,7 @@ $('setup-form').addEventListener('submit', async (ev) => {
       ? ' If an admin already exists, sign in instead.'
       : '';
     show(errEl, res.error + extra);
+    if (res.status === 422) $('setup-password').select();
     if (res.status === 403) addSignInLink(errEl);
     return;
   }

@@ -14,6 +14,16 @@
 // - an `initial` message rebuilds the state from scratch (reduce(initialState, msg)), so a
 //   reconnect can never leave stale rows behind; unknown message types leave the state alone.
 //
+// Resume (contract v2, `resume: true`; the admin stream): the client remembers the `epoch` and
+// `seq` of the last `initial` and of every numbered event it applied, and reconnects with
+// `?epoch=E&since=N`. The server then answers `{"type":"resumed","epoch":E,"seq":N}` followed by
+// exactly the missed events (the state is kept and they are applied in order), or a fresh
+// `initial` (the state is replaced). An event whose `seq` is not above the last one applied is a
+// duplicate and is dropped; one that skips a number means something was lost, so the client
+// forgets its position and reconnects for a fresh `initial` (after the usual backoff, so a
+// confused server cannot make it spin). A `resumed` that names another position is treated the
+// same way. Frames without `seq` (presence, ping) are never numbered and always pass.
+//
 // Everything that touches the outside world is injectable for tests: the WebSocket constructor,
 // setTimeout/clearTimeout, Math.random, now(), and the event targets for `online`/`visibilitychange`.
 
@@ -40,6 +50,7 @@ export function backoffDelay(attempt, random = Math.random, baseMs = 1000, capMs
  * @param {(status) => void}     [o.onStatus]   {state:'connecting'|'open'|'waiting'|'stopped', ...}
  * @param {(event) => void}      [o.onUnauthorized] close 1008 received
  * @param {(msg) => void}        [o.onExpired]  session_expired received
+ * @param {boolean}              [o.resume]     remember epoch/seq and resume (contract v2)
  */
 export function createStream(o) {
   const opts = {
@@ -57,6 +68,7 @@ export function createStream(o) {
     baseMs: 1000,
     capMs: 30000,
     stableMs: 30000,
+    resume: false,
     eventTarget: typeof window !== 'undefined' ? window : null,
     document: typeof document !== 'undefined' ? document : null,
     ...o,
@@ -72,6 +84,9 @@ export function createStream(o) {
   let expired = false;
   let data = opts.initialState;
   let status = { state: 'idle' };
+  // Resume position: the epoch of the history we follow and the last event number applied.
+  let epoch = null;
+  let seq = null;
 
   function setStatus(s) {
     status = s;
@@ -79,7 +94,10 @@ export function createStream(o) {
   }
 
   function url() {
-    return typeof opts.url === 'function' ? opts.url() : opts.url;
+    const base = typeof opts.url === 'function' ? opts.url() : opts.url;
+    if (!opts.resume || epoch == null || seq == null) return base;
+    const sep = base.includes('?') ? '&' : '?';
+    return `${base}${sep}epoch=${encodeURIComponent(epoch)}&since=${seq}`;
   }
 
   function connect() {
@@ -132,6 +150,7 @@ export function createStream(o) {
       }
       return;
     }
+    if (opts.resume && !follow(sock, msg)) return;
     const now = opts.now();
     const base = msg.type === 'initial' ? opts.initialState : data;
     try {
@@ -145,6 +164,43 @@ export function createStream(o) {
       finish('expired');
       safe(() => opts.onExpired(msg));
     }
+  }
+
+  // Keep the resume position in step with a message; false when it must not be applied.
+  function follow(sock, msg) {
+    if (msg.type === 'initial') {
+      epoch = typeof msg.epoch === 'string' ? msg.epoch : null;
+      seq = Number.isSafeInteger(msg.seq) ? msg.seq : null;
+      return true;
+    }
+    if (msg.type === 'resumed') {
+      if (msg.epoch === epoch && msg.seq === seq) return true;
+      resync(sock);
+      return false;
+    }
+    if (!Number.isSafeInteger(msg.seq)) return true;
+    if (seq != null && msg.seq <= seq) return false; // already applied
+    if (seq != null && msg.seq !== seq + 1) {
+      resync(sock);
+      return false;
+    }
+    seq = msg.seq;
+    return true;
+  }
+
+  // Our position cannot be trusted any more: drop it and reconnect for a fresh `initial`.
+  function resync(sock) {
+    epoch = null;
+    seq = null;
+    if (sock !== ws) return;
+    ws = null;
+    detach(sock);
+    try {
+      sock.close(4000, 'resync');
+    } catch {
+      /* already closing */
+    }
+    onClose({ code: 4000, reason: 'resync' });
   }
 
   function onClose(ev) {
@@ -242,6 +298,10 @@ export function createStream(o) {
     },
     get attempt() {
       return attempt;
+    },
+    /** The resume position {epoch, seq} (both null until an `initial` carried them). */
+    get position() {
+      return { epoch, seq };
     },
   };
 }

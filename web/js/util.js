@@ -4,6 +4,91 @@
 /** The four user statuses of the contract, in the order the dashboard shows them. */
 export const STATUSES = Object.freeze(['invited', 'in_progress', 'completed', 'expired']);
 
+const STATUS_LABELS = Object.freeze({
+  invited: 'Invited',
+  in_progress: 'In progress',
+  completed: 'Completed',
+  expired: 'Expired',
+});
+
+/** A status in words, as the badges show it ("in_progress" → "In progress"). */
+export function statusLabel(status) {
+  return STATUS_LABELS[status] || (status ? String(status).replace(/_/g, ' ') : 'Unknown');
+}
+
+/**
+ * An error text as a sentence: capital first letter, final full stop. The server's messages
+ * are short phrases ("wrong email or password"); the pages show sentences.
+ */
+export function sentence(text) {
+  const t = String(text || '').trim();
+  if (!t) return '';
+  const first = t[0].toLocaleUpperCase() + t.slice(1);
+  return /[.!?…)]$/.test(first) ? first : `${first}.`;
+}
+
+/**
+ * "AbCdEfGh…UvWxYz" — the part of an invite link that tells two links apart (both ends of its
+ * token), short enough for a table cell. A link without a token is shortened in the middle.
+ */
+export function shortLink(url) {
+  if (typeof url !== 'string' || !url) return '';
+  const m = /[?&]token=([^&#]+)/.exec(url);
+  if (!m) return url.length > 40 ? `${url.slice(0, 20)}…${url.slice(-12)}` : url;
+  const token = m[1];
+  return token.length > 15 ? `${token.slice(0, 8)}…${token.slice(-6)}` : token;
+}
+
+// Intl formatters are expensive to make (tens of microseconds each): one per locale and style.
+const formatters = new Map();
+function formatter(locale, style) {
+  const key = `${locale || ''}|${style}`;
+  let f = formatters.get(key);
+  if (!f) {
+    const options = {
+      time: { hour: '2-digit', minute: '2-digit' },
+      day: { day: 'numeric', month: 'short' },
+      date: { day: 'numeric', month: 'short', year: 'numeric' },
+      long: { dateStyle: 'medium', timeStyle: 'short' },
+    }[style];
+    f = new Intl.DateTimeFormat(locale, options);
+    formatters.set(key, f);
+  }
+  return f;
+}
+
+/**
+ * A wall time (RFC 3339 or ms) for a table cell: "14:05" today, "3 Dec 14:05" this year,
+ * "3 Dec 2025" before. `now` (ms) and `locale` are injectable for tests. '' for no time.
+ */
+export function shortTime(value, now = Date.now(), locale = undefined) {
+  const d = toDate(value);
+  if (!d) return '';
+  const n = new Date(now);
+  const time = formatter(locale, 'time').format(d);
+  if (d.toDateString() === n.toDateString()) return time;
+  if (d.getFullYear() === n.getFullYear()) return `${formatter(locale, 'day').format(d)} ${time}`;
+  return formatter(locale, 'date').format(d);
+}
+
+/** The full date and time, for a tooltip or a screen reader. '' for no time. */
+export function longTime(value, locale = undefined) {
+  const d = toDate(value);
+  return d ? formatter(locale, 'long').format(d) : '';
+}
+
+const counter = new Intl.NumberFormat('en');
+/** 5000 → "5,000". */
+export function count(n) {
+  return counter.format(n);
+}
+
+function toDate(value) {
+  if (value == null || value === '') return null;
+  const d = new Date(value);
+  return Number.isNaN(d.getTime()) ? null : d;
+}
+
 /**
  * Seconds → "MM:SS". Minutes are not wrapped into hours: a 90-minute session reads "90:00",
  * the same shape the server uses for `session_timer`. Negative and non-finite inputs read "00:00".
@@ -45,74 +130,17 @@ export function remainingAt(baseSeconds, baseAt, now) {
   return Math.max(0, baseSeconds - elapsed);
 }
 
-/** Attach local countdown bookkeeping to a user object received at time `now`. */
-function stamp(user, now) {
-  return { ...user, timer_base: parseTimer(user.session_timer), timer_at: now };
-}
+/** The password rule of the contract, as far as a browser can check it (v2: ≥ 10 characters). */
+export const MIN_PASSWORD = 10;
 
 /**
- * Reducer for the admin stream. State: array of users, newest first (the server's order).
- * - `initial` replaces the whole list (every reconnect starts from the server's truth);
- * - `user_added` goes to the top, or replaces in place if that id is already known (so a row
- *   inserted from a POST answer and then announced by the stream is never doubled);
- * - `user_update` replaces in place (merging, so unknown future fields survive); an update for
- *   an id we never saw is put on top rather than lost;
- * - `user_deleted` removes by id;
- * - anything else (unknown types, malformed data) returns the same state object.
- * `now` (ms) stamps each user so its session countdown can tick locally from that moment.
+ * What is wrong with a new password and its repetition, as far as the browser can tell, or
+ * null. (Whether it is easy to guess is the server's call; its 422 reason is shown as is.)
  */
-export function usersReducer(state, msg, now = 0) {
-  const list = Array.isArray(state) ? state : [];
-  if (!msg || typeof msg !== 'object') return list;
-  switch (msg.type) {
-    case 'initial':
-      if (!Array.isArray(msg.data)) return list;
-      return msg.data.filter(isUser).map((u) => stamp(u, now));
-    case 'user_added':
-    case 'user_update': {
-      if (!isUser(msg.data)) return list;
-      const idx = list.findIndex((u) => u.id === msg.data.id);
-      if (idx === -1) return [stamp(msg.data, now), ...list];
-      const next = list.slice();
-      next[idx] = stamp({ ...list[idx], ...msg.data }, now);
-      return next;
-    }
-    case 'user_deleted': {
-      const id = msg.data && msg.data.id;
-      if (id == null) return list;
-      const next = list.filter((u) => u.id !== id);
-      return next.length === list.length ? list : next;
-    }
-    default:
-      return list;
-  }
-}
-
-function isUser(u) {
-  return u != null && typeof u === 'object' && u.id != null;
-}
-
-/** Counts per status, plus `total`. Unknown statuses count only in the total. */
-export function countByStatus(users) {
-  const counts = { total: 0 };
-  for (const s of STATUSES) counts[s] = 0;
-  for (const u of users) {
-    counts.total += 1;
-    if (Object.prototype.hasOwnProperty.call(counts, u.status) && u.status !== 'total') {
-      counts[u.status] += 1;
-    }
-  }
-  return counts;
-}
-
-/** Case-insensitive filter over name, email and status; every word must match somewhere. */
-export function filterUsers(users, query) {
-  const words = String(query || '').toLowerCase().split(/\s+/).filter(Boolean);
-  if (words.length === 0) return users;
-  return users.filter((u) => {
-    const hay = `${u.first_name || ''} ${u.last_name || ''} ${u.email || ''} ${u.status || ''}`.toLowerCase();
-    return words.every((w) => hay.includes(w));
-  });
+export function passwordProblem(password, again) {
+  if ([...String(password)].length < MIN_PASSWORD) return `The password must be at least ${MIN_PASSWORD} characters long.`;
+  if (password !== again) return 'The two passwords are not the same.';
+  return null;
 }
 
 /** Full name for display. */

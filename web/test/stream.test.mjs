@@ -1,7 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createStream, backoffDelay } from '../js/stream.js';
-import { usersReducer } from '../js/util.js';
+import { usersStoreReducer } from '../js/users.js';
 import { fakeClock, fakeWebSocketClass } from './fakes.mjs';
 
 // A seeded PRNG (mulberry32) so the "many samples" tests are deterministic.
@@ -223,26 +223,27 @@ describe('createStream', () => {
   });
 
   test('initial replaces the whole state; other messages reduce it', () => {
-    const t = setup({ reduce: usersReducer, initialState: [] });
+    const t = setup({ reduce: usersStoreReducer, initialState: null });
     t.s.start();
     t.last().serverOpen();
     t.last().serverSend({ type: 'initial', data: [{ id: 1, first_name: 'A' }, { id: 2, first_name: 'B' }] });
     t.last().serverSend({ type: 'user_added', data: { id: 3, first_name: 'C' } });
-    assert.deepEqual(t.s.state.map((u) => u.id), [3, 1, 2]);
+    assert.deepEqual([...t.s.state.values()].map((u) => u.id), [1, 2, 3]);
     // Reconnect: the server's new truth no longer has 1 and 3.
     t.last().serverClose(1001);
     t.clock.advance(1000);
     t.last().serverOpen();
     t.last().serverSend({ type: 'initial', data: [{ id: 2, first_name: 'B2' }] });
-    assert.deepEqual(t.s.state.map((u) => [u.id, u.first_name]), [[2, 'B2']]);
+    assert.deepEqual([...t.s.state.values()].map((u) => [u.id, u.first_name]), [[2, 'B2']]);
   });
 
   test('unknown types, non-JSON and odd payloads are ignored without breaking', () => {
-    const t = setup({ reduce: usersReducer, initialState: [] });
+    const t = setup({ reduce: usersStoreReducer, initialState: null });
     t.s.start();
     t.last().serverOpen();
     t.last().serverSend({ type: 'initial', data: [{ id: 1 }] });
     const before = t.s.state;
+    const size = before.size;
     t.last().serverSend({ type: 'something_new', data: { id: 99 } });
     t.last().serverSend('not json at all');
     t.last().serverSend('null');
@@ -250,10 +251,11 @@ describe('createStream', () => {
     t.last().serverSend({ no_type: true });
     t.last().serverSend({ type: 'user_update', data: null });
     assert.equal(t.s.state, before);
+    assert.equal(t.s.state.size, size);
     assert.equal(t.lastStatus().state, 'open');
     // Still working afterwards.
     t.last().serverSend({ type: 'user_added', data: { id: 2 } });
-    assert.deepEqual(t.s.state.map((u) => u.id), [2, 1]);
+    assert.deepEqual([...t.s.state.values()].map((u) => u.id), [1, 2]);
     t.last().serverSend({ type: 'ping' });
     assert.equal(t.last().sent.length, 1);
   });
@@ -358,5 +360,124 @@ describe('createStream', () => {
     first.serverClose(1008); // late event from the dead socket
     assert.equal(t.lastStatus().state, 'open');
     assert.equal(t.unauthorized, 0);
+  });
+});
+
+describe('resume (contract v2): epoch and seq', () => {
+  const user = (id, extra = {}) => ({ id, first_name: `F${id}`, ...extra });
+  const ids = (t) => [...t.s.state.values()].map((u) => u.id).sort((a, b) => a - b);
+  function resuming() {
+    const t = setup({ reduce: usersStoreReducer, initialState: null, resume: true });
+    t.s.start();
+    t.last().serverOpen();
+    t.last().serverSend({ type: 'initial', epoch: 'E1', seq: 10, data: [user(1), user(2)] });
+    return t;
+  }
+  function drop(t, code = 1006) {
+    const n = t.WS.sockets.length;
+    t.last().serverClose(code);
+    t.clock.advance(30_000); // past any backoff
+    assert.equal(t.WS.sockets.length, n + 1, 'one reconnect');
+    t.last().serverOpen();
+  }
+
+  test('remembers epoch and seq and reconnects with ?epoch=&since=', () => {
+    const t = resuming();
+    assert.equal(t.WS.sockets[0].url, 'ws://127.0.0.1:9/admin/stream');
+    t.last().serverSend({ type: 'user_added', seq: 11, data: user(3) });
+    t.last().serverSend({ type: 'presence', sessions: {}, admins: [] }); // no seq: never numbered
+    assert.deepEqual(t.s.position, { epoch: 'E1', seq: 11 });
+    drop(t);
+    assert.equal(t.last().url, 'ws://127.0.0.1:9/admin/stream?epoch=E1&since=11');
+  });
+
+  test('the epoch is URL-encoded and a URL with a query gets &', () => {
+    const t = setup({ url: 'ws://h/admin/stream?x=1', reduce: usersStoreReducer, initialState: null, resume: true });
+    t.s.start();
+    t.last().serverOpen();
+    t.last().serverSend({ type: 'initial', epoch: 'a b&c', seq: 0, data: [] });
+    drop(t);
+    assert.equal(t.last().url, 'ws://h/admin/stream?x=1&epoch=a%20b%26c&since=0');
+  });
+
+  test('resumed keeps the state and applies the missed events in order', () => {
+    const t = resuming();
+    const store = t.s.state;
+    drop(t);
+    t.last().serverSend({ type: 'resumed', epoch: 'E1', seq: 10 });
+    t.last().serverSend({ type: 'user_added', seq: 11, data: user(3) });
+    t.last().serverSend({ type: 'user_deleted', seq: 12, data: { id: 1 } });
+    t.last().serverSend({ type: 'user_update', seq: 13, data: user(2, { first_name: 'Two' }) });
+    assert.equal(t.s.state, store, 'no replacement on resume');
+    assert.deepEqual(ids(t), [2, 3]);
+    assert.equal(t.s.state.get(2).first_name, 'Two');
+    assert.deepEqual(t.s.position, { epoch: 'E1', seq: 13 });
+    assert.ok(t.messages.some(([m]) => m.type === 'resumed'), 'the page hears of the resume');
+  });
+
+  test('duplicates and older events are dropped', () => {
+    const t = resuming();
+    t.last().serverSend({ type: 'user_added', seq: 11, data: user(3) });
+    t.last().serverSend({ type: 'user_deleted', seq: 11, data: { id: 3 } }); // a repeat of 11
+    t.last().serverSend({ type: 'user_deleted', seq: 9, data: { id: 1 } }); // older than initial
+    assert.deepEqual(ids(t), [1, 2, 3]);
+    assert.equal(t.s.position.seq, 11);
+    const applied = t.messages.filter(([m]) => m.type !== 'initial' && m.seq != null).map(([m]) => m.seq);
+    assert.deepEqual(applied, [11], 'the page never sees a dropped event');
+  });
+
+  test('initial replaces everything, also after a resume, and resets the position', () => {
+    const t = resuming();
+    drop(t);
+    t.last().serverSend({ type: 'initial', epoch: 'E2', seq: 3, data: [user(7)] });
+    assert.deepEqual(ids(t), [7]);
+    assert.deepEqual(t.s.position, { epoch: 'E2', seq: 3 });
+    drop(t);
+    assert.match(t.last().url, /epoch=E2&since=3$/);
+  });
+
+  test('a gap in the numbers forgets the position and reconnects for a fresh initial', () => {
+    const t = resuming();
+    const gapped = t.last();
+    t.last().serverSend({ type: 'user_added', seq: 13, data: user(3) }); // 11 and 12 missing
+    assert.equal(gapped.closedByClient, 4000);
+    assert.equal(ids(t).includes(3), false, 'the event after the gap is not applied');
+    assert.deepEqual(t.s.position, { epoch: null, seq: null });
+    assert.equal(t.lastStatus().state, 'waiting');
+    t.clock.advance(30_000);
+    assert.equal(t.last().url, 'ws://127.0.0.1:9/admin/stream', 'no since: a fresh initial');
+    gapped.serverSend({ type: 'user_added', seq: 14, data: user(4) }); // late frame of the old socket
+    assert.equal(ids(t).includes(4), false);
+  });
+
+  test('a resumed that names another position is not trusted', () => {
+    const t = resuming();
+    drop(t);
+    const s = t.last();
+    s.serverSend({ type: 'resumed', epoch: 'E1', seq: 9 });
+    assert.equal(s.closedByClient, 4000);
+    assert.deepEqual(t.s.position, { epoch: null, seq: null });
+  });
+
+  test('without resume: true nothing is remembered (the session page)', () => {
+    const t = setup({ reduce: usersStoreReducer, initialState: null });
+    t.s.start();
+    t.last().serverOpen();
+    t.last().serverSend({ type: 'initial', epoch: 'E1', seq: 10, data: [] });
+    t.last().serverSend({ type: 'user_added', seq: 30, data: user(3) });
+    assert.deepEqual(ids(t), [3]);
+    drop(t);
+    assert.equal(t.last().url, 'ws://127.0.0.1:9/admin/stream');
+  });
+
+  test('a v1 server (no epoch or seq) works as before', () => {
+    const t = setup({ reduce: usersStoreReducer, initialState: null, resume: true });
+    t.s.start();
+    t.last().serverOpen();
+    t.last().serverSend({ type: 'initial', data: [user(1)] });
+    t.last().serverSend({ type: 'user_added', data: user(2) });
+    assert.deepEqual(ids(t), [1, 2]);
+    drop(t);
+    assert.equal(t.last().url, 'ws://127.0.0.1:9/admin/stream');
   });
 });

@@ -1,15 +1,9 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  formatCountdown, parseTimer, parseProgress, remainingAt, usersReducer, countByStatus,
-  filterUsers, fullName, sessionReducer, streamUrl, secondsUntil,
+  formatCountdown, parseTimer, parseProgress, remainingAt, fullName, sessionReducer, streamUrl,
+  secondsUntil, statusLabel, sentence, shortLink, shortTime, longTime,
 } from '../js/util.js';
-
-const u = (id, extra = {}) => ({
-  id, first_name: `F${id}`, last_name: `L${id}`, email: `u${id}@example.com`, status: 'invited',
-  progress: '0/10', invite_url: `http://h/session?token=t${id}`, token_valid: true,
-  session_timer: null, transcript: null, summary: null, ...extra,
-});
 
 describe('countdown helpers', () => {
   test('formatCountdown', () => {
@@ -66,86 +60,52 @@ describe('countdown helpers', () => {
   });
 });
 
-describe('usersReducer', () => {
-  test('initial replaces everything and keeps the server order', () => {
-    const s0 = [u(9), u(8)];
-    const s1 = usersReducer(s0, { type: 'initial', data: [u(3), u(2), u(1)] }, 50);
-    assert.deepEqual(s1.map((x) => x.id), [3, 2, 1]);
-    assert.ok(s1.every((x) => x.timer_at === 50));
-  });
-
-  test('user_added goes to the top and is de-duplicated by id', () => {
-    let s = usersReducer([], { type: 'initial', data: [u(2), u(1)] });
-    s = usersReducer(s, { type: 'user_added', data: u(3) });
-    assert.deepEqual(s.map((x) => x.id), [3, 2, 1]);
-    s = usersReducer(s, { type: 'user_added', data: u(3, { first_name: 'Again' }) });
-    assert.deepEqual(s.map((x) => x.id), [3, 2, 1]);
-    assert.equal(s[0].first_name, 'Again');
-  });
-
-  test('user_update replaces in place and stamps the countdown', () => {
-    let s = usersReducer([], { type: 'initial', data: [u(2), u(1)] }, 0);
-    s = usersReducer(s, { type: 'user_update', data: u(1, { status: 'in_progress', session_timer: '29:59', progress: '1/10' }) }, 7000);
-    assert.deepEqual(s.map((x) => x.id), [2, 1]);
-    assert.equal(s[1].status, 'in_progress');
-    assert.equal(s[1].timer_base, 1799);
-    assert.equal(s[1].timer_at, 7000);
-    assert.equal(s[0].timer_at, 0, 'other rows untouched');
-  });
-
-  test('user_update for an unknown id is kept, at the top', () => {
-    const s = usersReducer([u(1)], { type: 'user_update', data: u(5) });
-    assert.deepEqual(s.map((x) => x.id), [5, 1]);
-  });
-
-  test('user_deleted removes by id; unknown id is a no-op', () => {
-    const s0 = [u(3), u(2), u(1)];
-    const s1 = usersReducer(s0, { type: 'user_deleted', data: { id: 2 } });
-    assert.deepEqual(s1.map((x) => x.id), [3, 1]);
-    assert.equal(usersReducer(s1, { type: 'user_deleted', data: { id: 42 } }), s1);
-  });
-
-  test('unknown or malformed messages return the same state', () => {
-    const s = [u(1)];
-    for (const m of [
-      { type: 'nope' }, { type: 'initial', data: 'x' }, { type: 'user_added' },
-      { type: 'user_update', data: { name: 'no id' } }, { type: 'user_deleted' }, null, 42,
-    ]) assert.equal(usersReducer(s, m), s);
-    assert.deepEqual(usersReducer(undefined, { type: 'nope' }), []);
-  });
-
-  test('does not mutate its input', () => {
-    const s0 = Object.freeze([Object.freeze(u(1))]);
-    usersReducer(s0, { type: 'user_update', data: u(1, { status: 'completed' }) });
-    usersReducer(s0, { type: 'user_added', data: u(2) });
-    usersReducer(s0, { type: 'user_deleted', data: { id: 1 } });
-  });
-});
-
-describe('counts, filter, names', () => {
-  const list = [
-    u(1, { status: 'invited', first_name: 'Ada', last_name: 'Lovelace', email: 'ada@example.com' }),
-    u(2, { status: 'in_progress', first_name: 'Alan', last_name: 'Turing', email: 'alan@example.org' }),
-    u(3, { status: 'completed', first_name: 'Grace', last_name: 'Hopper', email: 'grace@navy.mil' }),
-    u(4, { status: 'expired' }),
-    u(5, { status: 'in_progress' }),
-    u(6, { status: 'weird' }),
-  ];
-  test('countByStatus', () => {
-    assert.deepEqual(countByStatus(list), { total: 6, invited: 1, in_progress: 2, completed: 1, expired: 1 });
-    assert.deepEqual(countByStatus([]), { total: 0, invited: 0, in_progress: 0, completed: 0, expired: 0 });
-  });
-  test('filterUsers', () => {
-    assert.equal(filterUsers(list, ''), list);
-    assert.deepEqual(filterUsers(list, 'ada').map((x) => x.id), [1]);
-    assert.deepEqual(filterUsers(list, 'EXAMPLE.org').map((x) => x.id), [2]);
-    assert.deepEqual(filterUsers(list, 'in_progress').map((x) => x.id), [2, 5]);
-    assert.deepEqual(filterUsers(list, 'grace hopper').map((x) => x.id), [3]);
-    assert.deepEqual(filterUsers(list, 'zzz'), []);
-  });
+describe('words for people', () => {
   test('fullName', () => {
     assert.equal(fullName({ first_name: 'Ada', last_name: 'Lovelace' }), 'Ada Lovelace');
     assert.equal(fullName({ first_name: '', last_name: '', email: 'a@b.c' }), 'a@b.c');
+  });
+
+  test('statusLabel: badges in words', () => {
+    assert.equal(statusLabel('invited'), 'Invited');
+    assert.equal(statusLabel('in_progress'), 'In progress');
+    assert.equal(statusLabel('completed'), 'Completed');
+    assert.equal(statusLabel('expired'), 'Expired');
+    assert.equal(statusLabel('paused_for_lunch'), 'paused for lunch');
+    assert.equal(statusLabel(undefined), 'Unknown');
+  });
+
+  test('sentence: capital letter and full stop, once', () => {
+    assert.equal(sentence('wrong email or password'), 'Wrong email or password.');
+    assert.equal(sentence('Already a sentence.'), 'Already a sentence.');
+    assert.equal(sentence('is it?'), 'Is it?');
+    assert.equal(sentence('  padded  '), 'Padded.');
+    assert.equal(sentence(''), '');
+    assert.equal(sentence(null), '');
+  });
+
+  test('shortLink keeps both ends of the token, so two links differ visibly', () => {
+    const a = 'http://127.0.0.1:8080/session?token=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA1234';
+    const b = 'http://127.0.0.1:8080/session?token=BBBBBBAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA9999';
+    assert.equal(shortLink(a), 'AAAAAAAA…AA1234');
+    assert.equal(shortLink(b), 'BBBBBBAA…AA9999');
+    assert.equal(shortLink('http://h/session?token=short'), 'short');
+    assert.equal(shortLink('http://h/other'), 'http://h/other');
+    assert.equal(shortLink(''), '');
+  });
+
+  test('shortTime: time today, day and time this year, date before', () => {
+    const now = Date.UTC(2026, 11, 3, 15, 0);
+    const today = new Date(now - 3_600_000).toISOString();
+    const thisYear = new Date(Date.UTC(2026, 5, 1, 12)).toISOString();
+    const before = new Date(Date.UTC(2024, 5, 1, 12)).toISOString();
+    assert.match(shortTime(today, now, 'en-GB'), /^\d\d:\d\d$/);
+    assert.match(shortTime(thisYear, now, 'en-GB'), /^1 Jun \d\d:\d\d$/);
+    assert.match(shortTime(before, now, 'en-GB'), /2024/);
+    assert.equal(shortTime(null, now), '');
+    assert.equal(shortTime('not a date', now), '');
+    assert.match(longTime(before, 'en-GB'), /2024/);
+    assert.equal(longTime(undefined), '');
   });
 });
 
