@@ -22,6 +22,10 @@ pub enum Denied {
     No(Response, &'static str),
     /// Not known here: look these admin session digests up in storage, then ask again.
     LookUp(Vec<Digest32>),
+    /// Cluster mode: the session of user `id` is not live in this node's view, which may lag
+    /// an activation another node just committed: ask storage (and wait for the log to catch
+    /// up), then ask again.
+    LookUpSession(i64, Vec<Digest32>),
     /// Over the failure limit of its address: this answer (429) instead of a handshake.
     Limited(Response),
 }
@@ -80,6 +84,8 @@ fn unauthorized() -> Denied {
 pub fn require_admin(ctx: &mut Ctx, req: &Request) -> Result<AdminAuth, Reply> {
     admin(ctx, req).map_err(|denied| match denied {
         Denied::No(resp, _) | Denied::Limited(resp) => Reply::Now(resp),
+        // Only stream handshakes ask for it.
+        Denied::LookUpSession(..) => Reply::Now(Response::error(401, "authentication required")),
         Denied::LookUp(tokens) => Reply::Later(
             Job::Store(Command::LookupAdminSession { tokens }),
             Pending::Authenticate(Box::new(req.clone())),
@@ -151,6 +157,23 @@ pub fn authorize_stream(
                 .find(|t| ctx.app.session_token_ok(id, t, ctx.now));
             match ok {
                 Some(t) => Ok(credential(auth::digest(t))),
+                None if ctx.cluster && !ctx.looked_up => {
+                    let cookies = req.cookies("session_token").take(COOKIE_VALUES_TRIED);
+                    let tokens = query
+                        .iter()
+                        .map(String::as_str)
+                        .chain(cookies)
+                        .filter(|t| !t.is_empty())
+                        .map(auth::digest)
+                        .collect::<Vec<_>>();
+                    if tokens.is_empty() {
+                        return Err(Denied::No(
+                            Response::error(401, "invalid or expired session"),
+                            "Invalid or expired session",
+                        ));
+                    }
+                    Err(Denied::LookUpSession(id, tokens))
+                }
                 None => Err(Denied::No(
                     Response::error(401, "invalid or expired session"),
                     "Invalid or expired session",

@@ -17,7 +17,7 @@ use super::input::{email_field, json_object, required_string, string_field, EMAI
 use super::limiter::{Counted, Key};
 use super::{app_error, clear_cookie, cookie, Ctx, Job, Pending, Reply};
 use crate::addr;
-use crate::app::{AppError, Command, Outcome};
+use crate::app::{AppError, ClusterCommand, Command, Outcome};
 use crate::auth;
 use crate::http::{Request, Response};
 use crate::metrics::{LoginMethod, LoginResult, Refusal};
@@ -108,24 +108,24 @@ pub fn login(ctx: &mut Ctx, req: &Request) -> Reply {
         None => Key::Account(account.clone()),
     };
     let keys = vec![Key::Ip(addr::limit_key(ctx.client_ip)), second];
-    let counted = match ctx.limiter.begin(keys, ctx.now) {
-        Ok(c) => c,
-        Err(secs) => {
-            ctx.metrics.refused(Refusal::LoginRate);
-            ctx.metrics
-                .login(LoginMethod::Password, LoginResult::Limited);
-            log::info!(
-                "sign-in limited: {account} from {} (retry in {secs} s)",
-                ctx.client_ip
-            );
-            return Reply::Now(
-                Response::error(429, "too many failed sign-ins; try again later")
-                    .header("Retry-After", &secs.to_string()),
-            );
+    // A cluster counts in the database, in the transaction that looks the account up.
+    let (job, counted) = match ctx.limiter.shared() {
+        Some(per_minute) => {
+            let counted = Counted::shared(keys);
+            let cmd = ClusterCommand::CountedFindAdmin {
+                email,
+                keys: counted.key_names(),
+                per_minute,
+            };
+            (Job::Cluster(cmd), counted)
         }
+        None => match ctx.limiter.begin(keys, ctx.now) {
+            Ok(counted) => (Job::Store(Command::FindAdmin { email }), counted),
+            Err(secs) => return Reply::Now(limited(ctx, &account, secs)),
+        },
     };
     Reply::Later(
-        Job::Store(Command::FindAdmin { email }),
+        job,
         Pending::LoginFound(Attempt {
             password,
             account,
@@ -136,8 +136,42 @@ pub fn login(ctx: &mut Ctx, req: &Request) -> Reply {
     )
 }
 
+/// A sign-in over a failure limit: 429 with `Retry-After`, counted nowhere.
+fn limited(ctx: &mut Ctx, account: &str, secs: i64) -> Response {
+    ctx.metrics.refused(Refusal::LoginRate);
+    ctx.metrics
+        .login(LoginMethod::Password, LoginResult::Limited);
+    log::info!(
+        "sign-in limited: {account} from {} (retry in {secs} s)",
+        ctx.client_ip
+    );
+    Response::error(429, "too many failed sign-ins; try again later")
+        .header("Retry-After", &secs.to_string())
+}
+
 /// Sign-in step 2: check the password against the account's hash (or the dummy one).
 pub fn check_password(ctx: &mut Ctx, mut a: Attempt, found: Result<Outcome, AppError>) -> Reply {
+    // A cluster's answer: counted in the database (or refused there), then as below.
+    let found = match found {
+        Ok(Outcome::LoginLimited { retry_after_s }) => {
+            a.counted = None;
+            return Reply::Now(limited(ctx, &a.account, retry_after_s));
+        }
+        Ok(Outcome::LoginCounted { admin, at }) => {
+            if let Some(c) = &mut a.counted {
+                c.counted_at(at);
+            }
+            Ok(Outcome::Admin(admin))
+        }
+        Err(e) => {
+            // The transaction that would have counted it rolled back: nothing to take back.
+            if a.counted.as_ref().is_some_and(Counted::is_shared) {
+                a.counted = None;
+            }
+            Err(e)
+        }
+        other => other,
+    };
     let stored = match found {
         Ok(Outcome::Admin(Some(account))) => {
             a.admin = Some((account.id, account.email));

@@ -15,8 +15,12 @@
 //!   (then other people's failures on the account do not lock it out); agent handshakes use the
 //!   address alone.
 //!
-//! The interface is these three verbs and nothing else, so that a deployment-wide limiter
-//! (cluster mode: counts in the database) can replace this per-process one.
+//! **Cluster mode** ([`LoginLimiter::shared`]): sign-ins are counted in the database under the
+//! same rules, by the storage command that looks the account up (`app::cluster`,
+//! `store/postgres/cluster.rs`), so a burst spread over the nodes is limited like one sent to a
+//! single node. Such an attempt is a [`Counted`] too; taking it back queues an uncount that the
+//! reactor sends to the database ([`LoginLimiter::take_uncounts`]). Failed agent handshakes
+//! stay counted per process (they are answered within the handshake, before any storage trip).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -36,26 +40,88 @@ pub enum Key {
     Device([u8; 16]),
 }
 
+impl Key {
+    /// The key as the database stores it (cluster mode).
+    pub fn name(&self) -> String {
+        match self {
+            Key::Ip(ip) => format!("ip:{ip}"),
+            Key::Account(email) => format!("account:{email}"),
+            Key::Device(id) => {
+                let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+                format!("device:{hex}")
+            }
+        }
+    }
+}
+
 /// An attempt that was counted: hand it back to [`LoginLimiter::take_back`] if it must not
 /// stay counted.
 #[derive(Debug)]
 pub struct Counted {
     keys: Vec<Key>,
+    /// When it was counted (ms; in the database's clock when `shared`).
     at: i64,
+    /// Counted in the database (cluster mode), not here.
+    shared: bool,
 }
+
+impl Counted {
+    /// An attempt the database counts (cluster mode); `at` is set once it has.
+    pub fn shared(keys: Vec<Key>) -> Counted {
+        Counted {
+            keys,
+            at: 0,
+            shared: true,
+        }
+    }
+
+    /// The database counted it at `at` (its clock, ms).
+    pub fn counted_at(&mut self, at: i64) {
+        self.at = at;
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// The keys as the database stores them.
+    pub fn key_names(&self) -> Vec<String> {
+        self.keys.iter().map(Key::name).collect()
+    }
+}
+
+/// Uncounts for the database waiting to be sent, at most (beyond, they are dropped: an
+/// attempt then stays counted until its window ends, which only errs on the safe side).
+const UNCOUNTS_MAX: usize = 1_024;
 
 pub struct LoginLimiter {
     per_minute: u32,
     /// Key → (start of its window, attempts counted in it).
     windows: HashMap<Key, (i64, u32)>,
+    /// Cluster mode: sign-ins are counted in the database.
+    shared: bool,
+    /// Taken-back database counts for the reactor to send: (key names, when counted).
+    uncounts: Vec<(Vec<String>, i64)>,
 }
 
 impl LoginLimiter {
-    pub fn new(per_minute: u32) -> Self {
+    pub fn new(per_minute: u32, shared: bool) -> Self {
         LoginLimiter {
             per_minute: per_minute.max(1),
             windows: HashMap::new(),
+            shared,
+            uncounts: Vec::new(),
         }
+    }
+
+    /// Cluster mode: sign-ins are counted in the database, at this limit per minute.
+    pub fn shared(&self) -> Option<u32> {
+        self.shared.then_some(self.per_minute)
+    }
+
+    /// Uncounts queued for the database since the last call.
+    pub fn take_uncounts(&mut self) -> Vec<(Vec<String>, i64)> {
+        std::mem::take(&mut self.uncounts)
     }
 
     /// Count an attempt against every key at `now` (ms), or refuse it: `Err(seconds)` until
@@ -81,12 +147,22 @@ impl LoginLimiter {
             }
             w.1 += 1;
         }
-        Ok(Counted { keys, at: now })
+        Ok(Counted {
+            keys,
+            at: now,
+            shared: false,
+        })
     }
 
     /// Uncount an attempt (it succeeded, or was never checked). A window that has started
     /// since it was counted does not hold it, and is left alone.
     pub fn take_back(&mut self, c: Counted) {
+        if c.shared {
+            if self.uncounts.len() < UNCOUNTS_MAX {
+                self.uncounts.push((c.key_names(), c.at));
+            }
+            return;
+        }
         for k in &c.keys {
             if let Some(w) = self.windows.get_mut(k) {
                 if w.0 <= c.at && w.1 > 0 {
@@ -110,7 +186,7 @@ mod tests {
 
     #[test]
     fn attempts_count_on_arrival() {
-        let mut l = LoginLimiter::new(2);
+        let mut l = LoginLimiter::new(2, false);
         let a = l.begin(keys(), 0).unwrap();
         let _b = l.begin(keys(), 1).unwrap();
         assert_eq!(
@@ -126,7 +202,7 @@ mod tests {
 
     #[test]
     fn keys_are_independent_and_a_refusal_counts_nothing() {
-        let mut l = LoginLimiter::new(1);
+        let mut l = LoginLimiter::new(1, false);
         let _ = l.begin(vec![Key::Account("a@b.c".into())], 0).unwrap();
         let ip = Key::Ip("10.0.0.1".parse().unwrap());
         assert!(l
@@ -140,7 +216,7 @@ mod tests {
 
     #[test]
     fn taking_back_after_the_window_turned_leaves_the_new_window() {
-        let mut l = LoginLimiter::new(1);
+        let mut l = LoginLimiter::new(1, false);
         let old = l.begin(keys(), 0).unwrap();
         let _new = l.begin(keys(), 60_000).unwrap();
         l.take_back(old);

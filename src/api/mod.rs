@@ -44,6 +44,8 @@ pub enum Job {
     Hash(worker::Job),
     /// A call to the identity provider, on the OIDC thread.
     Oidc(crate::oidc::Job),
+    /// A storage transaction only a cluster's store runs.
+    Cluster(crate::app::ClusterCommand),
 }
 
 /// What a job gave back.
@@ -128,6 +130,8 @@ pub struct Ctx<'a> {
     pub oidc: Option<&'a crate::oidc::Oidc>,
     /// `--password-login` (on unless turned off).
     pub password_login: bool,
+    /// Cluster mode: this node's view may lag a write another node just committed.
+    pub cluster: bool,
 }
 
 /// Route one `/api/*` request.

@@ -78,19 +78,21 @@ pub fn patch(ctx: &mut Ctx, req: &Request, id: i64) -> Reply {
     if let Err(reply) = require_admin(ctx, req) {
         return reply;
     }
-    // An unknown id is 404 whatever the body says.
-    if ctx.app.user(id).is_none() {
-        return Reply::Now(app_error(AppError::NotFound));
-    }
-    let patch = try_resp!(json_object(req)
-        .and_then(|b| parse_patch(&b))
-        .map_err(Reply::Now));
-    if patch.is_empty() {
-        return Reply::Now(Response::error(
-            422,
-            "give at least one of first_name, last_name, email, questions_total, questions_answered, transcript_url, summary_url",
-        ));
-    }
+    // An id unknown here is 404 whatever the body says. With a valid body, storage decides
+    // instead: in a cluster the user may have been added on another node a moment ago, and
+    // this node's view has not applied that event yet (storage answers 404 if there is none).
+    let known = ctx.app.user(id).is_some();
+    let patch = match json_object(req).and_then(|b| parse_patch(&b)) {
+        Ok(patch) if !patch.is_empty() => patch,
+        _ if !known => return Reply::Now(app_error(AppError::NotFound)),
+        Err(resp) => return Reply::Now(resp),
+        Ok(_) => {
+            return Reply::Now(Response::error(
+                422,
+                "give at least one of first_name, last_name, email, questions_total, questions_answered, transcript_url, summary_url",
+            ))
+        }
+    };
     Reply::Later(
         Job::Store(Command::UpdateUser {
             id,

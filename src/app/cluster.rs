@@ -7,6 +7,7 @@
 //! janitors after a network split just race the same guarded expiries, and one wins each).
 
 use super::{AppResult, Outcome};
+use crate::auth::Digest32;
 use crate::hub::Presence;
 use crate::store::{ClusterTx, PresenceShare, Snapshot};
 use std::collections::BTreeMap;
@@ -17,8 +18,9 @@ const JANITOR_LEASE: &str = "janitor";
 pub const LEASE_MS: i64 = 10_000;
 /// Expiries handed out per sweep at most (the next sweep takes the rest).
 const SWEEP_LIMIT: i64 = 100;
-/// A node whose share is older than this has left presence (ms; API.md: within 15 s).
-pub const PRESENCE_STALE_MS: i64 = 12_000;
+/// A node whose share is older than this has left presence (ms; API.md: within 15 s, and a
+/// node refreshes its share every 3 s: three missed refreshes).
+pub const PRESENCE_STALE_MS: i64 = 10_000;
 
 /// Work only a cluster's store does.
 #[derive(Debug)]
@@ -28,13 +30,32 @@ pub enum ClusterCommand {
     Snapshot { tail: u64 },
     /// Take or renew the janitor lease for `node_id`; if held, list the overdue expiries.
     Janitor { node_id: String },
-    /// Store `node_id`'s share of presence and read everyone's, merged.
-    SharePresence { node_id: String, mine: Presence },
+    /// Store `node_id`'s share of presence (when `mine` is given: it changed or is due for a
+    /// refresh) and read everyone's, merged.
+    SharePresence {
+        node_id: String,
+        mine: Option<Presence>,
+    },
+    /// Sign-in, step 1: count the attempt against `keys` for the whole deployment (or refuse
+    /// it over `per_minute`), then look the account up.
+    CountedFindAdmin {
+        email: String,
+        keys: Vec<String>,
+        per_minute: u32,
+    },
+    /// Take back an attempt counted at `at` (it succeeded, or was never checked).
+    UncountLogin { keys: Vec<String>, at: i64 },
+    /// Read: is the session of user `id` live under one of these token digests, and where
+    /// does the log stand (a node that has not applied the activation yet waits for it).
+    LookupSession { id: i64, tokens: Vec<Digest32> },
 }
 
 impl ClusterCommand {
     pub fn is_read(&self) -> bool {
-        matches!(self, ClusterCommand::Snapshot { .. })
+        matches!(
+            self,
+            ClusterCommand::Snapshot { .. } | ClusterCommand::LookupSession { .. }
+        )
     }
 }
 
@@ -60,18 +81,51 @@ pub fn execute(tx: &mut dyn ClusterTx, now: i64, cmd: ClusterCommand) -> AppResu
                     invites: Vec::new(),
                 });
             }
+            tx.sweep_login_attempts(now)?;
             Ok(Outcome::Overdue {
                 sessions: tx.overdue_sessions(now, SWEEP_LIMIT)?,
                 invites: tx.overdue_invites(now, SWEEP_LIMIT)?,
             })
         }
         ClusterCommand::SharePresence { node_id, mine } => {
-            tx.share_presence(&node_id, &encode(&mine), now)?;
+            if let Some(mine) = mine {
+                tx.share_presence(&node_id, &encode(&mine), now)?;
+            }
             let mut all = Presence::default();
             for share in tx.presence_shares(now - PRESENCE_STALE_MS)? {
                 merge(&mut all, &share);
             }
             Ok(Outcome::Presence(all))
+        }
+        ClusterCommand::CountedFindAdmin {
+            email,
+            keys,
+            per_minute,
+        } => match tx.count_login_attempt(&keys, per_minute, now)? {
+            Ok(()) => Ok(Outcome::LoginCounted {
+                admin: tx.find_admin(&email)?,
+                at: now,
+            }),
+            Err(retry_after_s) => Ok(Outcome::LoginLimited { retry_after_s }),
+        },
+        ClusterCommand::UncountLogin { keys, at } => {
+            tx.uncount_login_attempt(&keys, at)?;
+            Ok(Outcome::Nothing)
+        }
+        ClusterCommand::LookupSession { id, tokens } => {
+            let mut live = false;
+            for token in &tokens {
+                if let Some(u) = tx.user_by_token(token)? {
+                    live = u.id == id && u.session_is_live(now);
+                    if live {
+                        break;
+                    }
+                }
+            }
+            Ok(Outcome::SessionAt {
+                live,
+                head: tx.log_head()?.head,
+            })
         }
     }
 }

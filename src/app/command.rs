@@ -231,6 +231,17 @@ pub enum Outcome {
     },
     /// `ClusterCommand::SharePresence`'s answer: every node's presence, merged.
     Presence(crate::hub::Presence),
+    /// `ClusterCommand::CountedFindAdmin`'s answer when the attempt was counted (at `at`, the
+    /// database's clock): the account, if any.
+    LoginCounted {
+        admin: Option<AdminAccount>,
+        at: i64,
+    },
+    /// `ClusterCommand::CountedFindAdmin`'s answer over a limit: refused, not counted.
+    LoginLimited { retry_after_s: i64 },
+    /// `ClusterCommand::LookupSession`'s answer: whether the session is live, and the log's
+    /// head when it was read.
+    SessionAt { live: bool, head: u64 },
     /// `OidcAttemptUsed`'s answer.
     AttemptUsed(bool),
     /// Sign-in refused with this reason; the transaction commits (the attempt is spent).

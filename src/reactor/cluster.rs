@@ -26,12 +26,15 @@ use std::collections::BTreeMap;
 /// How often the janitor sweeps and presence is shared (ms).
 const CLUSTER_TICK_MS: u64 = 1_000;
 /// Presence is stored at least this often even when unchanged (ms), so a live node never
-/// looks gone to the others.
-const PRESENCE_REFRESH_MS: u64 = 5_000;
+/// looks gone to the others (they drop a share after `cluster::PRESENCE_STALE_MS`).
+const PRESENCE_REFRESH_MS: u64 = 3_000;
 /// A hole in the intake older than this makes the node "behind" (`/readyz` 503).
 const BEHIND_MS: u64 = 1_000;
 /// Events waiting in the intake at most; beyond, the node resynchronises.
 const INTAKE_MAX: usize = 100_000;
+/// A session stream handshake waits at most about this long (+ a tick) for the view to reach
+/// the activation storage saw; then it gets 503.
+const HANDSHAKE_WAIT_MS: u128 = 2_000;
 
 /// A node's part in a cluster.
 pub(super) struct ClusterNode {
@@ -49,6 +52,8 @@ pub(super) struct ClusterNode {
     pub presence: Option<Presence>,
     /// Hub presence version and monotonic ms of the last share.
     pub shared: Option<(u64, u64)>,
+    /// A presence share is with storage (one at a time, so a slow database is not queued up).
+    pub sharing: bool,
 }
 
 impl ClusterNode {
@@ -62,6 +67,7 @@ impl ClusterNode {
             resyncing: false,
             presence: None,
             shared: None,
+            sharing: false,
         }
     }
 }
@@ -120,17 +126,7 @@ impl Server {
             self.start_resync("too many events wait for an earlier one");
         }
         // Answers whose events are applied now go out.
-        let head = self.app.head();
-        let ready: Vec<_> = {
-            let (ready, waiting) = std::mem::take(&mut self.stalled)
-                .into_iter()
-                .partition(|(seq, _, _)| *seq <= head);
-            self.stalled = waiting;
-            ready
-        };
-        for (_, ticket, result) in ready {
-            self.answer(ticket, result);
-        }
+        self.release_stalled();
     }
 
     /// The bus has news.
@@ -229,6 +225,7 @@ impl Server {
             }
         }
         log::info!("view resynchronised at event {head}");
+        self.release_stalled();
         // Whatever the bus delivered meanwhile follows.
         if let Some((_, (logged, started))) = self.intake.pop_first() {
             self.offer_event(logged, started);
@@ -243,9 +240,12 @@ impl Server {
         };
         let node_id = c.node_id.clone();
         let version = self.hub.presence_version();
+        // This node's share is written when it changed or is due for a refresh; everyone's is
+        // read every tick, so a change anywhere shows here within about two ticks.
         let share_due = c.shared.is_none_or(|(v, at)| {
             v != version || now.mono_ms.saturating_sub(at) >= PRESENCE_REFRESH_MS
         });
+        let sharing = c.sharing;
         let resync_due = c.resyncing;
         self.storage.submit(
             jobs::Ticket::Janitor,
@@ -253,22 +253,61 @@ impl Server {
                 node_id: node_id.clone(),
             },
         );
-        if share_due {
-            let mine = self.hub.presence();
+        if !sharing {
+            let mine = share_due.then(|| self.hub.presence());
             if self.storage.submit(
                 jobs::Ticket::SharePresence,
                 ClusterCommand::SharePresence { node_id, mine },
             ) {
                 if let Some(c) = &mut self.cluster {
-                    c.shared = Some((version, now.mono_ms));
+                    c.sharing = true;
+                    if share_due {
+                        c.shared = Some((version, now.mono_ms));
+                    }
                 }
             }
         }
         if !resync_due && self.intake_stuck(now.mono_ms) {
             self.start_resync("a hole in the log was not filled");
         }
+        self.release_waiting_handshakes();
         self.timers
             .insert(now.mono_ms + CLUSTER_TICK_MS, Timer::Cluster);
+    }
+
+    /// Session stream handshakes that waited too long for the view (see `HANDSHAKE_WAIT_MS`)
+    /// are answered now (503).
+    fn release_waiting_handshakes(&mut self) {
+        let overdue = |t: &jobs::Ticket, r: &Result<Outcome, crate::app::AppError>| {
+            matches!(r, Ok(Outcome::SessionAt { .. }))
+                && matches!(t, jobs::Ticket::Request { started, .. }
+                    if started.elapsed().as_millis() >= HANDSHAKE_WAIT_MS)
+        };
+        if !self.stalled.iter().any(|(_, t, r)| overdue(t, r)) {
+            return;
+        }
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.stalled)
+            .into_iter()
+            .partition(|(_, t, r)| overdue(t, r));
+        self.stalled = waiting;
+        for (_, ticket, result) in done {
+            self.answer(ticket, result);
+        }
+    }
+
+    /// Answers whose events the view has applied go out (after events, or a resync).
+    pub(super) fn release_stalled(&mut self) {
+        let head = self.app.head();
+        if !self.stalled.iter().any(|(seq, _, _)| *seq <= head) {
+            return;
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.stalled)
+            .into_iter()
+            .partition(|(seq, _, _)| *seq <= head);
+        self.stalled = waiting;
+        for (_, ticket, result) in ready {
+            self.answer(ticket, result);
+        }
     }
 
     /// The janitor's answer: expire what is overdue (guarded: whichever node wins, once).
@@ -290,11 +329,29 @@ impl Server {
 
     /// Everyone's presence came back: tell the admins if it changed.
     pub(super) fn presence_shared(&mut self, result: Result<Outcome, crate::app::AppError>) {
+        if let Some(c) = &mut self.cluster {
+            c.sharing = false;
+            if result.is_err() {
+                c.shared = None; // not stored: write it again at the next tick
+            }
+        }
         if let (Ok(Outcome::Presence(all)), Some(c)) = (result, &mut self.cluster) {
             if c.presence.as_ref() != Some(&all) {
                 c.presence = Some(all);
                 self.presence_changed(self.time.now());
             }
+        }
+    }
+
+    /// Sign-in attempts the limiter took back go to the database (cluster mode; the queue is
+    /// always empty on a single server). Best effort: one that cannot be queued stays counted
+    /// until its window ends.
+    pub(super) fn send_uncounts(&mut self) {
+        for (keys, at) in self.limiter.take_uncounts() {
+            self.storage.submit(
+                jobs::Ticket::Uncount,
+                ClusterCommand::UncountLogin { keys, at },
+            );
         }
     }
 

@@ -56,6 +56,8 @@ pub enum Ticket {
     Janitor,
     /// This node's share of presence, and everyone's (cluster).
     SharePresence,
+    /// Taking back a sign-in attempt counted in the database (cluster).
+    Uncount,
 }
 
 impl Server {
@@ -74,6 +76,7 @@ impl Server {
             metrics: &mut self.metrics,
             oidc: self.oidc.as_ref(),
             password_login: self.cfg.password_login,
+            cluster: self.cluster.is_some(),
         }
     }
 
@@ -88,6 +91,9 @@ impl Server {
         match reply {
             Reply::Now(resp) => self.respond(key, resp, keep_alive),
             Reply::Later(Job::Store(cmd), pending) => {
+                self.await_storage(key, cmd, pending, keep_alive, started)
+            }
+            Reply::Later(Job::Cluster(cmd), pending) => {
                 self.await_storage(key, cmd, pending, keep_alive, started)
             }
             Reply::Later(Job::Hash(job), pending) => {
@@ -111,7 +117,7 @@ impl Server {
     pub(super) fn await_storage(
         &mut self,
         key: usize,
-        cmd: Command,
+        cmd: impl Into<crate::storage::Work>,
         pending: Pending,
         keep_alive: bool,
         started: Instant,
@@ -206,6 +212,13 @@ impl Server {
             )) => {
                 self.apply_event(event, self.time.now(), started);
             }
+            // A session stream's handshake on a node that has not applied the activation yet
+            // (cluster): it waits, like an answer, until the view reaches the head storage saw
+            // (bounded: `cluster_tick` lets it go after `HANDSHAKE_WAIT_MS`).
+            Ok(Outcome::SessionAt { live: true, head }) if *head > self.app.head() => {
+                self.stalled.push((*head, ticket, result));
+                return;
+            }
             _ => {}
         }
         self.answer(ticket, result);
@@ -283,6 +296,12 @@ impl Server {
             Ticket::Snapshot => self.resynced(result),
             Ticket::Janitor => self.swept(result),
             Ticket::SharePresence => self.presence_shared(result),
+            Ticket::Uncount => {
+                if let Err(e) = result {
+                    // The attempt stays counted until its window ends: errs on the safe side.
+                    log::warn!("a sign-in attempt could not be uncounted: {e:?}");
+                }
+            }
         }
     }
 
@@ -393,6 +412,17 @@ impl Server {
                 if let Some(session) = found {
                     self.app.remember_admin_session(session);
                 }
+                let stream = Stream::from_path(&req.path, self.cfg.echo_path.as_deref());
+                self.upgrade(key, req, stream, true);
+            }
+            Ok(Outcome::SessionAt { live, head }) if live && head > self.app.head() => {
+                // The view did not catch up within the wait: the session cannot be checked
+                // here now, which is not the same as wrong (API.md: 503, never 401).
+                log::info!("conn {key} session stream: this node is behind event {head}; 503");
+                let busy = api::app_error(AppError::Busy).closing();
+                self.respond(key, busy, false);
+            }
+            Ok(Outcome::SessionAt { .. }) => {
                 let stream = Stream::from_path(&req.path, self.cfg.echo_path.as_deref());
                 self.upgrade(key, req, stream, true);
             }

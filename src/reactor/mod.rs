@@ -252,6 +252,15 @@ impl Server {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{local}"));
+        if cfg.database_url.is_some() && cfg.public_url.is_none() {
+            // Each node would name itself: invite links and the accepted origin would differ
+            // by the node that happened to serve the request.
+            log::warn!(
+                "cluster mode without --public-url: invite links and the accepted origin will \
+                 name this node ({public_url}), not the load balancer; give every node the same \
+                 --public-url"
+            );
+        }
         let time = Clock::default();
         let mut cfg = cfg;
         cfg.agent_key = open::agent_key(&cfg)?;
@@ -307,7 +316,7 @@ impl Server {
             session_clock: SessionClock::new(),
             app: opened.app,
             presence: presence::Teller::default(),
-            limiter: LoginLimiter::new(cfg.login_failures_per_minute),
+            limiter: LoginLimiter::new(cfg.login_failures_per_minute, cluster.is_some()),
             device: DeviceKeys::new(&opened.key),
             own_origin: cfg.public_url.clone(),
             hsts: public_url.starts_with("https://"),
@@ -409,6 +418,7 @@ impl Server {
                 self.process_buffered(key);
                 self.on_readable(key);
             }
+            self.send_uncounts();
             self.fire_timers();
             self.write_listed();
             self.reap_dead();

@@ -79,6 +79,13 @@ impl Server {
                 req.keep_alive,
                 Instant::now(),
             ),
+            Err(Denied::LookUpSession(id, tokens)) => self.await_storage(
+                key,
+                crate::app::ClusterCommand::LookupSession { id, tokens },
+                Pending::Handshake(Box::new(req.clone())),
+                req.keep_alive,
+                Instant::now(),
+            ),
         }
     }
 

@@ -264,6 +264,18 @@ pub trait ClusterTx: Tx {
     /// Store a setting unless it is set; returns the value that holds afterwards.
     fn setting_or_insert(&mut self, name: &str, value: &[u8]) -> DbResult<Vec<u8>>;
     fn admin_count(&mut self) -> DbResult<i64>;
+    /// Count a sign-in attempt against every limiter key at `now` (`api/limiter.rs`'s rules,
+    /// for the whole deployment), or refuse it: `Err(seconds)` until it may try again.
+    fn count_login_attempt(
+        &mut self,
+        keys: &[String],
+        per_minute: u32,
+        now: i64,
+    ) -> DbResult<Result<(), i64>>;
+    /// Uncount an attempt counted at `at` (it succeeded, or was never checked).
+    fn uncount_login_attempt(&mut self, keys: &[String], at: i64) -> DbResult<()>;
+    /// Forget the counts of windows that have ended; returns how many.
+    fn sweep_login_attempts(&mut self, now: i64) -> DbResult<u64>;
 }
 
 /// The server key file beside the database.

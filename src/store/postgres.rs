@@ -16,8 +16,8 @@
 //!   (the contract's 503 bound); a broken connection is reopened on the next command.
 
 use super::{
-    AdminAccount, AdminSession, ClusterTx, DbError, DbResult, LogHead, NewUser, PresenceShare,
-    Retention, StoredEvent, Tx,
+    AdminAccount, AdminSession, ClusterTx, DbError, DbResult, LogHead, NewUser, Retention,
+    StoredEvent, Tx,
 };
 use crate::auth::{self, Digest32};
 use crate::model::User;
@@ -27,11 +27,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 mod admins;
+mod cluster;
 
 /// Schema migrations, in order; `schema_version` counts them.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../sql/postgres/0001_schema.sql"),
     include_str!("../../sql/postgres/0002_admins.sql"),
+    include_str!("../../sql/postgres/0003_login_failures.sql"),
 ];
 
 /// Taken while migrating, so nodes that start together migrate once.
@@ -344,112 +346,6 @@ impl PgTx<'_> {
             .query_opt(&s, &[p])?
             .map(|r| user_from_row(&r, &key))
             .transpose()
-    }
-}
-
-impl ClusterTx for PgTx<'_> {
-    fn all_users(&mut self) -> DbResult<Vec<User>> {
-        let key = self.key;
-        let rows = self.tx.query(
-            &format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"),
-            &[],
-        )?;
-        rows.iter().map(|r| user_from_row(r, &key)).collect()
-    }
-
-    fn take_lease(
-        &mut self,
-        name: &str,
-        holder: &str,
-        until_ms: i64,
-        now_ms: i64,
-    ) -> DbResult<bool> {
-        let s = self.stmt(
-            "INSERT INTO leases (name, holder, until) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
-             WHERE leases.holder = excluded.holder OR leases.until < $4
-             RETURNING holder",
-        )?;
-        Ok(self
-            .tx
-            .query_opt(&s, &[&name, &holder, &until_ms, &now_ms])?
-            .is_some())
-    }
-
-    fn overdue_sessions(&mut self, now_ms: i64, limit: i64) -> DbResult<Vec<i64>> {
-        let s = self.stmt(
-            "SELECT id FROM users
-             WHERE token_activated AND NOT session_expired AND session_expires_at <= $1
-             ORDER BY session_expires_at LIMIT $2",
-        )?;
-        let rows = self.tx.query(&s, &[&now_ms, &limit])?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
-    }
-
-    fn overdue_invites(&mut self, now_ms: i64, limit: i64) -> DbResult<Vec<i64>> {
-        let s = self.stmt(
-            "SELECT id FROM users
-             WHERE NOT token_activated AND NOT invite_expired AND invite_expires_at <= $1
-             ORDER BY invite_expires_at LIMIT $2",
-        )?;
-        let rows = self.tx.query(&s, &[&now_ms, &limit])?;
-        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
-    }
-
-    fn share_presence(
-        &mut self,
-        node_id: &str,
-        share: &PresenceShare,
-        now_ms: i64,
-    ) -> DbResult<()> {
-        let s = self.stmt(
-            "INSERT INTO presence (node_id, updated_at, sessions, admins) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (node_id) DO UPDATE
-             SET updated_at = excluded.updated_at, sessions = excluded.sessions,
-                 admins = excluded.admins",
-        )?;
-        self.tx
-            .execute(&s, &[&node_id, &now_ms, &share.sessions, &share.admins])?;
-        Ok(())
-    }
-
-    fn presence_shares(&mut self, fresh_after_ms: i64) -> DbResult<Vec<PresenceShare>> {
-        let s = self.stmt("SELECT sessions, admins FROM presence WHERE updated_at > $1")?;
-        let rows = self.tx.query(&s, &[&fresh_after_ms])?;
-        rows.iter()
-            .map(|r| {
-                Ok(PresenceShare {
-                    sessions: r.try_get(0)?,
-                    admins: r.try_get(1)?,
-                })
-            })
-            .collect()
-    }
-
-    fn setting(&mut self, name: &str) -> DbResult<Option<Vec<u8>>> {
-        Ok(self
-            .tx
-            .query_opt("SELECT value FROM settings WHERE name = $1", &[&name])?
-            .map(|r| r.try_get(0))
-            .transpose()?)
-    }
-
-    fn setting_or_insert(&mut self, name: &str, value: &[u8]) -> DbResult<Vec<u8>> {
-        self.tx.execute(
-            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-            &[&name, &value],
-        )?;
-        Ok(self
-            .tx
-            .query_one("SELECT value FROM settings WHERE name = $1", &[&name])?
-            .try_get(0)?)
-    }
-
-    fn admin_count(&mut self) -> DbResult<i64> {
-        Ok(self
-            .tx
-            .query_one("SELECT count(*) FROM admins", &[])?
-            .try_get(0)?)
     }
 }
 

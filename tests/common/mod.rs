@@ -24,10 +24,12 @@
 //! | `rng`        | seeded PRNG                                                        |
 //! | `pg`         | [`Pg`]: a real PostgreSQL (initdb, free port, stop/start), test SQL |
 //! | `cluster`    | [`Cluster`] of nodes on one database, [`Recorder`] (raw frames)    |
+//! | `cluster_checks` | the cluster files' bounds and checks (`use common::cluster_checks::*`) |
 #![allow(dead_code, unused_imports)]
 
 mod assertions;
 mod cluster;
+pub mod cluster_checks;
 mod events;
 mod fixtures;
 mod frames;
