@@ -298,6 +298,8 @@ fn lag(ctx: &mut Ctx, dep: &Deployment) -> Result<Value, String> {
     let (mut remote, mut local, mut extra, mut post) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut lost, mut refused) = (0usize, Vec::new());
+    // Per writing node: POST → remote receipt, and remote − local (the bus in one direction).
+    let mut by_writer: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); k];
     for w in 0..LAG_WARMUP + writes {
         let writer = w % k;
         let h = hs[writer];
@@ -349,6 +351,8 @@ fn lag(ctx: &mut Ctx, dep: &Deployment) -> Result<Value, String> {
             }
         }
         extra.push(rem_max - loc_max);
+        by_writer[writer].0.push(rem_max);
+        by_writer[writer].1.push(rem_max - loc_max);
     }
     let gaps = d.seq_gaps;
     d.close_all_ws();
@@ -378,6 +382,21 @@ fn lag(ctx: &mut Ctx, dep: &Deployment) -> Result<Value, String> {
             row("remote − local, per write (the bus)", (e50, e99, emax), extra.len()),
             row("POST write → its 201", (p50, p99, pmax), post.len()),
         ],
+    );
+    let mut dir_rows = Vec::new();
+    let mut dirs = Vec::new();
+    for (w, (rem, bus)) in by_writer.iter_mut().enumerate() {
+        let (n_rem, n_bus) = (rem.len(), bus.len());
+        let (r, b) = (spread(rem), spread(bus));
+        dir_rows.push(row(&format!("writes on node {}: slowest other node", w + 1), r, n_rem));
+        dir_rows.push(row(&format!("writes on node {}: remote − local", w + 1), b, n_bus));
+        dirs.push(json!({"writer": w + 1, "remote_max_ms": {"p50": round3(r.0), "p99": round3(r.1), "max": round3(r.2)},
+                         "bus_ms": {"p50": round3(b.0), "p99": round3(b.1), "max": round3(b.2)}}));
+    }
+    table(
+        "cluster-lag — by writing node",
+        &["what", "samples", "p50 ms", "p99 ms", "max ms"],
+        &dir_rows,
     );
     println!(
         "  lost deliveries {lost}, seq gaps or repeats {gaps}, refused writes {}",
