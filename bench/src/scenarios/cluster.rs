@@ -251,6 +251,49 @@ pub(super) fn cluster(ctx: &mut Ctx) {
     }
 }
 
+/// `GET /metrics` of `addr`: the cumulative buckets of `catalytic_bus_lag_seconds` as
+/// (upper bound in seconds, count), in the order served; empty when it cannot be read.
+fn bus_lag_buckets(addr: SocketAddr) -> Vec<(f64, u64)> {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return Vec::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return Vec::new();
+    }
+    let mut body = Vec::new();
+    let _ = s.take(4 << 20).read_to_end(&mut body);
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("catalytic_bus_lag_seconds_bucket{le=\"")?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The bucket bound (ms) under which the fraction `q` of the observations between two reads
+/// of the same cumulative histogram falls.
+fn bucket_quantile_ms(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> f64 {
+    let count = |v: &[(f64, u64)], le: f64| v.iter().find(|b| b.0 == le).map_or(0, |b| b.1);
+    let total = after.last().map_or(0, |b| b.1) - before.last().map_or(0, |b| b.1);
+    if total == 0 {
+        return f64::NAN;
+    }
+    after
+        .iter()
+        .find(|(le, n)| (n - count(before, *le)) as f64 >= q * total as f64)
+        .map_or(f64::NAN, |(le, _)| le * 1000.0)
+}
+
 /// p50 / p99 / max of `v` (sorted here), in ms.
 fn spread(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -295,12 +338,16 @@ fn lag(ctx: &mut Ctx, dep: &Deployment) -> Result<Value, String> {
         o,
         format!("cluster-lag: {writes} writes over {k} nodes, {per_node} admin(s) per node"),
     );
+    let mut hist0 = Vec::new();
     let (mut remote, mut local, mut extra, mut post) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut lost, mut refused) = (0usize, Vec::new());
     // Per writing node: POST → remote receipt, and remote − local (the bus in one direction).
     let mut by_writer: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); k];
     for w in 0..LAG_WARMUP + writes {
+        if w == LAG_WARMUP {
+            hist0 = dep.nodes.iter().map(|&a| bus_lag_buckets(a)).collect();
+        }
         let writer = w % k;
         let h = hs[writer];
         if let Some(e) = d.http_dead(h) {
@@ -356,6 +403,20 @@ fn lag(ctx: &mut Ctx, dep: &Deployment) -> Result<Value, String> {
     }
     let gaps = d.seq_gaps;
     d.close_all_ws();
+    // The nodes' own view (`catalytic_bus_lag_seconds`: every event, their own included, from
+    // the timestamp its transaction took to its delivery), as bucket bounds.
+    let server_view: Vec<(f64, f64)> = dep
+        .nodes
+        .iter()
+        .zip(&hist0)
+        .map(|(&a, h0)| {
+            let h1 = bus_lag_buckets(a);
+            (
+                bucket_quantile_ms(h0, &h1, 0.5),
+                bucket_quantile_ms(h0, &h1, 0.99),
+            )
+        })
+        .collect();
     let (r50, r99, rmax) = spread(&mut remote);
     let (l50, l99, lmax) = spread(&mut local);
     let (e50, e99, emax) = spread(&mut extra);
@@ -388,8 +449,16 @@ fn lag(ctx: &mut Ctx, dep: &Deployment) -> Result<Value, String> {
     for (w, (rem, bus)) in by_writer.iter_mut().enumerate() {
         let (n_rem, n_bus) = (rem.len(), bus.len());
         let (r, b) = (spread(rem), spread(bus));
-        dir_rows.push(row(&format!("writes on node {}: slowest other node", w + 1), r, n_rem));
-        dir_rows.push(row(&format!("writes on node {}: remote − local", w + 1), b, n_bus));
+        dir_rows.push(row(
+            &format!("writes on node {}: slowest other node", w + 1),
+            r,
+            n_rem,
+        ));
+        dir_rows.push(row(
+            &format!("writes on node {}: remote − local", w + 1),
+            b,
+            n_bus,
+        ));
         dirs.push(json!({"writer": w + 1, "remote_max_ms": {"p50": round3(r.0), "p99": round3(r.1), "max": round3(r.2)},
                          "bus_ms": {"p50": round3(b.0), "p99": round3(b.1), "max": round3(b.2)}}));
     }
@@ -402,6 +471,22 @@ fn lag(ctx: &mut Ctx, dep: &Deployment) -> Result<Value, String> {
         "  lost deliveries {lost}, seq gaps or repeats {gaps}, refused writes {}",
         refused.len()
     );
+    let views: Vec<String> = server_view
+        .iter()
+        .enumerate()
+        .map(|(i, (p50, p99))| {
+            format!(
+                "node {}: p50 ≤ {} ms, p99 ≤ {} ms",
+                i + 1,
+                fmt_num(*p50),
+                fmt_num(*p99)
+            )
+        })
+        .collect();
+    println!(
+        "  catalytic_bus_lag_seconds over the run (bucket bounds): {}",
+        views.join("; ")
+    );
     let ms3 =
         |v: (f64, f64, f64)| json!({"p50": round3(v.0), "p99": round3(v.1), "max": round3(v.2)});
     Ok(
@@ -409,6 +494,10 @@ fn lag(ctx: &mut Ctx, dep: &Deployment) -> Result<Value, String> {
               "admins_per_node": per_node, "writes": post.len(), "gap_ms": gap.as_millis() as u64,
               "remote_ms": ms3((r50, r99, rmax)), "local_ms": ms3((l50, l99, lmax)),
               "bus_ms": ms3((e50, e99, emax)), "post_ms": ms3((p50, p99, pmax)),
+              "by_writer": dirs,
+              "server_bus_lag_bucket_ms": server_view.iter()
+                  .map(|(a, b)| json!({"p50_le": round3(*a), "p99_le": round3(*b)}))
+                  .collect::<Vec<_>>(),
               "lost": lost, "seq_gaps": gaps, "refused": refused}),
     )
 }
