@@ -215,6 +215,28 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_attempt_is_taken_back_through_the_database() {
+        let mut l = LoginLimiter::new(1, true);
+        assert_eq!(l.shared(), Some(1));
+        let mut c = Counted::shared(vec![
+            Key::Ip("10.0.0.1".parse().unwrap()),
+            Key::Device([0xab; 16]),
+        ]);
+        c.counted_at(5);
+        l.take_back(c);
+        let hex = "ab".repeat(16);
+        assert_eq!(
+            l.take_uncounts(),
+            vec![(vec!["ip:10.0.0.1".to_string(), format!("device:{hex}")], 5)]
+        );
+        assert!(l.take_uncounts().is_empty(), "sent once");
+        assert!(
+            l.begin(keys(), 0).is_ok() && l.begin(keys(), 0).is_err(),
+            "the local windows are untouched"
+        );
+    }
+
+    #[test]
     fn taking_back_after_the_window_turned_leaves_the_new_window() {
         let mut l = LoginLimiter::new(1, false);
         let old = l.begin(keys(), 0).unwrap();

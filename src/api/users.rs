@@ -78,10 +78,13 @@ pub fn patch(ctx: &mut Ctx, req: &Request, id: i64) -> Reply {
     if let Err(reply) = require_admin(ctx, req) {
         return reply;
     }
-    // An id unknown here is 404 whatever the body says. With a valid body, storage decides
-    // instead: in a cluster the user may have been added on another node a moment ago, and
-    // this node's view has not applied that event yet (storage answers 404 if there is none).
+    // An id unknown here is 404 whatever the body says — except, in a cluster, with a valid
+    // body: the user may have been added on another node a moment ago and this node's view
+    // has not applied that event yet, so storage decides (404 if there is no such user).
     let known = ctx.app.user(id).is_some();
+    if !known && !ctx.cluster {
+        return Reply::Now(app_error(AppError::NotFound));
+    }
     let patch = match json_object(req).and_then(|b| parse_patch(&b)) {
         Ok(patch) if !patch.is_empty() => patch,
         _ if !known => return Reply::Now(app_error(AppError::NotFound)),
