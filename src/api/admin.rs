@@ -13,7 +13,9 @@
 
 use super::access::require_admin;
 use super::device::{self, Device};
-use super::input::{email_field, json_object, required_string, string_field, EMAIL_MAX};
+use super::input::{
+    email_field, json_object, required_string, string_field, EMAIL_MAX, PASSWORD_MAX_BYTES,
+};
 use super::limiter::{Counted, Key};
 use super::{app_error, clear_cookie, cookie, Ctx, Job, Pending, Reply};
 use crate::addr;
@@ -24,8 +26,6 @@ use crate::metrics::{LoginMethod, LoginResult, Refusal};
 use crate::worker;
 use std::net::IpAddr;
 
-/// Longest password we accept for checking (Argon2 takes any length; this bounds the work).
-const PASSWORD_MAX_BYTES: usize = 4096;
 
 /// A sign-in in progress. Its `Debug` leaves the password out.
 pub struct Attempt {

@@ -13,7 +13,9 @@
 //! transaction, so two admins removing each other at once cannot leave none.
 
 use super::access::require_admin;
-use super::input::{email_field, json_object, required_string, try_resp, EMAIL_MAX};
+use super::input::{
+    email_field, json_object, required_string, try_resp, EMAIL_MAX, PASSWORD_MAX_BYTES,
+};
 use super::{app_error, Ctx, Done, Job, Reply};
 use crate::app::{AppError, Command, Outcome};
 use crate::auth::{self, Digest32};
@@ -23,8 +25,6 @@ use crate::store::AdminInfo;
 use crate::worker;
 use serde_json::{json, Value};
 
-/// Longest password we hash or check (Argon2 takes any length; this bounds the work).
-const PASSWORD_MAX_BYTES: usize = 4096;
 
 /// Where an admin-account request is in its chain of jobs.
 #[derive(Debug)]

@@ -14,6 +14,9 @@ pub const EMAIL_MAX: usize = 254;
 pub const URL_MAX: usize = 2048;
 /// Questions per interview, at most.
 pub const QUESTIONS_MAX: i64 = 10_000;
+/// Longest password we hash or check, in bytes. Argon2 takes any length; this bounds the work
+/// one request can ask of the password pool.
+pub const PASSWORD_MAX_BYTES: usize = 4096;
 
 /// Unwrap an `Ok`, or return the `Err` answer from the enclosing handler.
 macro_rules! try_resp {

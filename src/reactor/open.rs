@@ -1,6 +1,15 @@
 //! Getting ready to serve, before the loop starts (so it may wait): the process limits, the
 //! storage (the SQLite file, or a cluster's PostgreSQL) and the view built from it, sign-in
 //! through the identity provider, the agent key.
+//!
+//! Everything here either succeeds or stops the start with a message naming the flag or file
+//! at fault (`Server::bind` returns it; `main` prints it and exits non-zero): a server that
+//! starts half-configured is worse than one that does not start.
+//!
+//! The view is built from one transaction: the users, the log's head and tail, and the valid
+//! admin sessions are read together, so the view, the in-memory log and what a resume asks
+//! storage for all stand at the same event number. The admin sessions warm the cache so a
+//! reconnect wave after a restart costs no storage read per handshake.
 
 use super::*;
 use crate::app::event_log::MEMORY_CAP;
@@ -11,7 +20,8 @@ use crate::store::{self, DbError, Postgres, Sqlite, Tx, RETENTION};
 /// round trip or several; their events are put in order by the intake.
 const POSTGRES_CONNECTIONS: usize = 3;
 
-/// What the loop starts with.
+/// What the loop starts with. Built before any thread starts, then handed over: the backends
+/// to the storage threads, the view to the reactor.
 pub(super) struct Opened {
     /// One per storage thread.
     pub backends: Vec<Backend>,
@@ -24,7 +34,9 @@ pub(super) struct Opened {
 
 /// What the bus needs to follow the log.
 pub(super) struct Follow {
+    /// The database URL (the bus opens a connection of its own, for `LISTEN`).
     pub url: String,
+    /// The log's epoch at the snapshot: a different one later means the database was replaced.
     pub epoch: String,
 }
 
@@ -56,6 +68,7 @@ pub(super) fn storage(cfg: &ServeConfig, public_url: String) -> Result<Opened, S
 /// read).
 fn sqlite(cfg: &ServeConfig, public_url: String) -> Result<Opened, String> {
     let now = crate::clock::wall_ms();
+    // The server key derives every invite token: a new key changes every link, so say so.
     let (key, new_key) = store::load_or_create_key(&cfg.db).map_err(|e| e.to_string())?;
     let mut db = Sqlite::open(&cfg.db, Some(key)).map_err(|e| e.to_string())?;
     let users = db.load_users().map_err(|e| e.to_string())?;
@@ -67,6 +80,8 @@ fn sqlite(cfg: &ServeConfig, public_url: String) -> Result<Opened, String> {
         );
         db.rehash_invites(&users).map_err(|e| e.to_string())?;
     }
+    // No admin yet: a one-time code guards `/setup`, so whoever reaches the port first cannot
+    // make themselves admin without reading the log.
     let setup_code = if db.admin_count().map_err(|e| e.to_string())? == 0 {
         Some(crate::auth::new_token().map_err(|e| e.to_string())?)
     } else {
@@ -75,10 +90,7 @@ fn sqlite(cfg: &ServeConfig, public_url: String) -> Result<Opened, String> {
     let (head, events, stored_from, sessions) = db
         .write(|tx| {
             prune(tx, now)?;
-            let head = tx.log_head()?;
-            let tail_from = head.head.saturating_sub(MEMORY_CAP as u64) + 1;
-            let events = tx.events_between(tail_from, head.head)?;
-            let stored_from = tx.oldest_event()?.unwrap_or(head.head + 1);
+            let (head, events, stored_from) = log_tail(tx)?;
             Ok::<_, DbError>((head, events, stored_from, tx.admin_sessions(now)?))
         })
         .map_err(|e| e.to_string())?;
@@ -106,6 +118,7 @@ fn sqlite(cfg: &ServeConfig, public_url: String) -> Result<Opened, String> {
 fn postgres(cfg: &ServeConfig, url: &str, public_url: String) -> Result<Opened, DbError> {
     let mut pg = Postgres::open(url, &format!("catalytic-{}", cfg.node_id))?;
     let key = pg.key();
+    // Made before the transaction (randomness can fail; a transaction should not wait on it).
     let fresh_code =
         crate::auth::new_token().map_err(|e| DbError::Io(format!("OS randomness: {e}")))?;
     let (setup_code, sessions) = pg.cluster_transaction(false, |tx, now| {
@@ -119,12 +132,11 @@ fn postgres(cfg: &ServeConfig, url: &str, public_url: String) -> Result<Opened, 
         };
         Ok::<_, DbError>((code, tx.admin_sessions(now)?))
     })?;
+    // A read-only transaction: one consistent snapshot of users and log, whatever other nodes
+    // commit meanwhile.
     let snapshot = pg.cluster_transaction(true, |tx, _| {
         let users = tx.all_users()?;
-        let head = tx.log_head()?;
-        let events =
-            tx.events_between(head.head.saturating_sub(MEMORY_CAP as u64) + 1, head.head)?;
-        let stored_from = tx.oldest_event()?.unwrap_or(head.head + 1);
+        let (head, events, stored_from) = log_tail(tx)?;
         Ok::<_, DbError>((users, head, events, stored_from))
     })?;
     let (users, head, events, stored_from) = snapshot;
@@ -167,6 +179,18 @@ fn prune(tx: &mut dyn Tx, now: i64) -> Result<(), DbError> {
     }
     tx.trim_events(RETENTION, now)?;
     Ok(())
+}
+
+/// Where the view starts: the log's head, its newest events (at most what memory keeps,
+/// [`MEMORY_CAP`]) and the first number storage still holds (`head + 1` when it holds none).
+/// Read in the same transaction as the users, so the view and the log tail stand at the same
+/// position.
+fn log_tail(tx: &mut dyn Tx) -> Result<(store::LogHead, Vec<store::StoredEvent>, u64), DbError> {
+    let head = tx.log_head()?;
+    let tail_from = head.head.saturating_sub(MEMORY_CAP as u64) + 1;
+    let events = tx.events_between(tail_from, head.head)?;
+    let stored_from = tx.oldest_event()?.unwrap_or(head.head + 1);
+    Ok((head, events, stored_from))
 }
 
 /// The view of what was loaded, with the admin sessions remembered.
@@ -225,7 +249,10 @@ pub(super) fn oidc(
     Oidc::start(settings, key, waker).map(Some)
 }
 
-/// Raise the soft open-file limit to the hard limit; returns the limit now in force.
+/// Raise the soft open-file limit to the hard limit; returns the limit now in force. Each
+/// connection is a descriptor, and the default soft limit (often 1,024) would cap a server
+/// meant for tens of thousands of streams. Capped at 2^24 so an "unlimited" limit still gives a
+/// sane `--max-connections` default.
 pub(super) fn raise_nofile_limit() -> usize {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
