@@ -35,7 +35,6 @@ use crate::metrics::{LoginMethod, LoginResult, Refusal};
 use crate::worker;
 use std::net::IpAddr;
 
-
 /// A sign-in in progress, carried from job to job in `Pending`. Its `Debug` leaves the password
 /// out (pending notes are logged when something goes wrong).
 pub struct Attempt {

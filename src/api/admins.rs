@@ -34,7 +34,6 @@ use crate::store::AdminInfo;
 use crate::worker;
 use serde_json::{json, Value};
 
-
 /// Where an admin-account request is in its chain of jobs. Each step carries what the next one
 /// needs, so nothing about the request is kept anywhere else while a job runs.
 #[derive(Debug)]

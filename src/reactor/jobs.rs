@@ -16,10 +16,10 @@
 //! No queue is ever waited on: the loop must keep serving heartbeats and streams while storage
 //! is locked by a backup or PostgreSQL is unreachable (API.md "Storage busy").
 //!
-//! Order of effects for a stored change: the event's broadcasts are queued first, then the
-//! answer to whoever asked (both go out in the turn's write phase, in that order per
-//! connection). An admin that made the change therefore sees the broadcast before the 2xx,
-//! and a client never reads a view older than its own write.
+//! Order of effects for a stored change: the event is applied and its broadcasts queued first,
+//! then the answer to whoever asked is queued; the write phase hands them to the kernel in
+//! that order. So the view a client reads next already holds its own write, and the broadcast
+//! of a change never leaves after the answer to the request that made it.
 
 use super::*;
 use crate::agent;

@@ -87,22 +87,13 @@ fn sqlite(cfg: &ServeConfig, public_url: String) -> Result<Opened, String> {
     } else {
         None
     };
-    let (head, events, stored_from, sessions) = db
+    let (tail, sessions) = db
         .write(|tx| {
             prune(tx, now)?;
-            let (head, events, stored_from) = log_tail(tx)?;
-            Ok::<_, DbError>((head, events, stored_from, tx.admin_sessions(now)?))
+            Ok::<_, DbError>((log_tail(tx)?, tx.admin_sessions(now)?))
         })
         .map_err(|e| e.to_string())?;
-    let app = view(
-        users,
-        head,
-        &events,
-        stored_from,
-        sessions,
-        public_url,
-        setup_code,
-    );
+    let app = view(users, tail, sessions, public_url, setup_code);
     Ok(Opened {
         backends: vec![Backend::Sqlite(db)],
         app,
@@ -134,13 +125,10 @@ fn postgres(cfg: &ServeConfig, url: &str, public_url: String) -> Result<Opened, 
     })?;
     // A read-only transaction: one consistent snapshot of users and log, whatever other nodes
     // commit meanwhile.
-    let snapshot = pg.cluster_transaction(true, |tx, _| {
-        let users = tx.all_users()?;
-        let (head, events, stored_from) = log_tail(tx)?;
-        Ok::<_, DbError>((users, head, events, stored_from))
+    let (users, tail) = pg.cluster_transaction(true, |tx, _| {
+        Ok::<_, DbError>((tx.all_users()?, log_tail(tx)?))
     })?;
-    let (users, head, events, stored_from) = snapshot;
-    let epoch = head.epoch.clone();
+    let epoch = tail.head.epoch.clone();
     let mut backends = Vec::with_capacity(POSTGRES_CONNECTIONS);
     for i in 1..POSTGRES_CONNECTIONS {
         backends.push(Backend::Postgres(
@@ -154,15 +142,7 @@ fn postgres(cfg: &ServeConfig, url: &str, public_url: String) -> Result<Opened, 
         cfg.node_id,
         POSTGRES_CONNECTIONS
     );
-    let app = view(
-        users,
-        head,
-        &events,
-        stored_from,
-        sessions,
-        public_url,
-        setup_code,
-    );
+    let app = view(users, tail, sessions, public_url, setup_code);
     Ok(Opened {
         backends,
         app,
@@ -181,28 +161,42 @@ fn prune(tx: &mut dyn Tx, now: i64) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Where the view starts: the log's head, its newest events (at most what memory keeps,
-/// [`MEMORY_CAP`]) and the first number storage still holds (`head + 1` when it holds none).
-/// Read in the same transaction as the users, so the view and the log tail stand at the same
-/// position.
-fn log_tail(tx: &mut dyn Tx) -> Result<(store::LogHead, Vec<store::StoredEvent>, u64), DbError> {
+/// Where the view's event log starts. Read in the same transaction as the users, so the view
+/// and the log tail stand at the same position.
+struct Tail {
+    head: store::LogHead,
+    /// The newest events, oldest first: at most what memory keeps ([`MEMORY_CAP`]).
+    events: Vec<store::StoredEvent>,
+    /// The first number storage still holds (`head + 1` when it holds none).
+    stored_from: u64,
+}
+
+/// Read the log's [`Tail`].
+fn log_tail(tx: &mut dyn Tx) -> Result<Tail, DbError> {
     let head = tx.log_head()?;
     let tail_from = head.head.saturating_sub(MEMORY_CAP as u64) + 1;
     let events = tx.events_between(tail_from, head.head)?;
     let stored_from = tx.oldest_event()?.unwrap_or(head.head + 1);
-    Ok((head, events, stored_from))
+    Ok(Tail {
+        head,
+        events,
+        stored_from,
+    })
 }
 
 /// The view of what was loaded, with the admin sessions remembered.
 fn view(
     users: Vec<crate::model::User>,
-    head: store::LogHead,
-    events: &[store::StoredEvent],
-    stored_from: u64,
+    tail: Tail,
     sessions: Vec<store::AdminSession>,
     public_url: String,
     setup_code: Option<String>,
 ) -> App {
+    let Tail {
+        head,
+        events,
+        stored_from,
+    } = tail;
     log::info!(
         "event log {} at {} ({} events held from {stored_from})",
         head.epoch,
@@ -212,7 +206,7 @@ fn view(
     if let Some(code) = &setup_code {
         log::warn!("no admin account yet: create the first one at {public_url}/setup?code={code}");
     }
-    let mut app = App::new(users, head, events, stored_from, public_url, setup_code);
+    let mut app = App::new(users, head, &events, stored_from, public_url, setup_code);
     for s in sessions {
         app.remember_admin_session(s);
     }
