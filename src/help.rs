@@ -42,6 +42,11 @@ const SERVE_HELP: &[(&str, &str, &str)] = &[
         "bearer key of /agent/stream",
     ),
     (
+        "agent-key-file PATH",
+        "none",
+        "read the agent key from this file (off the command line, where ps shows it)",
+    ),
+    (
         "log-level LEVEL",
         "info",
         "off, error, warn, info, debug or trace (to stderr)",
