@@ -47,11 +47,6 @@ const SERVE_HELP: &[(&str, &str, &str)] = &[
         "read the agent key from this file (first line), instead of --agent-key",
     ),
     (
-        "agent-key-file PATH",
-        "none",
-        "read the agent key from this file (off the command line, where ps shows it)",
-    ),
-    (
         "log-level LEVEL",
         "info",
         "off, error, warn, info, debug or trace (to stderr)",

@@ -11,9 +11,10 @@
 //! `AwaitingJob` (the bytes wait, so answers leave in request order); frames in `Ws`; only the
 //! client's close frame in `WsClosing`; nothing at all in `Draining` (counted and thrown away).
 //!
-//! Output: `on_writable` is the only place that writes a socket (besides the reap phase's
-//! last close frame). It runs for a writable event, and once per turn for every connection on
-//! the write list (`Server::write_listed`); everything else only queues.
+//! Output: `on_writable` is the only place that writes a socket, besides two last-gasp writes
+//! (the reap phase's close frame, and `discard`'s flush before it drops a flooding client). It
+//! runs for a writable event, and once per turn for every connection on the write list
+//! (`Server::write_listed`); everything else only queues.
 //!
 //! The lingering close (`linger_close`): closing a socket with unread input makes the kernel
 //! send a reset, which can destroy the answer still in flight on the client's side. So the
