@@ -56,10 +56,8 @@ pub enum Step {
     PasswordStored { id: i64 },
 }
 
-/// A password change in progress. Beware: the derived `Debug` prints both passwords, and the
-/// catch-all arm of `finish` logs a step with `{:?}`; `admin::Attempt` has a `Debug` that
-/// leaves its password out, and this type should get one too.
-#[derive(Debug)]
+/// A password change in progress. Its `Debug` leaves both passwords out: the catch-all arm of
+/// `finish` logs a step with `{:?}`, and logs never carry a secret.
 pub struct Change {
     /// The admin changing its own password (from its session, never from the body).
     id: i64,
@@ -69,6 +67,14 @@ pub struct Change {
     new: String,
     /// The session making the change stays signed in.
     keep: Digest32,
+}
+
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Change")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Route the admin-account requests; `None` for any other path (the caller routes on). A known
@@ -324,4 +330,23 @@ fn admin_json(a: &AdminInfo) -> Value {
         "created_at": rfc3339(a.created_at),
         "last_sign_in_at": a.last_sign_in_at.map(rfc3339),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Change;
+
+    /// Logs never carry a secret: a step logged with `{:?}` shows no password.
+    #[test]
+    fn a_password_change_never_prints_its_passwords() {
+        let change = Change {
+            id: 7,
+            current: "current-secret-1".into(),
+            new: "new-secret-2".into(),
+            keep: [0; 32],
+        };
+        let shown = format!("{change:?}");
+        assert!(shown.contains("7"), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
 }
