@@ -230,6 +230,16 @@ pub struct Conn {
     held: Option<Held>,
     /// On the reactor's list of connections to write at the end of the turn.
     flush_listed: bool,
+    /// Bytes of this stream's output the kernel would not take at its last flush, as counted
+    /// in the reactor's admission control (`reactor/admission.rs`); 0 for HTTP connections.
+    pub backlog: usize,
+    /// Monotonic ms of the last flush that wrote something or found nothing to write: a
+    /// stream with output left and no progress for a while has stopped reading.
+    pub progress_ms: u64,
+    /// Since when (monotonic ms) the stream has had output left over without a break, and how
+    /// many bytes it took in that time: its reading pace while behind.
+    pub behind_since_ms: u64,
+    pub drained: usize,
 }
 
 /// Frames held for a stream whose opening is not out yet.
@@ -268,6 +278,10 @@ impl Conn {
             dead: None,
             held: None,
             flush_listed: false,
+            backlog: 0,
+            progress_ms: now_ms,
+            behind_since_ms: now_ms,
+            drained: 0,
         }
     }
 

@@ -264,6 +264,9 @@ impl Server {
                 if conn.ws().is_some() {
                     self.metrics.ws_bytes_sent += n as u64;
                 }
+                if conn.ws().is_some() || conn.backlog > 0 {
+                    self.admission.flushed(conn, n);
+                }
                 if conn.input_paused
                     && conn.out.queued_bytes() <= HTTP_BACKLOG_BYTES / 2
                     && matches!(conn.phase(), Phase::Http)

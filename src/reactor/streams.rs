@@ -300,13 +300,18 @@ impl Server {
                 let Some(gen) = self.conns.get(key).map(|c| c.gen) else {
                     return;
                 };
+                if self.overloaded() {
+                    return self.send_frame(key, &agent::overloaded(&request_id));
+                }
                 let ticket = jobs::Ticket::Agent {
                     key,
                     gen,
                     request_id: request_id.clone(),
                     started: Instant::now(),
                 };
-                if !self.storage.submit(ticket, cmd) {
+                if self.storage.submit(ticket, cmd) {
+                    self.admission.submitted();
+                } else {
                     self.metrics.storage_busy += 1;
                     let busy = agent::finish(&request_id, Err(crate::app::AppError::Busy));
                     self.send_frame(key, &busy);
