@@ -240,6 +240,11 @@ pub struct Conn {
     /// many bytes it took in that time: its reading pace while behind.
     pub behind_since_ms: u64,
     pub drained: usize,
+    /// Since when (monotonic ms) input has waited that the server has not worked off: bytes
+    /// kept in `rbuf` behind a request being served, or left in the kernel while it waits for
+    /// a job. `None` once every byte is handled. A request served from that input has waited
+    /// at least this long (admission control counts it).
+    pub input_since_ms: Option<u64>,
 }
 
 /// Frames held for a stream whose opening is not out yet.
@@ -282,6 +287,7 @@ impl Conn {
             progress_ms: now_ms,
             behind_since_ms: now_ms,
             drained: 0,
+            input_since_ms: None,
         }
     }
 

@@ -87,6 +87,11 @@ impl Admission {
         self.turn_ms = now_ms;
     }
 
+    /// Monotonic ms at the start of the current turn.
+    pub(super) fn turn_ms(&self) -> u64 {
+        self.turn_ms
+    }
+
     /// A broadcasting write went to storage.
     pub(super) fn submitted(&mut self) {
         self.in_flight += 1;
@@ -147,9 +152,10 @@ impl Admission {
         self.backlog_total -= conn.backlog;
     }
 
-    /// Whether a new broadcasting write would reach the reading streams later than the bound.
-    pub(super) fn over(&mut self, conns: &Slab<Conn>, now_ms: u64) -> bool {
-        self.lag_ms(conns, now_ms) > BOUND_MS
+    /// Whether a new broadcasting write that has waited `waited_ms` since it reached the
+    /// server would reach the reading streams later than the bound.
+    pub(super) fn over(&mut self, conns: &Slab<Conn>, now_ms: u64, waited_ms: u64) -> bool {
+        waited_ms as f64 + self.lag_ms(conns, now_ms) > BOUND_MS
     }
 
     /// The estimated lag of a write accepted now, in ms (the module docs' formula).

@@ -122,7 +122,7 @@ impl Server {
             return;
         };
         let write = cmd.is_broadcast_write();
-        if write && self.overloaded() {
+        if write && self.overloaded(key) {
             return self.respond(key, overloaded(), keep_alive);
         }
         let ticket = Ticket::Request {
@@ -147,11 +147,16 @@ impl Server {
         }
     }
 
-    /// Whether a broadcasting write must be refused now because the broadcast backlog is over
-    /// its bound (`admission.rs`); counts the refusal.
-    pub(super) fn overloaded(&mut self) -> bool {
+    /// Whether a broadcasting write from connection `key` must be refused now because it would
+    /// reach the streams later than the bound (`admission.rs`); counts the refusal.
+    pub(super) fn overloaded(&mut self, key: usize) -> bool {
         let now = self.now_ms();
-        if !self.admission.over(&self.conns, now) {
+        let waited = self
+            .conns
+            .get(key)
+            .and_then(|c| c.input_since_ms)
+            .map_or(0, |since| now.saturating_sub(since));
+        if !self.admission.over(&self.conns, now, waited) {
             return false;
         }
         self.metrics.overload_refusals += 1;

@@ -300,7 +300,7 @@ impl Server {
                 let Some(gen) = self.conns.get(key).map(|c| c.gen) else {
                     return;
                 };
-                if self.overloaded() {
+                if self.overloaded(key) {
                     return self.send_frame(key, &agent::overloaded(&request_id));
                 }
                 let ticket = jobs::Ticket::Agent {
