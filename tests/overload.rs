@@ -121,10 +121,7 @@ fn a_flood_of_writes_is_refused_past_the_bound_and_nothing_accepted_is_lost() {
 
     // Nothing refused was stored; everything accepted was, once.
     let users = srv.users();
-    let flood_users = users
-        .iter()
-        .filter(|u| u["first_name"] == "Flood")
-        .count();
+    let flood_users = users.iter().filter(|u| u["first_name"] == "Flood").count();
     assert_eq!(flood_users, accepted.len(), "stored = accepted");
 
     // Every admin stream got every accepted write exactly once, numbered +1 each.
@@ -134,7 +131,10 @@ fn a_flood_of_writes_is_refused_past_the_bound_and_nothing_accepted_is_lost() {
     for (n, a) in admins.iter().enumerate() {
         let rec = a.wait_seq(last, Duration::from_secs(60));
         let events = rec.numbered();
-        let seqs: Vec<u64> = events.iter().map(|f| f.json["seq"].as_u64().unwrap()).collect();
+        let seqs: Vec<u64> = events
+            .iter()
+            .map(|f| f.json["seq"].as_u64().unwrap())
+            .collect();
         let expected: Vec<u64> = (start_seq + 1..=last).collect();
         assert_eq!(seqs, expected, "admin {n}: seq not contiguous");
         let mut got: Vec<i64> = events
@@ -170,7 +170,147 @@ fn a_flood_of_writes_is_refused_past_the_bound_and_nothing_accepted_is_lost() {
     let after: Value = ok.expect("a write after the flood is accepted");
     for a in &admins {
         let rec = a.wait_seq(last + 1, Duration::from_secs(20));
-        assert_eq!(rec.numbered().last().unwrap().json["data"]["id"], after["id"]);
+        assert_eq!(
+            rec.numbered().last().unwrap().json["data"]["id"],
+            after["id"]
+        );
     }
     assert_serving(&srv, &LiveAdmin::start(&srv), "after the flood");
+}
+
+/// An admin stream that reads, but slowly (a small receive buffer, a pause after each frame):
+/// records the `seq` of every numbered frame until `stop`.
+fn slow_admin(
+    srv: &Server,
+    cookie: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<Vec<u64>> {
+    use std::sync::atomic::Ordering;
+    let mut ws = ws_handshake(
+        srv.tiny_buffer_stream(),
+        &srv.ws_url("/admin/stream"),
+        &[("Cookie", cookie)],
+    )
+    .expect("slow admin handshake");
+    thread::spawn(move || {
+        let mut seqs = Vec::new();
+        let mut quiet_since = None;
+        loop {
+            match next_event(&mut ws, Duration::from_millis(200), true) {
+                Some(WsEvent::Json(v)) => {
+                    quiet_since = None;
+                    if v["type"] != "initial" {
+                        if let Some(s) = v["seq"].as_u64() {
+                            seqs.push(s);
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Some(other) => panic!("slow admin: {other:?}"),
+                None => {
+                    // Stop once told to and nothing more came for a second.
+                    let since = *quiet_since.get_or_insert_with(std::time::Instant::now);
+                    if stop.load(Ordering::Relaxed) && since.elapsed() > Duration::from_secs(1) {
+                        return seqs;
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[test]
+fn admins_that_read_slowly_lose_nothing_and_agent_messages_are_acked_or_refused() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let srv = Server::start(&["--agent-key", AGENT_KEY]);
+    let cookie = srv.admin_cookie();
+    let user = srv.create_user("Agent", "Target", Some(10_000));
+    let id = id_of(&user);
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow: Vec<_> = (0..3)
+        .map(|_| slow_admin(&srv, &cookie, Arc::clone(&stop)))
+        .collect();
+    let (mut agent, _) = srv.agent(AGENT_KEY);
+
+    // Writes one at a time for 3 s, an agent message after every fifth.
+    let pad = "p".repeat(190);
+    let mut c = srv.http();
+    let mut accepted = 0u64;
+    let mut refused = 0u64;
+    let mut acked = 0u64;
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let mut i = 0u64;
+    while std::time::Instant::now() < until {
+        i += 1;
+        let r = send_keepalive(
+            &srv,
+            &mut c,
+            "PATCH",
+            &format!("/api/users/{id}"),
+            &json!({ "last_name": format!("n{i}{pad}"), "first_name": pad }),
+        );
+        match r.status {
+            200 => accepted += 1,
+            503 => {
+                refused += 1;
+                assert_eq!(r.header("Retry-After"), Some("1"), "{}", r.text());
+            }
+            other => panic!("PATCH {i}: {other} {}", r.text()),
+        }
+        if i.is_multiple_of(5) {
+            let rid = format!("r{i}");
+            send_json(
+                &mut agent,
+                &json!({"type": "progress", "user_id": id, "questions_answered": i % 10_000, "request_id": rid}),
+            );
+            // The contract's agent answers: an ack, or an error that changes nothing.
+            let a = recv_type_any(&mut agent, &["ack", "error"]);
+            assert_eq!(a["request_id"], rid.as_str(), "{a}");
+            if a["type"] == "ack" {
+                acked += 1;
+            } else {
+                refused += 1;
+                let msg = a["message"].as_str().unwrap_or("");
+                assert!(msg.contains("overloaded"), "agent error: {a}");
+            }
+        }
+    }
+    assert!(accepted > 0, "every write refused");
+    assert_eq!(
+        srv.metric("catalytic_overload_refusals_total", &[]),
+        refused as f64
+    );
+
+    // The slow admins were never dropped and got every accepted change once, in order.
+    stop.store(true, Ordering::Relaxed);
+    for (n, h) in slow.into_iter().enumerate() {
+        let seqs = h.join().unwrap();
+        assert_eq!(
+            seqs.len() as u64,
+            accepted + acked,
+            "slow admin {n}: events"
+        );
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "slow admin {n}: seq not contiguous"
+        );
+    }
+    assert_eq!(
+        srv.metric("catalytic_ws_closed_total", &[("reason", "slow_consumer")]),
+        0.0
+    );
+}
+
+/// The next frame on `ws` whose type is one of `types` (pings answered, others skipped).
+fn recv_type_any(ws: &mut Ws, types: &[&str]) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match next_event(ws, left, true) {
+            Some(WsEvent::Json(v)) if types.iter().any(|t| v["type"] == *t) => return v,
+            Some(WsEvent::Json(_)) => {}
+            other => panic!("expected one of {types:?}, got {other:?}"),
+        }
+    }
 }

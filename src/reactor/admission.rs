@@ -8,14 +8,23 @@
 //! changes, and `catalytic_overload_refusals_total` counts it.
 //!
 //! ## The model
-//! A write accepted now reaches a stream after (1) the loop has worked off the writes accepted
-//! before it and not applied yet, then (2) the stream has taken the output already queued to it
-//! (one outbox per stream, in order). So the estimate is
+//! A write reaches a stream, counted from when it reached the server, after (0) the time it has
+//! already waited to be read, (1) the loop has worked off the writes accepted before it and not
+//! applied yet, then (2) the stream has taken the output already queued to it (one outbox per
+//! stream, in order). So the estimate is
 //!
 //! ```text
-//! lag = in_flight × event_cost  +  Q¾ over reading streams of (backlog_i × behind_i ÷ drained_i)
+//! lag = waited + in_flight × event_cost + Q¾ over reading streams of (backlog_i × behind_i ÷ drained_i)
 //! ```
 //!
+//! * `waited` — how long the request's input has waited unhandled (`Conn::input_since_ms`):
+//!   a connection is served one request at a time (its answer follows the broadcast), so a
+//!   pipelining client's next requests wait in its buffer or the kernel meanwhile. This is
+//!   where the backlog of a saturated server really is — the writes in flight are at most one
+//!   per connection — and counting it is what lets the excess be refused (quickly, which
+//!   empties the pipeline) rather than queued. It is a lower bound for the oldest input and an
+//!   upper bound for the later requests behind it, so it errs towards refusing. An agent's
+//!   messages are read at once (its stream never waits for a job), so theirs is about 0.
 //! * `in_flight` — broadcasting writes ([`crate::app::Command::is_broadcast_write`]) handed to
 //!   storage whose answer has not come back (HTTP requests and agent messages).
 //! * `event_cost` — EWMA of the loop's busy time per applied event, over the turns that applied
@@ -36,7 +45,8 @@
 //!   everyone's writes.
 //!
 //! ## Invariants
-//! * An idle server refuses nothing: no write in flight and no stream behind make `lag` 0.
+//! * An idle server refuses nothing: no input waiting, no write in flight and no stream behind
+//!   make `lag` 0.
 //! * Refusal happens before storage; sign-in, setup, sign-out, admin accounts, reads and
 //!   `/healthz` are never refused (they broadcast nothing).
 //! * The fan-out path gains no allocation and no walk: a flush updates a few counters of its
