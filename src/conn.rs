@@ -149,6 +149,9 @@ pub struct WsState {
     /// Admin streams: when their admin session ends (wall ms). The connection's deadline is
     /// set for then, and the stream closes 1008 `Session expired`.
     pub session_expires_at: Option<i64>,
+    /// Admin streams: digest of the last presence frame this stream was sent, so a telling
+    /// that says what it already knows (it opened just before) is not sent to it again.
+    pub presence_told: u64,
 }
 
 /// The connection's stage; see docs/LIFECYCLE.md. It changes only through [`Conn::enter`],

@@ -39,7 +39,12 @@ const SERVE_HELP: &[(&str, &str, &str)] = &[
     (
         "agent-key KEY",
         "none: agent stream off",
-        "bearer key of /agent/stream",
+        "bearer key of /agent/stream (at least 32 characters; `ps` shows it: prefer the file)",
+    ),
+    (
+        "agent-key-file PATH",
+        "none",
+        "read the agent key from this file (first line), instead of --agent-key",
     ),
     (
         "log-level LEVEL",

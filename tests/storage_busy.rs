@@ -226,7 +226,7 @@ fn a_short_lock_only_delays_a_write() {
 /// applied.
 #[test]
 fn expiries_due_under_the_lock_are_announced_once_after_it() {
-    const KEY: &str = "agent-test-key-0123456789";
+    const KEY: &str = AGENT_KEY;
     let srv = Server::start(&[
         "--invite-ttl-hours",
         "0.001",

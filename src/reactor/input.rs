@@ -216,6 +216,9 @@ impl Server {
         };
         conn.discarded += n;
         if conn.discarded > DISCARD_MAX_BYTES {
+            // Our last answer may still wait for this turn's writes (one write per client per
+            // turn): put it on the wire first, best effort, so the client reads why.
+            let _ = conn.flush();
             log::debug!(
                 "conn {key}: {} bytes after closing; dropped",
                 conn.discarded

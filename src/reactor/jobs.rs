@@ -377,8 +377,7 @@ impl Server {
         self.list_for_writing(key, first);
         if !resumed && stream == Stream::Admin {
             // The held presence frame went with the rest: send the current one.
-            let presence = self.presence_frame(now);
-            self.send_frame(key, &presence);
+            self.send_presence(key, now);
         }
     }
 

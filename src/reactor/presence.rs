@@ -18,14 +18,25 @@ const PRESENCE_INTERVAL_MS: u64 = 1_000;
 /// Bookkeeping of the presence broadcasts.
 #[derive(Default)]
 pub(super) struct Teller {
-    /// The payload last broadcast to every admin (to skip a telling that would say the same).
-    last_told: Option<Vec<u8>>,
+    /// Digest of the payload last broadcast to every admin (to skip a telling that would say
+    /// the same).
+    last_told: Option<u64>,
     /// Monotonic ms of the last broadcast.
     last_told_at: Option<u64>,
     /// A `Timer::Presence` is armed.
     scheduled: bool,
-    /// The frame of the state at `cached_version`, built at monotonic `cached_at`.
-    cached: Option<(u64, u64, Rc<[u8]>)>,
+    /// The frame of the state at `cached_version`, built at monotonic `cached_at`, and its
+    /// payload's digest: `(version, at, digest, frame)`.
+    cached: Option<(u64, u64, u64, Rc<[u8]>)>,
+}
+
+/// A presence payload's identity (64 bits of SipHash: two different states colliding would
+/// only skip one telling, and the next change tells again).
+fn digest(payload: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    payload.hash(&mut h);
+    h.finish()
 }
 
 impl Server {
@@ -42,35 +53,67 @@ impl Server {
         self.timers.insert(at, Timer::Presence);
     }
 
-    /// The presence frame for a stream that just opened. It reflects the state of at most a
-    /// second ago; if anything changed since, a telling is already scheduled.
-    pub(super) fn presence_frame(&mut self, now: Now) -> Rc<[u8]> {
+    /// Send the presence frame to an admin stream that just opened. It reflects the state of
+    /// at most a second ago; if anything changed since, a telling is already scheduled (and
+    /// skips this stream if it would say the same).
+    pub(super) fn send_presence(&mut self, key: usize, now: Now) {
         let version = self.hub.presence_version();
-        if let Some((v, at, frame)) = &self.presence.cached {
-            if *v == version || now.mono_ms.saturating_sub(*at) < PRESENCE_INTERVAL_MS {
-                return Rc::clone(frame);
+        let fresh = self.presence.cached.as_ref().filter(|(v, at, _, _)| {
+            *v == version || now.mono_ms.saturating_sub(*at) < PRESENCE_INTERVAL_MS
+        });
+        let (told, frame) = match fresh {
+            Some((_, _, d, frame)) => (*d, Rc::clone(frame)),
+            None => {
+                let payload = messages::presence(&self.current_presence(), true);
+                let d = digest(&payload);
+                let frame: Rc<[u8]> = Rc::from(ws::text_frame(&payload));
+                self.presence.cached = Some((version, now.mono_ms, d, Rc::clone(&frame)));
+                (d, frame)
             }
+        };
+        if let Some(ws) = self.conns.get_mut(key).and_then(|c| c.ws_mut()) {
+            ws.presence_told = told;
         }
-        let frame: Rc<[u8]> = Rc::from(ws::text_frame(&messages::presence(
-            &self.hub.presence(),
-            true,
-        )));
-        self.presence.cached = Some((version, now.mono_ms, Rc::clone(&frame)));
-        frame
+        self.send_frame(key, &frame);
     }
 
-    /// `Timer::Presence`: tell every admin, unless nothing changed since the last telling.
+    /// `Timer::Presence`: tell every admin that has not been told this state, unless nothing
+    /// changed since the last telling.
     pub(super) fn tell_presence(&mut self) {
         self.presence.scheduled = false;
         let now = self.time.now();
         let payload = messages::presence(&self.current_presence(), true);
-        if self.presence.last_told.as_deref() == Some(payload.as_slice()) {
+        let told = digest(&payload);
+        if self.presence.last_told == Some(told) {
             return;
         }
         let frame: Rc<[u8]> = Rc::from(ws::text_frame(&payload));
-        self.presence.cached = Some((self.hub.presence_version(), now.mono_ms, Rc::clone(&frame)));
-        self.presence.last_told = Some(payload);
+        self.presence.cached = Some((
+            self.hub.presence_version(),
+            now.mono_ms,
+            told,
+            Rc::clone(&frame),
+        ));
+        self.presence.last_told = Some(told);
         self.presence.last_told_at = Some(now.mono_ms);
-        self.broadcast(Stream::Admin, &frame);
+        // At most once a second: a list of the admins to tell costs less than a second
+        // broadcast path that filters.
+        let mut untold = Vec::new();
+        for key in self.hub.members(Stream::Admin) {
+            if let Some(ws) = self.conns.get_mut(key).and_then(|c| c.ws_mut()) {
+                if ws.presence_told != told {
+                    ws.presence_told = told;
+                    untold.push(key);
+                }
+            }
+        }
+        let d = crate::hub::deliver(
+            &mut self.conns,
+            untold.into_iter(),
+            &frame,
+            self.cfg.max_outbox_bytes,
+            &mut self.write_list,
+        );
+        self.delivered(d);
     }
 }

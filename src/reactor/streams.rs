@@ -136,6 +136,7 @@ impl Server {
             reader: ws::MessageReader::new(max_message),
             max_message,
             session_expires_at: credential.expires_at,
+            presence_told: 0,
         })));
         if let Some(at) = credential.expires_at {
             // An open stream is a standing read of the invitee list: it ends with its session.
@@ -162,8 +163,7 @@ impl Server {
                     }
                 }
                 if stream == Stream::Admin {
-                    let presence = self.presence_frame(now);
-                    self.send_frame(key, &presence);
+                    self.send_presence(key, now);
                 }
             }
             Stream::Session(user_id) => {
@@ -454,6 +454,11 @@ impl Server {
             self.cfg.max_outbox_bytes,
             &mut self.write_list,
         );
+        self.delivered(d);
+    }
+
+    /// Account for a delivery: close the streams it could not reach, count the messages.
+    pub(super) fn delivered(&mut self, d: hub::Delivery) {
         for (key, why) in d.failed {
             self.mark_dead(key, why);
         }
