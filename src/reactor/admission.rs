@@ -215,3 +215,41 @@ fn output_lag_ms(conns: &Slab<Conn>, now_ms: u64, lags: &mut Vec<f32>) -> f64 {
     let (_, q, _) = lags.select_nth_unstable_by(at, f32::total_cmp);
     f64::from(*q)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_is_never_over_and_writes_in_flight_count_at_their_measured_cost() {
+        let conns = Slab::new();
+        let mut a = Admission::default();
+        a.turn_started(1_000);
+        assert_eq!(a.lag_ms(&conns, 1_000), 0.0, "idle: nothing waits");
+        assert!(!a.over(&conns, 1_000, 0));
+        // A turn that applied 4 events in 40 ms: 10 ms each.
+        for _ in 0..4 {
+            a.event_applied();
+        }
+        a.turn_done(40.0);
+        assert_eq!(a.event_cost_ms, 10.0);
+        // Turns without events leave the average alone.
+        a.turn_done(500.0);
+        assert_eq!(a.event_cost_ms, 10.0);
+        for _ in 0..15 {
+            a.submitted();
+        }
+        assert_eq!(a.lag_ms(&conns, 1_000), 150.0);
+        assert!(!a.over(&conns, 1_000, 40), "190 ms is within the bound");
+        assert!(a.over(&conns, 1_000, 60), "210 ms is not");
+        for _ in 0..15 {
+            a.answered();
+        }
+        a.answered(); // never below zero
+        assert!(!a.over(&conns, 1_000, 0));
+        // The average moves a fifth of the way to a new sample.
+        a.event_applied();
+        a.turn_done(20.0);
+        assert!((a.event_cost_ms - 12.0).abs() < 1e-9);
+    }
+}
