@@ -36,6 +36,20 @@ scenarios:
              time until every client has caught up, against the same wave taking a full
              `initial` (no since) with --users (default 1000) users in the list
 
+  cluster    (issue 10) the three cluster scenarios below on one deployment, fan-out first
+  cluster-lag      bus lag: --writes (default 1000) POSTs, one at a time, alternating over
+             the nodes, to --clients admins per node (default 1): POST write → receipt on
+             the other nodes vs on the writing node, p50/p99/max, and their difference
+  cluster-fanout   fan-out to N admins (default 1000) on one SQLite node, on one cluster
+             node, and spread evenly over the cluster's nodes (POSTs on the first), same
+             rounds as `fanout`, in one run
+  cluster-writes   `burst` of --writes (default 2000) POSTs over --http-conns connections
+             spread over the nodes to N admins (default 20) spread likewise, against the
+             same on one SQLite node: writes per second the deployment takes
+             Nodes: started here (--nodes, each `serve --database-url` on a scratch
+             database made on --database-url's server, dropped at the end), or running
+             ones (--node-urls, with --cookie)
+
 options:
   --server catalytic|floor|both   servers to run (default: catalytic; compare/all: both)
   --catalytic-bin PATH  default: `catalytic` next to this executable
@@ -72,6 +86,12 @@ options:
   --sessions N          sessions: streams (default 10000)
   --session-minutes M   sessions: --session-minutes given to catalytic (default 600)
   --window-secs S       sessions: CPU measurement window (default 20)
+  --database-url URL    cluster: a PostgreSQL (postgres://USER@HOST:PORT/DB) on which to
+                        create the scratch database for the nodes started here
+  --nodes K             cluster: nodes to start (default 2)
+  --node-urls LIST      cluster: running nodes of one deployment instead (http://HOST:PORT,…)
+  --cookie VALUE        cluster with --node-urls: an admin session, `admin_session=TOKEN`
+                        (from `catalytic admin token --database-url …`)
   --json-out FILE       also append every JSON line to FILE
   --quiet               less progress on stderr
 ";
@@ -113,6 +133,12 @@ pub struct Opts {
     pub waves: usize,
     pub json_out: Option<PathBuf>,
     pub quiet: bool,
+    /// `--gap-ms` was given (the cluster lag scenario has a shorter default of its own).
+    pub gap_given: bool,
+    pub database_url: Option<String>,
+    pub nodes: usize,
+    pub node_urls: Option<Vec<String>>,
+    pub cookie: Option<String>,
 }
 
 fn die(msg: &str) -> ! {
@@ -167,6 +193,11 @@ impl Opts {
             waves: 3,
             json_out: None,
             quiet: false,
+            gap_given: false,
+            database_url: None,
+            nodes: 2,
+            node_urls: None,
+            cookie: None,
         }
     }
 
@@ -190,6 +221,10 @@ impl Opts {
             "burst",
             "overload",
             "reconnect",
+            "cluster",
+            "cluster-lag",
+            "cluster-fanout",
+            "cluster-writes",
         ];
         if !known.contains(&o.scenario.as_str()) {
             die(&format!("unknown scenario {:?}", o.scenario));
@@ -253,7 +288,10 @@ pub fn parse_args() -> Opts {
             "--rounds" => o.rounds = num::<usize>(val()).max(1),
             "--warmup" => o.warmup = num(val()),
             "--timeout-ms" => o.timeout = Duration::from_millis(num(val())),
-            "--gap-ms" => o.gap = Duration::from_millis(num(val())),
+            "--gap-ms" => {
+                o.gap = Duration::from_millis(num(val()));
+                o.gap_given = true;
+            }
             "--cpu" => o.cpu = parse_cpu(&val()),
             "--server-cpu" => o.server_cpu = parse_cpu(&val()),
             "--nice" => {
@@ -285,6 +323,20 @@ pub fn parse_args() -> Opts {
             "--pipeline" => o.pipeline = num::<usize>(val()).clamp(1, 1024),
             "--users" => o.users = num(val()),
             "--waves" => o.waves = num::<usize>(val()).max(1),
+            "--database-url" => o.database_url = Some(val()),
+            "--nodes" => o.nodes = num::<usize>(val()).clamp(1, 16),
+            "--node-urls" => {
+                let list: Vec<String> = val()
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if list.is_empty() {
+                    die("--node-urls wants http://HOST:PORT,…");
+                }
+                o.node_urls = Some(list);
+            }
+            "--cookie" => o.cookie = Some(val()),
             "--json-out" => o.json_out = Some(val().into()),
             "--quiet" => o.quiet = true,
             s if !s.starts_with('-') && o.scenario.is_empty() => o.scenario = s.to_string(),

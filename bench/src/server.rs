@@ -34,6 +34,16 @@ pub struct Launch {
     pub heartbeat_secs: u64,
     pub session_minutes: Option<f64>,
     pub extra_args: Vec<String>,
+    /// A node of a cluster on PostgreSQL instead of a fresh SQLite file.
+    pub cluster: Option<ClusterNode>,
+}
+
+/// How a catalytic node of a cluster starts: its database and name, and whether it makes the
+/// deployment's admin account (the first node does; the others only take a session token).
+pub struct ClusterNode {
+    pub database_url: String,
+    pub node_id: String,
+    pub create_admin: bool,
 }
 
 pub struct ServerProc {
@@ -183,12 +193,49 @@ pub fn start(l: &Launch) -> Result<ServerProc, String> {
 }
 
 /// The server's command line, and the admin cookie to use with it. catalytic gets a database
-/// in `tmp` with an admin account and a session token made by its own `admin` commands; the
+/// in `tmp` with an admin account and a session token made by its own `admin` commands (a
+/// cluster node: the cluster's PostgreSQL, the account made by the first node only); the
 /// floor accepts any `admin_session` cookie.
 fn prepare(l: &Launch, tmp: &Path, cmd: &mut Command) -> Result<String, String> {
     let cookie;
-    match l.kind {
-        Kind::Catalytic => {
+    match (l.kind, &l.cluster) {
+        (Kind::Catalytic, Some(c)) => {
+            let url = c.database_url.as_str();
+            if c.create_admin {
+                run_admin(
+                    &l.bin,
+                    &[
+                        "admin",
+                        "create",
+                        "--email",
+                        ADMIN_EMAIL,
+                        "--database-url",
+                        url,
+                    ],
+                )?;
+            }
+            let token = run_admin(
+                &l.bin,
+                &[
+                    "admin",
+                    "token",
+                    "--email",
+                    ADMIN_EMAIL,
+                    "--database-url",
+                    url,
+                ],
+            )?;
+            cookie = admin_cookie(&token)?;
+            cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", url]);
+            cmd.args(["--node-id", &c.node_id, "--log-level", "warn"]);
+            cmd.args([
+                "--max-connections-per-ip",
+                "0",
+                "--heartbeat-secs",
+                &l.heartbeat_secs.to_string(),
+            ]);
+        }
+        (Kind::Catalytic, None) => {
             let db = tmp.join("bench.db");
             let db_s = db.to_string_lossy().into_owned();
             run_admin(
@@ -199,11 +246,7 @@ fn prepare(l: &Launch, tmp: &Path, cmd: &mut Command) -> Result<String, String> 
                 &l.bin,
                 &["admin", "token", "--email", ADMIN_EMAIL, "--db", &db_s],
             )?;
-            let token = token.trim();
-            if token.is_empty() || token.contains(char::is_whitespace) {
-                return Err(format!("`catalytic admin token` printed {token:?}"));
-            }
-            cookie = format!("admin_session={token}");
+            cookie = admin_cookie(&token)?;
             cmd.args([
                 "serve",
                 "--listen",
@@ -223,7 +266,7 @@ fn prepare(l: &Launch, tmp: &Path, cmd: &mut Command) -> Result<String, String> 
                 cmd.args(["--session-minutes", &m.to_string()]);
             }
         }
-        Kind::Floor => {
+        (Kind::Floor, _) => {
             cookie = "admin_session=bench".to_string();
             cmd.args([
                 "--listen",
@@ -234,6 +277,15 @@ fn prepare(l: &Launch, tmp: &Path, cmd: &mut Command) -> Result<String, String> 
         }
     }
     Ok(cookie)
+}
+
+/// The `Cookie` value for what `catalytic admin token` printed.
+fn admin_cookie(token: &str) -> Result<String, String> {
+    let token = token.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(format!("`catalytic admin token` printed {token:?}"));
+    }
+    Ok(format!("admin_session={token}"))
 }
 
 /// Pin (and renice) in the child before exec, so every thread the server ever starts
@@ -294,13 +346,31 @@ fn watch_output(
 }
 
 fn healthz(addr: SocketAddr) -> bool {
+    get_ok(addr, "/healthz")
+}
+
+/// Wait (up to `within`) until `addr` answers `/readyz` with 200: a cluster node has caught up
+/// with the event log.
+pub fn wait_ready(addr: SocketAddr, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if get_ok(addr, "/readyz") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// `GET path` answered 200.
+fn get_ok(addr: SocketAddr, path: &str) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     if s.write_all(
-        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .is_err()
     {

@@ -129,6 +129,17 @@ pub fn schedstat(path: &str) -> Option<(u64, u64)> {
     Some((it.next()??, it.next()??))
 }
 
+/// `schedstat` summed over several tasks (the reactors of a cluster's nodes); `None` when
+/// there are none or one cannot be read.
+pub fn schedstat_sum(paths: &[String]) -> Option<(u64, u64)> {
+    if paths.is_empty() {
+        return None;
+    }
+    paths.iter().try_fold((0, 0), |(cpu, wait), p| {
+        schedstat(p).map(|(c, w)| (cpu + c, wait + w))
+    })
+}
+
 /// The kernel's count of connections dropped because a listen queue was full
 /// (`TcpExt: ListenOverflows` in /proc/net/netstat; machine-wide). A dropped SYN is retried
 /// after a second, which shows as a one-second step in a connect storm.

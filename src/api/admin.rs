@@ -10,10 +10,21 @@
 //! Every sign-in (password, setup, OIDC) sets the signed `device` cookie (`device.rs`). The
 //! audit trail — sign-in ok, failed and limited, setup, sign-out — is logged at info with the
 //! client address and the account, never a password or a token.
+//!
+//! Statuses (API.md "HTTP"): 204 and the `admin_session` cookie on success; 401 for a wrong
+//! email or password (one message for both, so the answer does not tell which); 429 with
+//! `Retry-After` over a limit; 403 when password sign-in is turned off, or for setup once an
+//! admin exists or with a wrong code; 503 when the pool or storage cannot take the work now —
+//! never 401 for a credential that could not be checked.
+//!
+//! Setup is guarded twice: the view's `has_admin` refuses at once, and the storing command
+//! refuses inside its transaction (`SetupFirstAdmin`), so two setups racing cannot both win.
 
 use super::access::require_admin;
 use super::device::{self, Device};
-use super::input::{email_field, json_object, required_string, string_field, EMAIL_MAX};
+use super::input::{
+    email_field, json_object, required_string, string_field, EMAIL_MAX, PASSWORD_MAX_BYTES,
+};
 use super::limiter::{Counted, Key};
 use super::{app_error, clear_cookie, cookie, Ctx, Job, Pending, Reply};
 use crate::addr;
@@ -24,10 +35,8 @@ use crate::metrics::{LoginMethod, LoginResult, Refusal};
 use crate::worker;
 use std::net::IpAddr;
 
-/// Longest password we accept for checking (Argon2 takes any length; this bounds the work).
-const PASSWORD_MAX_BYTES: usize = 4096;
-
-/// A sign-in in progress. Its `Debug` leaves the password out.
+/// A sign-in in progress, carried from job to job in `Pending`. Its `Debug` leaves the password
+/// out (pending notes are logged when something goes wrong).
 pub struct Attempt {
     password: String,
     /// The email, lower-cased: the limiter's account key and the device cookie's account.
@@ -49,7 +58,8 @@ impl std::fmt::Debug for Attempt {
 }
 
 impl Attempt {
-    /// Uncount the attempt: it succeeded, or it ends without a password check.
+    /// Uncount the attempt: it succeeded, or it ends without a password check. Taking `counted`
+    /// out makes a second call a no-op, so no path can uncount twice.
     fn take_back(&mut self, ctx: &mut Ctx) {
         if let Some(c) = self.counted.take() {
             ctx.limiter.take_back(c);
@@ -71,7 +81,8 @@ pub fn not_queued(ctx: &mut Ctx, pending: Pending) -> Response {
     Response::error(503, "sign-in is busy; try again in a moment").header("Retry-After", "1")
 }
 
-/// The device cookie this browser holds for `account`, if any (each value sent is tried).
+/// The device cookie this browser holds for `account`, if any (each value sent is tried: the
+/// contract's rule for repeated cookie names; at most 8, since each costs an HMAC).
 fn device_for(ctx: &Ctx, req: &Request, account: &str) -> Option<Device> {
     req.cookies(device::COOKIE)
         .take(8)
@@ -100,6 +111,8 @@ pub fn login(ctx: &mut Ctx, req: &Request) -> Reply {
         Ok(f) => f,
         Err(r) => return Reply::Now(r),
     };
+    // Emails compare case-insensitively (API.md), so the limiter's key must too: otherwise
+    // `Ada@` and `ada@` would be two budgets for one account.
     let account = email.to_lowercase();
     // A browser that signed in as this account before draws on its own failures, not the
     // account's: failures sent by others cannot lock it out.
@@ -108,6 +121,8 @@ pub fn login(ctx: &mut Ctx, req: &Request) -> Reply {
         None => Key::Account(account.clone()),
     };
     let keys = vec![Key::Ip(addr::limit_key(ctx.client_ip)), second];
+    // Counted now, before the account is read: a burst cannot outrun the limit while its
+    // checks are queued (API.md "Sign-in abuse").
     let counted = match ctx.limiter.begin(keys, ctx.now) {
         Ok(c) => c,
         Err(secs) => {
@@ -143,6 +158,8 @@ pub fn check_password(ctx: &mut Ctx, mut a: Attempt, found: Result<Outcome, AppE
             a.admin = Some((account.id, account.email));
             account.password_hash
         }
+        // No such account: verify against a dummy hash anyway, so the answer takes as long as
+        // for a real account and does not reveal which emails exist.
         Ok(_) => auth::DUMMY_PASSWORD_HASH.to_string(),
         Err(e) => {
             // The account could not be read: the attempt was not checked, so it does not
@@ -152,6 +169,7 @@ pub fn check_password(ctx: &mut Ctx, mut a: Attempt, found: Result<Outcome, AppE
             return Reply::Now(app_error(e));
         }
     };
+    // The password leaves the attempt here: it is not kept for later steps.
     let password = std::mem::take(&mut a.password);
     Reply::Later(
         Job::Hash(worker::Job::Verify { password, stored }),
@@ -187,6 +205,8 @@ pub fn setup(ctx: &mut Ctx, req: &Request) -> Reply {
         Ok(b) => b,
         Err(r) => return Reply::Now(r),
     };
+    // A missing or malformed code is simply wrong (403), not a 422 that would confirm setup is
+    // open.
     let code = string_field(&body, "code")
         .ok()
         .flatten()
@@ -201,6 +221,7 @@ pub fn setup(ctx: &mut Ctx, req: &Request) -> Reply {
         Ok(f) => f,
         Err(r) => return Reply::Now(r),
     };
+    // Checked before hashing, so a weak password costs no Argon2 run.
     if let Err(why) = auth::check_password_rules(&password, &[&email]) {
         return Reply::Now(Response::error(422, &format!("password refused: {why}")));
     }
@@ -295,6 +316,8 @@ pub fn logout(ctx: &mut Ctx, req: &Request) -> Reply {
     )
 }
 
+/// Sign-out stored: 204 and the cookie cleared. The session's streams were closed when the
+/// event was applied, just before this answer.
 pub fn signed_out(ctx: &mut Ctx, result: Result<Outcome, AppError>) -> Response {
     match result {
         Ok(_) => Response::new(204).header(

@@ -11,9 +11,20 @@
 //! [`Event::AdminSessionsEnded`](crate::app::Event), so their streams close (1008) when it is
 //! applied, exactly like a logout. Removing the last admin is refused (409) inside the deleting
 //! transaction, so two admins removing each other at once cannot leave none.
+//!
+//! Statuses (API.md "HTTP", v2): `GET /api/admin/me` 200; `GET /api/admins` 200; `POST
+//! /api/admins` 201, 409 when the email exists, 422 for a weak password; `DELETE
+//! /api/admins/{email}` 204, 404, 409 for the last admin; `POST /api/admin/password` 204, 403
+//! for a wrong current password, 422 for a weak new one. Every route: 401 without a valid
+//! session, 503 when storage or the pool cannot take the work now.
+//!
+//! An account on the wire is its email and times only: never its id or password hash. The
+//! audit lines name the acting admin by id and the client address.
 
 use super::access::require_admin;
-use super::input::{email_field, json_object, required_string, try_resp, EMAIL_MAX};
+use super::input::{
+    email_field, json_object, required_string, try_resp, EMAIL_MAX, PASSWORD_MAX_BYTES,
+};
 use super::{app_error, Ctx, Done, Job, Reply};
 use crate::app::{AppError, Command, Outcome};
 use crate::auth::{self, Digest32};
@@ -23,10 +34,8 @@ use crate::store::AdminInfo;
 use crate::worker;
 use serde_json::{json, Value};
 
-/// Longest password we hash or check (Argon2 takes any length; this bounds the work).
-const PASSWORD_MAX_BYTES: usize = 4096;
-
-/// Where an admin-account request is in its chain of jobs.
+/// Where an admin-account request is in its chain of jobs. Each step carries what the next one
+/// needs, so nothing about the request is kept anywhere else while a job runs.
 #[derive(Debug)]
 pub enum Step {
     /// `GET /api/admins`: the accounts were read.
@@ -47,17 +56,29 @@ pub enum Step {
     PasswordStored { id: i64 },
 }
 
-/// A password change in progress.
-#[derive(Debug)]
+/// A password change in progress. Its `Debug` leaves both passwords out: the catch-all arm of
+/// `finish` logs a step with `{:?}`, and logs never carry a secret.
 pub struct Change {
+    /// The admin changing its own password (from its session, never from the body).
     id: i64,
+    /// Taken out (emptied) once it has been sent to be checked.
     current: String,
+    /// Taken out once it has been sent to be hashed.
     new: String,
     /// The session making the change stays signed in.
     keep: Digest32,
 }
 
-/// Route the admin-account requests; `None` for any other path.
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Change")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Route the admin-account requests; `None` for any other path (the caller routes on). A known
+/// path with another method gets 405 with `Allow` (RFC 9110 §15.5.6).
 pub fn handle(ctx: &mut Ctx, req: &Request) -> Option<Reply> {
     let m = req.method();
     let reply = match req.path.as_str() {
@@ -81,7 +102,8 @@ pub fn handle(ctx: &mut Ctx, req: &Request) -> Option<Reply> {
     Some(reply)
 }
 
-/// Answered from the view's session cache, which `require_admin` has just filled.
+/// `GET /api/admin/me`: answered from the view's session cache, which `require_admin` has just
+/// filled (no storage read). `None` here means the session expired between the two calls.
 fn me(ctx: &mut Ctx, req: &Request) -> Reply {
     let me = try_resp!(require_admin(ctx, req));
     match ctx.app.cached_admin_session(&me.digest, ctx.now) {
@@ -93,11 +115,14 @@ fn me(ctx: &mut Ctx, req: &Request) -> Reply {
     }
 }
 
+/// `GET /api/admins`: every account, read from storage (accounts are not in the view).
 fn list(ctx: &mut Ctx, req: &Request) -> Reply {
     try_resp!(require_admin(ctx, req));
     Reply::Later(Job::Store(Command::ListAdmins), step(Step::Listed))
 }
 
+/// `POST /api/admins`: check the input and the password rules, then hash (pool) and store.
+/// `by` is the acting admin, for the audit line.
 fn create(ctx: &mut Ctx, req: &Request) -> Reply {
     let by = try_resp!(require_admin(ctx, req)).admin_id;
     let fields = json_object(req).and_then(|body| {
@@ -113,6 +138,8 @@ fn create(ctx: &mut Ctx, req: &Request) -> Reply {
     )
 }
 
+/// `DELETE /api/admins/{email}`: the email is percent-decoded from the path. One that cannot
+/// be decoded, or is too long to be an address, names no admin (404).
 fn delete(ctx: &mut Ctx, req: &Request, raw: &str) -> Reply {
     let by = try_resp!(require_admin(ctx, req)).admin_id;
     // A path keeps `+` as is (only a query turns it into a space).
@@ -128,12 +155,16 @@ fn delete(ctx: &mut Ctx, req: &Request, raw: &str) -> Reply {
     )
 }
 
+/// `POST /api/admin/password`: the current password must be right (checked on the pool, like
+/// a sign-in); the new one must pass the rules. The session making the change is kept; every
+/// other session of the admin ends (a stolen cookie stops working).
 fn change_password(ctx: &mut Ctx, req: &Request) -> Reply {
     let me = try_resp!(require_admin(ctx, req));
     let (id, keep) = (me.admin_id, me.digest);
     let fields = json_object(req).and_then(|body| {
         let current = required_string(&body, "current_password")?;
         let new = required_string(&body, "new_password")?;
+        // No stored password is that long, so it is wrong; saying so costs no hash.
         if current.len() > PASSWORD_MAX_BYTES {
             return Err(Response::error(403, "the current password is wrong"));
         }
@@ -161,11 +192,13 @@ fn password_rules(password: &str, email: &str) -> Result<(), Response> {
         .map_err(|why| Response::error(422, &format!("password refused: {why}")))
 }
 
+/// The pending note of a step of these routes.
 fn step(s: Step) -> super::Pending {
     super::Pending::Admins(s)
 }
 
-/// Finish or continue a request once its job is done.
+/// Finish or continue a request once its job is done. A (step, answer) pair that does not
+/// belong together is a bug in the chain, answered 500 and logged, never guessed at.
 pub fn finish(ctx: &mut Ctx, s: Step, done: Done) -> Reply {
     match (s, done) {
         (Step::Listed, Done::Stored(r)) => Reply::Now(match r {
@@ -219,10 +252,13 @@ pub fn finish(ctx: &mut Ctx, s: Step, done: Done) -> Reply {
                     step(Step::PasswordChecked(c)),
                 )
             }
-            // The account went away while its session was still in use.
+            // The account went away while its session was still in use: the session is as good
+            // as ended, so 401 (sign in again), not 404.
             Ok(Outcome::Admin(None)) => Reply::Now(Response::error(401, "authentication required")),
             other => Reply::Now(mix_up("password look-up", other)),
         },
+        // Wrong current password: 403, not 401 — the session is fine, the proof is not. It is
+        // not counted by the sign-in limiter: the caller is already signed in.
         (Step::PasswordChecked(mut c), Done::Hashed(o)) => {
             if !matches!(o, worker::Outcome::Verified(true)) {
                 log::info!(
@@ -276,6 +312,7 @@ fn hashed(o: worker::Outcome) -> Result<String, Response> {
     }
 }
 
+/// A storage failure's one status (`app_error`), or a 500 for an answer of the wrong kind.
 fn mix_up(what: &str, got: Result<Outcome, AppError>) -> Response {
     match got {
         Err(e) => app_error(e),
@@ -293,4 +330,23 @@ fn admin_json(a: &AdminInfo) -> Value {
         "created_at": rfc3339(a.created_at),
         "last_sign_in_at": a.last_sign_in_at.map(rfc3339),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Change;
+
+    /// Logs never carry a secret: a step logged with `{:?}` shows no password.
+    #[test]
+    fn a_password_change_never_prints_its_passwords() {
+        let change = Change {
+            id: 7,
+            current: "current-secret-1".into(),
+            new: "new-secret-2".into(),
+            keep: [0; 32],
+        };
+        let shown = format!("{change:?}");
+        assert!(shown.contains("7"), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
 }

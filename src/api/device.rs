@@ -15,18 +15,23 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 
 pub const COOKIE: &str = "device";
+/// Sent only where it is used (sign-in), not with every request and stream handshake.
 const PATH: &str = "/api/admin";
+/// A year, in seconds (API.md): long enough that an admin who signs in now and then keeps it.
 const LIFETIME_S: i64 = 365 * 24 * 3600;
+/// The payload's first byte, so the format can change without misreading old cookies.
 const VERSION: u8 = 1;
 /// Longest cookie value we try to open (an email is at most 254 bytes).
 const VALUE_MAX: usize = 600;
 
-/// The signing key of one deployment's device cookies.
+/// The signing key of one deployment's device cookies. Derived from the server key with its own
+/// label, so it signs nothing else and a leak of one derived key does not give the others.
 #[derive(Clone)]
 pub struct DeviceKeys {
     mac: [u8; 32],
 }
 
+// Keys never reach a log line, even through a `{:?}` of a struct that holds them.
 impl std::fmt::Debug for DeviceKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("DeviceKeys(<redacted>)")
@@ -47,7 +52,9 @@ impl DeviceKeys {
         }
     }
 
-    /// A new cookie value naming `account` (lower-cased here), issued at `now_ms`.
+    /// A new cookie value naming `account` (lower-cased here), issued at `now_ms`. Each value has
+    /// a fresh random id, so each browser draws on failures of its own. `Err` only when the OS
+    /// has no randomness to give.
     pub fn issue(&self, account: &str, now_ms: i64) -> Result<String, getrandom::Error> {
         let id = auth::random_bytes::<16>()?;
         let mut payload = vec![VERSION];
@@ -59,6 +66,7 @@ impl DeviceKeys {
     }
 
     /// The device a cookie value names, if it is ours, intact and under a year old at `now_ms`.
+    /// The MAC is checked (in constant time) before any byte of the payload is trusted.
     pub fn open(&self, value: &str, now_ms: i64) -> Option<Device> {
         if value.len() > VALUE_MAX {
             return None;
@@ -75,6 +83,7 @@ impl DeviceKeys {
         let id: [u8; 16] = payload[1..17].try_into().ok()?;
         let issued = i64::from_be_bytes(payload[17..25].try_into().ok()?);
         let age = now_ms / 1000 - issued;
+        // A minute of clock skew between nodes is tolerated for a cookie "from the future".
         if !(-60..LIFETIME_S).contains(&age) {
             return None;
         }
@@ -83,7 +92,8 @@ impl DeviceKeys {
     }
 }
 
-/// The `Set-Cookie` value of a device cookie.
+/// The `Set-Cookie` value of a device cookie: `HttpOnly` (no script reads it), `SameSite=Strict`
+/// (no other site's request carries it), `Secure` on https deployments.
 pub fn set_cookie(value: &str, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
     format!(

@@ -1,6 +1,18 @@
 //! Request bodies: the JSON rules of the contract and the field validators shared by the HTTP
 //! API and the agent stream. Each failure is an answer with the status the contract names:
 //! 415 (not JSON), 400 (malformed JSON), 422 (a field missing or invalid).
+//!
+//! Rules (API.md "HTTP"):
+//! * a body is JSON only (`Content-Type: application/json`); an empty body needs no type and
+//!   reads as `{}`; the size cap (64 KiB → 413) is `http.rs`'s, before any of this runs;
+//! * fields of the wrong JSON type are 422 with the field's name, never silently converted;
+//! * names are stored exactly as sent (no trimming, no normalisation): what the admin typed is
+//!   what the invitee's page shows. The refusals are only those that would make the text lie
+//!   about itself on screen (white space only, control and direction-override characters);
+//! * an email is checked by its shape only; whether it can receive mail is not ours to know.
+//!
+//! Validation here never needs stored state; rules that do (a user exists, answers do not
+//! pass the total) are the commands' (`app/command.rs`).
 
 use crate::app::UserPatch;
 use crate::http::{Request, Response};
@@ -10,12 +22,16 @@ use serde_json::{Map, Value};
 pub const NAME_MAX_CHARS: usize = 200;
 /// RFC 5321 §4.5.3.1.3: a path (and so an address) is at most 254 octets in practice.
 pub const EMAIL_MAX: usize = 254;
-/// Transcript and summary links.
+/// Transcript and summary links, in bytes: the de-facto URL limit of browsers and proxies.
 pub const URL_MAX: usize = 2048;
-/// Questions per interview, at most.
+/// Questions per interview, at most (keeps `progress` and the counts in sane integers).
 pub const QUESTIONS_MAX: i64 = 10_000;
+/// Longest password we hash or check, in bytes. Argon2 takes any length; this bounds the work
+/// one request can ask of the password pool.
+pub const PASSWORD_MAX_BYTES: usize = 4096;
 
-/// Unwrap an `Ok`, or return the `Err` answer from the enclosing handler.
+/// Unwrap an `Ok`, or return the `Err` answer from the enclosing handler. (The `?` operator
+/// would need every handler to return `Result`; handlers return a `Reply`.)
 macro_rules! try_resp {
     ($e:expr) => {
         match $e {
@@ -36,11 +52,13 @@ pub fn json_object(req: &Request) -> Result<Map<String, Value>, Response> {
     }
     match serde_json::from_slice::<Value>(&req.body) {
         Ok(Value::Object(m)) => Ok(m),
+        // Valid JSON of the wrong shape is a field problem (422), not a syntax one (400).
         Ok(_) => Err(Response::error(422, "the body must be a JSON object")),
         Err(_) => Err(Response::error(400, "the body is not valid JSON")),
     }
 }
 
+/// Field `name` as a string if present; any other JSON type is 422.
 pub fn string_field(body: &Map<String, Value>, name: &str) -> Result<Option<String>, Response> {
     match body.get(name) {
         None => Ok(None),
@@ -49,6 +67,7 @@ pub fn string_field(body: &Map<String, Value>, name: &str) -> Result<Option<Stri
     }
 }
 
+/// Field `name`, which must be present and a string (422 otherwise).
 pub fn required_string(body: &Map<String, Value>, name: &str) -> Result<String, Response> {
     string_field(body, name)?.ok_or_else(|| Response::error(422, &format!("{name} is required")))
 }
@@ -58,6 +77,7 @@ pub fn required_string(body: &Map<String, Value>, name: &str) -> Result<String, 
 /// NUL and escape sequences) or a bidirectional override or isolate (U+202A–U+202E,
 /// U+2066–U+2069), which would reorder how the dashboard shows this and the text around it.
 pub fn name_field(value: String, name: &str) -> Result<String, Response> {
+    // Counted in characters, not bytes: 200 characters of Chinese is a legitimate name.
     let n = value.chars().count();
     if n == 0 || n > NAME_MAX_CHARS {
         return Err(Response::error(
@@ -99,9 +119,13 @@ pub fn valid_email(email: &str) -> bool {
         && !domain.ends_with('.')
         && !domain.contains("..")
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        // Characters that are never part of a domain name and would let an address smuggle a
+        // second recipient or a header into a mail client.
         && !domain.contains(['[', ']', '(', ')', ',', ';', ':', '<', '>', '\\', '"'])
 }
 
+/// An email field's value, if it has an address's shape (422 otherwise). Stored as sent: the
+/// store compares emails case-insensitively.
 pub fn email_field(value: String) -> Result<String, Response> {
     if valid_email(&value) {
         Ok(value)
@@ -113,7 +137,8 @@ pub fn email_field(value: String) -> Result<String, Response> {
     }
 }
 
-/// A whole number from `min` to [`QUESTIONS_MAX`], if present.
+/// A whole number from `min` to [`QUESTIONS_MAX`], if present. `3.0` or `"3"` is refused: the
+/// contract's numbers are JSON integers.
 pub fn int_field(body: &Map<String, Value>, name: &str, min: i64) -> Result<Option<i64>, Response> {
     match body.get(name) {
         None => Ok(None),
@@ -143,6 +168,8 @@ pub fn url_field(
     }
 }
 
+/// An http(s) URL by its shape: the links are shown to admins as links, so other schemes
+/// (`javascript:`, `data:`) are refused outright.
 pub fn valid_url(s: &str) -> bool {
     (s.starts_with("https://") || s.starts_with("http://"))
         && s.len() <= URL_MAX
@@ -150,7 +177,9 @@ pub fn valid_url(s: &str) -> bool {
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-/// The fields of a PATCH body; every one optional.
+/// The fields of a PATCH body; every one optional, unknown fields ignored. Whether
+/// `questions_answered` passes `questions_total` depends on the stored row, so the command
+/// checks it.
 pub fn parse_patch(body: &Map<String, Value>) -> Result<UserPatch, Response> {
     Ok(UserPatch {
         first_name: string_field(body, "first_name")?

@@ -13,6 +13,21 @@
 //!
 //! Every outcome of a callback is counted in `catalytic_logins_total{method="oidc"}`. Logs name
 //! the email and the reason, never the code, the tokens or the attempt's secrets.
+//!
+//! Why each check (OpenID Connect Core 1.0 §3.1, RFC 9700 "OAuth 2.0 Security Best Current
+//! Practice"):
+//! * `state` bound to the attempt cookie — login CSRF: a callback started in another browser
+//!   (an attacker's code in a victim's browser) is refused;
+//! * the attempt used once (storage, step 4 in one transaction) — a replayed callback URL
+//!   cannot sign in twice; the `nonce` in the ID token ties the token to this attempt;
+//! * PKCE (S256) — a code intercepted on its way back is useless without the verifier, which
+//!   only this server can derive from the attempt;
+//! * `iss` in the redirect (RFC 9207) — the mix-up attack, where another provider's answer is
+//!   delivered to us;
+//! * 10 minutes per attempt — an old cookie or URL found later is worthless.
+//!
+//! A failure is a redirect to the sign-in page with a short reason, never an error page: the
+//! browser is mid-navigation, and a JSON error would strand the admin there.
 
 use super::{cookie, Ctx, Done, Job, Pending, Reply};
 use crate::app::{AppError, Command, Outcome};
@@ -23,7 +38,8 @@ use crate::oidc;
 use crate::oidc::flow::{self, Attempt, CookieError};
 use serde_json::json;
 
-/// Longest `code` and `state` we take from the provider's redirect.
+/// Longest `code` and `state` we take from the provider's redirect (bytes): a code is opaque
+/// but never near this long, and our `state` values are short; anything longer is not ours.
 const CODE_MAX: usize = 4096;
 const STATE_MAX: usize = 256;
 
@@ -59,7 +75,8 @@ pub enum Step {
     Stored,
 }
 
-/// `GET /api/admin/auth`: what the sign-in form should offer.
+/// `GET /api/admin/auth`: what the sign-in form should offer. No authentication: the sign-in
+/// page needs it before anyone is signed in, and it tells nothing secret.
 pub fn auth(ctx: &Ctx) -> Response {
     let oidc = ctx.oidc.map(|o| json!({ "name": o.settings.name }));
     Response::new(200).json(&json!({ "password": ctx.password_login, "oidc": oidc }))
@@ -70,10 +87,15 @@ fn not_configured() -> Response {
 }
 
 /// `GET /api/admin/oidc/login`: a new attempt, its cookie, and the redirect to the provider.
+/// The attempt itself is not stored: its id and start time are in the signed cookie, and
+/// `state`, `nonce` and the PKCE verifier are derived from them with the server key, so any
+/// node can finish the sign-in.
 pub fn login(ctx: &mut Ctx) -> Response {
     let Some(o) = ctx.oidc else {
         return not_configured();
     };
+    // Discovery has not succeeded yet (the provider is unreachable): there is nowhere to send
+    // the browser.
     let Some(endpoint) = o.authorization_endpoint() else {
         return Response::error(
             503,
@@ -118,6 +140,8 @@ fn attempt_cookie(value: &str, max_age_s: i64, ctx: &Ctx) -> String {
 }
 
 /// `GET /api/admin/oidc/callback`: check the attempt, then ask storage whether it was used.
+/// The checks that need no job run first, so a forged or stale callback costs no storage read
+/// and no call to the provider.
 pub fn callback(ctx: &mut Ctx, req: &Request) -> Reply {
     let Some(o) = ctx.oidc else {
         return Reply::Now(not_configured());
@@ -190,6 +214,8 @@ pub fn finish(ctx: &mut Ctx, step: Step, done: Done) -> Reply {
             }
             other => Reply::Now(storage_failed(ctx, other)),
         },
+        // The provider vouched for a verified email; whether it may sign in (an existing admin)
+        // or create an account (its domain is allowed) is decided in one transaction.
         (Step::Exchanged(attempt), Done::Oidc(Ok(identity))) => {
             log::debug!(
                 "OpenID provider vouched for {} (sub {})",
@@ -240,6 +266,8 @@ fn refuse(ctx: &mut Ctx, reason: &str) -> Response {
         .header("Set-Cookie", &attempt_cookie("", 0, ctx))
 }
 
+/// Storage could not answer: the sign-in fails (the admin starts again); the attempt may be
+/// unspent, but its cookie is cleared with the redirect.
 fn storage_failed(ctx: &mut Ctx, r: Result<Outcome, AppError>) -> Response {
     log::error!("OIDC sign-in storage step failed: {r:?}");
     refuse(ctx, "the sign-in could not be stored; try again")

@@ -1,4 +1,30 @@
 //! Invitees (`/api/users…`, admins only) and their sessions (`/api/session/…`, by token).
+//!
+//! | route | who | job | answer (API.md "HTTP") |
+//! |---|---|---|---|
+//! | `GET /api/users` | admin | none: the view | 200, every user, newest first |
+//! | `POST /api/users` | admin | `CreateUser` | 201 user; 409 email exists (any case); 422 |
+//! | `PATCH /api/users/{id}` | admin | `UpdateUser` | 200 user; 404; 422 (empty patch, answered > total) |
+//! | `DELETE /api/users/{id}` | admin | `DeleteUser` | 204; 404 |
+//! | `POST /api/users/{id}/invite` | admin | `RegenerateInvite` | 200 user with a new `invite_url` |
+//! | `POST /api/session/activate` | invite token | `Activate` | 200 session + `session_token` cookie; 401; 410 |
+//! | `POST /api/session/answer` | session token | `Answer` | 200 counts; 401; 410 |
+//!
+//! Rules kept here, before any job:
+//! * admin routes check the session first (401), then the input (415/400/422): an anonymous
+//!   caller learns nothing about which bodies would be valid;
+//! * an unknown or malformed id is 404 whatever the body says (a PATCH is checked against the
+//!   view first), the same answer an unknown user gets: ids are not probed by their errors;
+//! * tokens go to storage as digests only (`auth::digest`), never as sent;
+//! * an invitee's token comes in the body or the `session_token` cookie; of several cookie
+//!   values, the one of a known link is taken (a stale cookie from an old link must not hide
+//!   the current one).
+//!
+//! Everything a change causes — the broadcasts, closing the page of a deleted user or a dead
+//! link, starting or stopping the session clock — comes from the stored event, applied before
+//! the answer is sent (`reactor/jobs.rs`); the handlers only build commands and answers.
+//! Deleting a user and making a new link are audited: an info line names the admin and the
+//! client address.
 
 use super::access::require_admin;
 use super::access::COOKIE_VALUES_TRIED;

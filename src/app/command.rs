@@ -10,6 +10,25 @@
 //! Input validation (JSON shape, field lengths) is the API layer's; the rules here are those
 //! that depend on stored state: a user exists, a link is current, a session is live, answers do
 //! not exceed the total.
+//!
+//! Why the rules live inside the transaction: with several storage threads (PostgreSQL) or
+//! several processes (the CLI next to a server), a rule checked against the view and then
+//! written could be broken by a write in between. Checked and written in one transaction, two
+//! racing commands cannot both pass a rule that only one may (the last admin, the first admin,
+//! an OIDC attempt used once, an agent `request_id` applied once).
+//!
+//! Numbering: a change of the invitee list takes the next event number (`next_seq`) in the
+//! same transaction that writes the row, and stores its messages with it (`log`). So the
+//! number, the row and the message commit together or not at all, and a replay after a restart
+//! sends the very bytes the live broadcast sent.
+//!
+//! Time rules, with `now` the wall clock when the command runs (Unix ms):
+//! * an invite link is usable while `now < invite_expires_at`; activation starts a session of
+//!   `Rules::session_ms`, stored as its expiry;
+//! * a session is over at its stored expiry (`User::session_is_over`); answers after that are
+//!   410, and the expiry command records it once;
+//! * an expiry or invite timer that fires before the stored time (the wall clock moved)
+//!   answers `NotYet` with the stored time, and nothing changes.
 
 use super::event::{Cause, Event, Logged, UserChange};
 use super::{messages, AppError, AppResult};
@@ -55,7 +74,8 @@ impl UserPatch {
 }
 
 /// What a client asks the application to do. Tokens arrive as their SHA-256 digests: stored
-/// rows are found by digest, so a plain token never reaches storage.
+/// rows are found by digest, so a plain token never reaches storage. Variants marked "Read"
+/// change nothing and run in a read transaction (`Command::is_read`).
 #[derive(Debug)]
 pub enum Command {
     CreateUser {
@@ -187,7 +207,8 @@ impl Command {
         )
     }
 
-    /// Whether it only reads (runs in a read transaction, which never waits for writers).
+    /// Whether it only reads (runs in a read transaction, which never waits for writers). A
+    /// command missing here still works, only as a write (queued behind the writers).
     pub fn is_read(&self) -> bool {
         matches!(
             self,
@@ -253,12 +274,15 @@ pub enum Outcome {
     Refused(&'static str),
 }
 
-/// Why an OpenID Connect sign-in was refused after the provider vouched for the email.
+/// Why an OpenID Connect sign-in was refused after the provider vouched for the email. Shown to
+/// the admin on the sign-in page (`?signin_error=`), so written for a person.
 pub const OIDC_ATTEMPT_USED: &str = "this sign-in was already used; start again";
 pub const OIDC_NOT_ALLOWED: &str =
     "there is no admin account for this email, and its domain may not create one";
 
-/// Run `cmd` at wall time `now` (Unix ms) against an open transaction.
+/// Run `cmd` at wall time `now` (Unix ms) against an open transaction. On `Err` the caller rolls
+/// the transaction back, so a failed command has changed nothing, whatever it wrote before
+/// failing.
 pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppResult<Outcome> {
     let updated = |tx: &mut dyn Tx, u: User, cause| {
         store(tx, &u)?;
@@ -289,6 +313,8 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             agent_request,
         } => {
             let request_id = agent_request.clone().flatten();
+            // API.md: a `request_id` seen in the last 10 minutes is acked again and applied
+            // once, so an agent may resend after a reconnect without double effects.
             if let Some(rid) = &request_id {
                 if tx.agent_request_seen(rid, now - AGENT_REQUEST_MEMORY_MS)? {
                     return Ok(Outcome::Duplicate);
@@ -301,6 +327,7 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             if let Some(rid) = &request_id {
                 tx.record_agent_request(rid, now)?;
             }
+            // Only a change of the counts concerns the session page and the agent.
             let progressed = before != (u.questions_answered, u.questions_total);
             let by_agent = agent_request.is_some();
             updated(
@@ -318,6 +345,8 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             }
             log(tx, rules, now, UserChange::Deleted(id))
         }
+        // A new link starts the invitation over: the old token stops working at once (its
+        // digest no longer matches), and any session it opened is reset.
         Command::RegenerateInvite { id } => {
             let mut u = tx.user(id)?.ok_or(AppError::NotFound)?;
             u.invite_nonce = fresh_nonce()?.to_vec();
@@ -333,6 +362,8 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
         }
         Command::Activate { token } => {
             let mut u = tx.user_by_token(&token)?.ok_or(AppError::Unauthorized)?;
+            // Activating again (a reload of the session page) is harmless while the session
+            // runs: the same session, no new event, the clock keeps its stored end.
             if u.token_activated {
                 if u.session_is_over(now) {
                     return Err(AppError::Gone("this session has ended"));
@@ -355,6 +386,7 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             if u.session_is_over(now) {
                 return Err(AppError::Gone("this session has ended"));
             }
+            // Capped at the total: a double click on the last answer is not an error.
             u.questions_answered = (u.questions_answered + 1).min(u.questions_total);
             note_completion(&mut u, now);
             updated(tx, u, Cause::Answered)
@@ -370,6 +402,8 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
                 return Ok(Outcome::NotYet { expires_at });
             }
             u.session_expired = true;
+            // A session completed by answers keeps the time it ended; one that ran out ended
+            // at its stored expiry, not whenever this command ran.
             if u.session_ended_at.is_none() {
                 u.session_ended_at = u.session_expires_at.or(Some(now));
             }
@@ -401,6 +435,8 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             sign_in(tx, rules, now, id, email)
         }
         Command::CreateAdminSession { admin_id, email } => sign_in(tx, rules, now, admin_id, email),
+        // Ending a session that is already gone is still an event: its streams (if any, on any
+        // node) must close all the same.
         Command::EndAdminSession { token } => {
             tx.delete_admin_session(&token)?;
             Ok(Outcome::Changed(Event::AdminSessionEnded(token)))
@@ -494,6 +530,7 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             email,
             may_create,
         } => {
+            // Spent first: a callback replayed while this one runs finds it used.
             if !tx.use_oidc_attempt(&attempt, attempt_expires_at, now)? {
                 return Ok(Outcome::Refused(OIDC_ATTEMPT_USED));
             }
@@ -514,7 +551,9 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
 }
 
 /// Number `change`, build its messages at `now`, and store it in the log, all in the
-/// transaction that stored the change itself.
+/// transaction that stored the change itself. The messages are built here, once, and kept
+/// verbatim: every stream, replay and node sends these bytes. The row is stored with the event
+/// (`store::row::encode`) so another node can apply it without reading the users table.
 fn log(tx: &mut dyn Tx, rules: &Rules, now: i64, change: UserChange) -> AppResult<Outcome> {
     let seq = tx.next_seq()?;
     let admin_message = messages::admin(&change, seq, &rules.public_url, now);
@@ -552,6 +591,8 @@ fn note_completion(u: &mut User, now: i64) {
     }
 }
 
+/// Apply a PATCH to the row read in this transaction; 422 when the answered count would pass
+/// the total (checked after both fields are applied, so a PATCH may raise both at once).
 fn apply_patch(u: &mut User, p: UserPatch) -> AppResult<()> {
     if let Some(v) = p.first_name {
         u.first_name = v;
@@ -591,6 +632,8 @@ fn store(tx: &mut dyn Tx, u: &User) -> AppResult<()> {
     }
 }
 
+/// A new admin session for `admin_id`: a fresh random token (the cookie value, returned once and
+/// stored only as its digest), valid for `Rules::admin_session_ms`.
 fn sign_in(
     tx: &mut dyn Tx,
     rules: &Rules,
@@ -613,6 +656,8 @@ fn sign_in(
     Ok(Outcome::SignedIn { session, token })
 }
 
+/// The random part of a new invite token (the token is derived from it with the server key).
+/// No randomness from the OS means no link can be made safely: 500, nothing stored.
 fn fresh_nonce() -> AppResult<[u8; 16]> {
     auth::random_bytes::<16>().map_err(|e| {
         log::error!("OS randomness failed: {e}");

@@ -14,6 +14,11 @@
 //!   is the first number storage still holds, and a resume from between it and the memory tail
 //!   is read from storage ([`Replay::Storage`]). Anything older gets a fresh `initial`, never a
 //!   wrong replay.
+//!
+//! Why a resume must be exact (API.md "resume"): the client applies the replay to the list it
+//! already has, so a missing event leaves it wrong until the next reload, and a repeated one
+//! (a `user_added` twice) shows a duplicate. When in doubt the answer is `initial`, which the
+//! client takes as a full replacement: slower, never wrong.
 
 use crate::store::StoredEvent;
 use crate::ws;
@@ -24,7 +29,8 @@ use std::rc::Rc;
 /// for a few seconds misses, far less than ten minutes of a busy import.
 pub const MEMORY_CAP: usize = 2_048;
 
-/// One logged change, framed once for every stream that will ever be sent it.
+/// One logged change, framed once for every stream that will ever be sent it: the live
+/// broadcast and every replay from memory share these bytes.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub seq: u64,
@@ -37,7 +43,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Frame a stored event.
+    /// Frame a stored event (loaded at start, or read for a replay from storage).
     pub fn from_stored(e: &StoredEvent) -> Entry {
         Entry {
             seq: e.seq,
@@ -63,7 +69,8 @@ impl Entry {
     }
 }
 
-/// A client's claim of where it stopped: `?epoch=E&since=N`.
+/// A client's claim of where it stopped: `?epoch=E&since=N`. Only a claim: it is checked
+/// against this log ([`EventLog::since`]) and never trusted further.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumePoint {
     pub epoch: String,
@@ -80,11 +87,13 @@ pub enum Replay<'a> {
     Impossible,
 }
 
+/// The tail of the log, at the view's position. See the module doc for its invariants.
 pub struct EventLog {
     /// Names the history this log belongs to (random per database).
     epoch: String,
     /// Number of the last change applied (0: none yet).
     head: u64,
+    /// Consecutive, ending at `head`; at most [`MEMORY_CAP`] (the oldest is dropped first).
     entries: VecDeque<Entry>,
     /// The first number storage still holds (`head + 1` when it holds none).
     stored_from: u64,
@@ -96,6 +105,8 @@ impl EventLog {
     pub fn new(epoch: String, head: u64, stored: &[StoredEvent], stored_from: u64) -> EventLog {
         let mut entries = VecDeque::new();
         let mut want = head;
+        // Walk back from the newest: a hole (a number storage no longer holds) ends the run,
+        // since a replay across it would skip an event.
         for e in stored.iter().rev() {
             if e.seq != want || entries.len() == MEMORY_CAP {
                 break;
@@ -111,7 +122,8 @@ impl EventLog {
         }
     }
 
-    /// Storage trimmed its log: it now holds events from `seq` on.
+    /// Storage trimmed its log: it now holds events from `seq` on (never past `head + 1`: what
+    /// the view has applied is what storage was asked about).
     pub fn set_stored_from(&mut self, seq: u64) {
         self.stored_from = seq.min(self.head + 1);
     }
@@ -142,6 +154,8 @@ impl EventLog {
     /// How to replay what came after `point`: same epoch, `since` not ahead of the log, and
     /// every event after it still held, in memory or in storage.
     pub fn since(&self, point: &ResumePoint) -> Replay<'_> {
+        // Another history (the database was replaced) or a number we never reached (the
+        // client talked to a node that is ahead, or made it up): no replay can be right.
         if point.epoch != self.epoch || point.since > self.head {
             return Replay::Impossible;
         }

@@ -3,6 +3,19 @@
 //! Everything here returns bytes or strings; framing them (`ws::text_frame`) and deciding who
 //! receives them is the caller's business. Messages that are logged (admin and agent changes)
 //! are built once, in the command that stores them, and kept verbatim.
+//!
+//! Field order is the contract's (`type` first, then as API.md writes them), and tests compare
+//! some messages byte for byte: the shapes are structs (serde keeps declaration order) or
+//! `json!`, which keeps the order written because `serde_json`'s `preserve_order` feature is on
+//! (Cargo.toml). The user object comes from `model::UserView`, the one place its fields and
+//! their order are written down.
+//!
+//! Who gets what (API.md "WebSocket streams"):
+//! * admins: `initial`, `resumed`, `user_added` / `user_update` / `user_deleted` with `seq`,
+//!   `presence`;
+//! * agents: `initial` (running sessions only), `resumed`, `session_started`, `progress` (with
+//!   `seq` and `user_id`), `session_expired`, each with the `seq` of the change that caused it;
+//! * a session's page: `time_update`, `progress` (without `seq`), `session_expired`.
 
 use super::event::{Cause, UserChange};
 use crate::hub::Presence;
@@ -10,7 +23,8 @@ use crate::model::{User, UserView};
 use serde::Serialize;
 use serde_json::json;
 
-/// `{"type":…,"seq":…,"data":…}`.
+/// `{"type":…,"seq":…,"data":…}`: the shape of every numbered change. `type` comes first so a
+/// client can dispatch before reading the rest.
 #[derive(Serialize)]
 struct Numbered<'a, T: Serialize> {
     #[serde(rename = "type")]
@@ -19,7 +33,8 @@ struct Numbered<'a, T: Serialize> {
     data: T,
 }
 
-/// `{"type":"initial","epoch":…,"seq":…,"data":[…]}`.
+/// `{"type":"initial","epoch":…,"seq":…,"data":[…]}`. `epoch` names the log's history, so a
+/// client can tell a resume point of this database from one of a database that was replaced.
 #[derive(Serialize)]
 struct Initial<'a, T: Serialize> {
     #[serde(rename = "type")]
@@ -29,11 +44,13 @@ struct Initial<'a, T: Serialize> {
     data: T,
 }
 
-/// Serialising our own types cannot fail; an empty object keeps the stream valid if it did.
+/// Serialising our own types cannot fail (no maps with non-string keys, no failing `Serialize`
+/// impls); an empty object keeps the stream valid if it did, rather than a panic on the loop.
 fn to_vec(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
 }
 
+/// As [`to_vec`], for the messages stored in the log (text columns).
 fn to_string(value: &impl Serialize) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "{}".to_string())
 }
@@ -61,6 +78,9 @@ pub fn admin(change: &UserChange, seq: u64, public_url: &str, now: i64) -> Strin
 
 /// The agent stream message change number `seq` causes, if any: a session started, progress
 /// the agent did not report itself, a session that ran out.
+/// Progress the agent reported itself (`by_agent`) is not echoed back: it knows, and an echo
+/// would look like a second change. Edits that do not move the counts, new links and invite
+/// expiries are the admins' business only.
 pub fn agent(change: &UserChange, seq: u64, public_url: &str, now: i64) -> Option<String> {
     let UserChange::Updated(u, cause) = change else {
         return None;
@@ -95,6 +115,7 @@ pub fn agent(change: &UserChange, seq: u64, public_url: &str, now: i64) -> Optio
 }
 
 /// `initial` of the admin stream (every user) or of the agent stream (the running sessions).
+/// `seq` is the number of the last change the list reflects: a client resumes from it.
 pub fn initial(epoch: &str, seq: u64, users: &[UserView<'_>]) -> Vec<u8> {
     to_vec(&Initial {
         kind: "initial",
@@ -104,13 +125,16 @@ pub fn initial(epoch: &str, seq: u64, users: &[UserView<'_>]) -> Vec<u8> {
     })
 }
 
-/// `resumed`: the events after `seq` follow.
+/// `resumed`: the events after `seq` follow, and no `initial` (the client keeps its list).
 pub fn resumed(epoch: &str, seq: u64) -> Vec<u8> {
     to_vec(&json!({ "type": "resumed", "epoch": epoch, "seq": seq }))
 }
 
 /// `{"sessions":{"<id>":K,…},"admins":[{"email":E,"streams":K},…]}`: the body of
 /// `GET /api/presence` and, with `"type":"presence"` first, the admin stream message.
+/// Full state every time (no diffs, no `seq`): a client that missed one is right again at the
+/// next. Keys are ordered (`BTreeMap`), so equal states encode to equal bytes and the reactor
+/// can skip a telling that would say the same.
 pub fn presence(p: &Presence, as_message: bool) -> Vec<u8> {
     let mut body = serde_json::Map::new();
     if as_message {
@@ -131,12 +155,13 @@ pub fn presence(p: &Presence, as_message: bool) -> Vec<u8> {
     to_vec(&body)
 }
 
-/// `time_update` of a session stream.
+/// `time_update` of a session stream: seconds left, rounded up (0 once over, never negative),
+/// so the page never shows 0:00 while the session still runs.
 pub fn time_update(remaining_seconds: i64) -> Vec<u8> {
     to_vec(&json!({ "type": "time_update", "remaining_seconds": remaining_seconds }))
 }
 
-/// `progress` of a session stream.
+/// `progress` of a session stream: no `seq` and no `user_id` (the page knows whose it is).
 pub fn session_progress(u: &User) -> Vec<u8> {
     to_vec(&json!({
         "type": "progress",
@@ -145,7 +170,8 @@ pub fn session_progress(u: &User) -> Vec<u8> {
     }))
 }
 
-/// `session_expired` of a session stream (then it closes with 1000).
+/// `session_expired` of a session stream (then it closes with 1000). A constant: it carries no
+/// data, and the page knows whose session it is.
 pub fn session_expired() -> Vec<u8> {
     br#"{"type":"session_expired"}"#.to_vec()
 }
@@ -155,10 +181,13 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    /// The shared test user (id 7), as the model's tests build it.
     fn user() -> User {
         crate::model::tests::user()
     }
 
+    /// The contract's order, checked on the bytes: `type`, `seq`, `data`, and the user's `id`
+    /// first inside it.
     #[test]
     fn logged_messages_carry_their_number_in_the_contract_order() {
         let change = UserChange::Added(Box::new(user()));
@@ -172,6 +201,7 @@ mod tests {
         assert_eq!(gone, r#"{"type":"user_deleted","seq":43,"data":{"id":7}}"#);
     }
 
+    /// What the agent is told, and what it is spared (its own progress, edits, links).
     #[test]
     fn agents_hear_of_starts_progress_and_expiry_only() {
         let u = || Box::new(user());
@@ -200,6 +230,7 @@ mod tests {
         assert!(msg(Cause::InviteRegenerated).is_none());
     }
 
+    /// Sessions sort by number, not as text ("3" before "12"), admins by email.
     #[test]
     fn presence_is_full_state_in_a_stable_order() {
         let mut p = Presence::default();

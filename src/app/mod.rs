@@ -15,6 +15,15 @@
 //!   Unix ms). Commands and apply can be tested with any time at all.
 //! * The view is small (thousands of users, not millions), so `initial`, token look-ups and
 //!   status derivation never read storage.
+//! * Events are applied in number order and each exactly once (`EventLog::push` refuses any
+//!   other), so every stream of every node sees the same changes in the same order.
+//! * Frames are encoded here, once per change, and shared (`Rc<[u8]>`) by every recipient;
+//!   the reactor never serialises anything on the broadcast path.
+//!
+//! The admin-session cache (`admin_sessions`) is the one piece of the view that is not fed by
+//! events alone: sign-ins and storage look-ups fill it, events and the reactor's periodic
+//! re-check empty it. It may only ever hold sessions storage said were valid, and it forgets a
+//! session at its expiry, so a stale entry cannot outlive the re-check interval.
 
 use crate::auth::{self, Digest32};
 use crate::hub::Stream;
@@ -43,7 +52,8 @@ pub use event_log::{Replay, ResumePoint};
 pub enum Effect {
     /// Send this frame to every stream of that kind (a session: that session's streams).
     Broadcast(Stream, Rc<[u8]>),
-    /// Close every stream of this session (close frame `code`, `reason`).
+    /// Close every stream of this session (close frame `code`, `reason`; `why` is the metric's
+    /// close reason).
     CloseSession {
         user_id: i64,
         code: u16,
@@ -64,7 +74,9 @@ pub enum Effect {
     },
 }
 
-/// A failed application operation, mapped to an HTTP status by the API layer.
+/// A failed application operation, mapped to exactly one HTTP status by the API layer
+/// (`api::app_error`) and to an `error` message on the agent stream. Every variant means
+/// "nothing changed": commands fail before they commit.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AppError {
     NotFound,
@@ -81,6 +93,8 @@ pub enum AppError {
     Storage,
 }
 
+// Storage errors are logged once, here, where their detail is known; the client gets only the
+// status (500 or 503), never the database's message.
 impl From<DbError> for AppError {
     fn from(e: DbError) -> Self {
         match e {
@@ -110,7 +124,8 @@ impl Snapshot {
     }
 }
 
-/// Admin sessions cached at most (a flood of distinct valid tokens clears the cache).
+/// Admin sessions cached at most (a flood of distinct valid tokens clears the cache). Clearing
+/// costs one storage read per session on its next request; it cannot let anyone in.
 const ADMIN_SESSION_CACHE: usize = 100_000;
 
 /// What a stream gets first: `initial`, or `resumed` and the missed events.
@@ -176,7 +191,8 @@ impl App {
     }
 
     /// Replace the view with a snapshot (a cluster node that had to resynchronise). Signed-in
-    /// admins and the setup code stay.
+    /// admins and the setup code stay: they are not part of the event log, and the periodic
+    /// re-check drops any session that ended meanwhile.
     pub fn reset(&mut self, s: crate::store::Snapshot) {
         let fresh = App::new(
             s.users,
@@ -210,6 +226,8 @@ impl App {
 
     /// The user whose current invite (= session) token this is, confirmed in constant time.
     pub fn user_by_token(&self, token: &str) -> Option<&User> {
+        // Found by digest in a hash map (fast, but the look-up time depends on the input), then
+        // confirmed with a constant-time comparison, so timing tells nothing about a token.
         let d = auth::digest(token);
         let id = self.by_token.get(&d)?;
         let u = self.users.get(id)?;
@@ -250,6 +268,7 @@ impl App {
     }
 
     /// The user object as JSON bytes, fields in the contract's order.
+    /// (Serialising a `UserView` cannot fail; an empty body would be the sign it did.)
     pub fn user_json(&self, u: &User, now: i64) -> Vec<u8> {
         serde_json::to_vec(&u.view(&self.public_url, now)).unwrap_or_default()
     }
@@ -364,12 +383,16 @@ impl App {
 
     // ---------------------------------------------------------------- admins
 
+    /// Whether `code` is the one-time setup code (compared in constant time). Always `false`
+    /// once an admin exists.
     pub fn setup_code_ok(&self, code: &str) -> bool {
         self.setup_code
             .as_deref()
             .is_some_and(|c| auth::ct_eq(c.as_bytes(), code.as_bytes()))
     }
 
+    /// Whether an admin exists, as far as this process knows (the setup command re-checks in
+    /// storage, so a stale `false` cannot create a second first admin).
     pub fn has_admin(&self) -> bool {
         self.setup_code.is_none()
     }
@@ -432,6 +455,7 @@ impl App {
                 if !self.log.push(entry.clone()) {
                     return false;
                 }
+                // The list changed: the shared `initial` frames are stale.
                 self.admin_snapshot = None;
                 self.agent_snapshot = None;
                 self.apply_user(&logged.change, effects);

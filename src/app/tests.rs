@@ -8,6 +8,8 @@ use serde_json::Value;
 const MIN: i64 = 60_000;
 const T0: i64 = 1_800_000_000_000;
 
+/// A deployment with the default lengths: 30-minute sessions, week-long invite links and admin
+/// sessions.
 fn rules() -> Rules {
     Rules {
         public_url: "http://h".into(),
@@ -19,6 +21,8 @@ fn rules() -> Rules {
 
 const INVITE_TTL: i64 = 168 * 60 * MIN;
 
+/// A real SQLite store in a temp directory and the view built from it: commands run in real
+/// transactions and their events are applied as the reactor applies them.
 struct World {
     _dir: tempfile::TempDir,
     store: Sqlite,
@@ -64,6 +68,7 @@ impl World {
         (out, effects)
     }
 
+    /// Create a user with `total` questions at `now`; returns the stored row.
     fn add(&mut self, now: i64, email: &str, total: i64) -> User {
         let (out, _) = self.run(
             now,
@@ -83,11 +88,13 @@ impl World {
         }
     }
 
+    /// The digest of user `id`'s current invite token (what commands take).
     fn token(&self, id: i64) -> Digest32 {
         auth::digest(&self.app.user(id).unwrap().invite_token)
     }
 }
 
+/// The view as `reactor/open.rs` builds it: users, the log's head and every stored event.
 fn load(store: &mut Sqlite) -> App {
     let users = store.load_users().unwrap();
     let (head, events, from) = store
@@ -130,6 +137,7 @@ fn broadcasts(effects: &[Effect]) -> Vec<(Stream, String)> {
         .collect()
 }
 
+/// The row and cause of an outcome that must be a stored update.
 fn updated(out: AppResult<Outcome>) -> (User, Cause) {
     match out {
         Ok(Outcome::Changed(Event::User(l))) => match l.change {
@@ -140,6 +148,8 @@ fn updated(out: AppResult<Outcome>) -> (User, Cause) {
     }
 }
 
+/// `POST /api/users`: one `user_added` to admins (none to agents: no session runs), the invite
+/// link valid for the TTL; an email that exists in another case is 409 and changes nothing.
 #[test]
 fn creating_a_user_tells_the_admins_and_fills_the_view() {
     let mut w = World::new();
@@ -172,6 +182,8 @@ fn creating_a_user_tells_the_admins_and_fills_the_view() {
     assert_eq!(w.app.user_count(), 1);
 }
 
+/// `POST /api/session/activate`: the first call starts the session clock and tells admins and
+/// the agent; a reload is the same session (no event, the end unchanged); after the end, 410.
 #[test]
 fn activation_starts_the_clock_once() {
     let mut w = World::new();
@@ -207,6 +219,7 @@ fn activation_starts_the_clock_once() {
     assert_eq!(late.unwrap_err(), AppError::Gone("this session has ended"));
 }
 
+/// An invite used after its TTL is 410; a token nobody holds is 401. Neither changes anything.
 #[test]
 fn an_expired_or_unknown_invite_does_not_activate() {
     let mut w = World::new();
@@ -227,6 +240,9 @@ fn an_expired_or_unknown_invite_does_not_activate() {
     assert_eq!(out.unwrap_err(), AppError::Unauthorized);
 }
 
+/// `POST /api/session/answer`: only on an activated, live session; `progress` to the page first
+/// (a person waits on it), then admins and the agent; capped at the total (→ completed); 410
+/// once the clock ran out.
 #[test]
 fn answers_count_up_to_the_total_and_complete_the_interview() {
     let mut w = World::new();
@@ -259,6 +275,9 @@ fn answers_count_up_to_the_total_and_complete_the_interview() {
     assert_eq!(late.unwrap_err(), AppError::Gone("this session has ended"));
 }
 
+/// The session clock's expiry: a timer that fires early changes nothing (`NotYet`); at the end
+/// the page gets `session_expired` and close 1000, admins and the agent are told, the clock
+/// stops; a second expiry is `Nothing` (the contract: exactly once).
 #[test]
 fn expiry_waits_for_the_stored_end_and_happens_once() {
     let mut w = World::new();
@@ -297,6 +316,8 @@ fn expiry_waits_for_the_stored_end_and_happens_once() {
     assert!(effects.is_empty());
 }
 
+/// `POST /api/users/{id}/invite`: the old token dies at once, the session starts over, and the
+/// page on the old link is closed 1008 (it must not reconnect).
 #[test]
 fn a_new_invite_link_kills_the_old_one_and_resets_the_session() {
     let mut w = World::new();
@@ -324,6 +345,8 @@ fn a_new_invite_link_kills_the_old_one_and_resets_the_session() {
     assert_eq!(updated(fresh).1, Cause::Activated);
 }
 
+/// `DELETE /api/users/{id}`: `user_deleted`, the session's streams closed and its clocks
+/// stopped, the token forgotten; deleting again is 404.
 #[test]
 fn deleting_a_user_closes_its_session_and_forgets_its_token() {
     let mut w = World::new();
@@ -345,6 +368,9 @@ fn deleting_a_user_closes_its_session_and_forgets_its_token() {
     assert!(effects.is_empty());
 }
 
+/// `PATCH` and agent edits: answered above the total is 422 and changes nothing; progress by an
+/// admin reaches the page and the agent; progress the agent reported is not echoed to it;
+/// other edits reach the admins only.
 #[test]
 fn edits_are_checked_and_the_agent_is_not_told_what_it_said() {
     let mut w = World::new();
@@ -411,6 +437,7 @@ fn edits_are_checked_and_the_agent_is_not_told_what_it_said() {
     assert_eq!(w.app.user(u.id).unwrap().first_name, "Augusta");
 }
 
+/// The `initial` frame a stream opening at `now` without a resume point gets.
 fn initial(w: &mut World, stream: Stream, now: i64) -> Rc<[u8]> {
     let (frames, resumed) = frames(w.app.open(stream, None, now));
     assert!(!resumed);
@@ -418,6 +445,8 @@ fn initial(w: &mut World, stream: Stream, now: i64) -> Rc<[u8]> {
     Rc::clone(&frames[0])
 }
 
+/// A reconnect wave costs one encoding: streams that open between two changes share one
+/// `initial` (the same `Rc`), which names the event it reflects and the log's epoch.
 #[test]
 fn the_initial_snapshot_is_shared_until_the_list_changes() {
     let mut w = World::new();
@@ -436,6 +465,8 @@ fn the_initial_snapshot_is_shared_until_the_list_changes() {
     assert_eq!(msg["epoch"].as_str().unwrap().len(), 16);
 }
 
+/// Every user-list change takes the next number and its messages carry it; what admins are not
+/// sent (a failed write, a sign-out) takes none, so no stream ever sees a gap.
 #[test]
 fn every_change_takes_the_next_number_and_carries_it() {
     let mut w = World::new();
@@ -468,6 +499,8 @@ fn every_change_takes_the_next_number_and_carries_it() {
     assert_eq!(w.app.head(), 4);
 }
 
+/// `?epoch=E&since=N`: `resumed`, then exactly the events after N, also from a view rebuilt
+/// from storage (a restart); another epoch or a number ahead of the log gets `initial`.
 #[test]
 fn a_stream_resumes_with_exactly_what_it_missed_even_after_a_restart() {
     let mut w = World::new();
@@ -508,6 +541,8 @@ fn a_stream_resumes_with_exactly_what_it_missed_even_after_a_restart() {
     }
 }
 
+/// The agent's `initial` lists only sessions in progress; its replay holds only the changes
+/// that caused an agent message, with their own numbers (gaps allowed).
 #[test]
 fn agents_get_the_running_sessions_and_their_own_replay() {
     let mut w = World::new();
@@ -537,6 +572,8 @@ fn agents_get_the_running_sessions_and_their_own_replay() {
     assert_eq!(replay[1]["seq"], 3);
 }
 
+/// An unused invite runs out at its stored expiry, once, with a `user_update` whose
+/// `token_valid` is false; a new link is valid again and arms a new invite clock.
 #[test]
 fn an_unused_invite_runs_out_once_and_admins_hear_of_it() {
     let mut w = World::new();
@@ -569,6 +606,8 @@ fn an_unused_invite_runs_out_once_and_admins_hear_of_it() {
     );
 }
 
+/// An agent `request_id` repeated within 10 minutes is acked (`Duplicate`) and applied once;
+/// after 10 minutes it is forgotten (API.md).
 #[test]
 fn a_repeated_agent_request_is_applied_once() {
     let mut w = World::new();
@@ -592,6 +631,8 @@ fn a_repeated_agent_request_is_applied_once() {
     assert!(matches!(later, Ok(Outcome::Changed(_))));
 }
 
+/// `session_ended_at`: when the last answer came, or the stored expiry for a session that ran
+/// out — never the moment the expiry command happened to run.
 #[test]
 fn completion_and_expiry_record_when_the_interview_ended() {
     let mut w = World::new();
@@ -607,6 +648,9 @@ fn completion_and_expiry_record_when_the_interview_ended() {
     assert_eq!(updated(out).0.session_ended_at, Some(T0 + 30 * MIN));
 }
 
+/// Admin sessions: a look-up tries every cookie value sent and takes the first valid one; the
+/// periodic re-check reports the ones that expired or never existed; housekeeping deletes the
+/// expired rows.
 #[test]
 fn admin_sessions_are_looked_up_by_any_value_rechecked_and_pruned() {
     let mut w = World::new();

@@ -6,15 +6,31 @@
 //! turn through `resume`. Input is parsed straight from the loop's scratch buffer; only an
 //! incomplete tail is copied into the connection (`rbuf`), and at most `INPUT_BACKLOG_BYTES`
 //! of it (plus room for one whole frame) before reading pauses.
+//!
+//! What the input means depends on the phase (`consume`): HTTP requests in `Http`; nothing in
+//! `AwaitingJob` (the bytes wait, so answers leave in request order); frames in `Ws`; only the
+//! client's close frame in `WsClosing`; nothing at all in `Draining` (counted and thrown away).
+//!
+//! Output: `on_writable` is the only place that writes a socket, besides two last-gasp writes
+//! (the reap phase's close frame, and `discard`'s flush before it drops a flooding client). It
+//! runs for a writable event, and once per turn for every connection on the write list
+//! (`Server::write_listed`); everything else only queues.
+//!
+//! The lingering close (`linger_close`): closing a socket with unread input makes the kernel
+//! send a reset, which can destroy the answer still in flight on the client's side. So the
+//! last bytes are queued, our side is shut down once they are written, and the input is read
+//! and discarded until the client's FIN or 2 s (the same reason Apache and nginx linger).
 
 use super::*;
 use crate::http::{self, Parsed, Response};
 use crate::ws::FrameParse;
 use std::io::Read;
 
-/// Reads per readiness event before the connection yields to the others.
+/// Reads per readiness event before the connection yields to the others (16 × 64 KiB: a
+/// megabyte per turn at most, then the next connection's turn).
 const READS_PER_EVENT: usize = 16;
-/// Size of the loop-wide read buffer.
+/// Size of the loop-wide read buffer: one whole request head and body (16 + 64 KiB at most)
+/// usually arrives in one or two reads.
 pub(super) const SCRATCH_BYTES: usize = 64 * 1024;
 /// Requests or frames handled per connection per turn; the rest waits for the next turn, so a
 /// pipelining client cannot keep everyone else waiting.
@@ -30,7 +46,8 @@ pub(super) const HTTP_BACKLOG_BYTES: usize = 256 * 1024;
 const DISCARD_MAX_BYTES: usize = 64 * 1024;
 
 impl Server {
-    /// Read what the kernel has for connection `key`, within its budget.
+    /// Read what the kernel has for connection `key`, within its budget. Called for readable
+    /// events and from `resume`; a spurious call (nothing to read) costs one `WouldBlock`.
     pub(super) fn on_readable(&mut self, key: usize) {
         let now = self.admission.turn_ms();
         for _ in 0..READS_PER_EVENT {
@@ -55,6 +72,7 @@ impl Server {
                 break;
             }
             match conn.sock.read(&mut self.scratch) {
+                // EOF: the client sent FIN (it may still read: a half-close).
                 Ok(0) => return self.on_eof(key),
                 Ok(n) => self.on_bytes(key, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -85,7 +103,8 @@ impl Server {
     }
 
     /// `n` fresh bytes are in `scratch`: parse straight from there when nothing was pending,
-    /// and keep only an incomplete tail on the connection.
+    /// and keep only an incomplete tail on the connection. (The scratch buffer is taken out of
+    /// `self` meanwhile, so the handlers can borrow the server mutably; it is put back after.)
     fn on_bytes(&mut self, key: usize, n: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
         let pending = self.conns.get_mut(key).map(|c| std::mem::take(&mut c.rbuf));
@@ -132,6 +151,8 @@ impl Server {
     }
 
     /// Handle every complete request or frame at the front of `buf`; returns the bytes used.
+    /// Returning `buf.len()` means "the rest is worthless": the connection died or is closing.
+    /// `buf` is mutable because frames are unmasked in place (RFC 6455 §5.3), without a copy.
     fn consume(&mut self, key: usize, buf: &mut [u8]) -> usize {
         let mut pos = 0;
         let mut handled = 0;
@@ -149,6 +170,7 @@ impl Server {
             }
             match conn.phase() {
                 Phase::Http => {
+                    // Answers pile up unread: no new request until they drain.
                     if conn.input_paused {
                         return pos;
                     }
@@ -158,6 +180,8 @@ impl Server {
                             pos += used;
                             self.on_request(key, *req);
                         }
+                        // A malformed request leaves the stream's framing unknown: answer and
+                        // close; nothing after it can be trusted to be a request.
                         Parsed::Error(e) => {
                             self.respond(key, Response::from(e), false);
                             return buf.len();
@@ -230,6 +254,7 @@ impl Server {
     }
 
     /// Last bytes are queued: shut our side once written, wait for the client's FIN (≤ 2 s).
+    /// → `Draining`; idempotent. Any partial input is dropped: nothing more will be parsed.
     pub(super) fn linger_close(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -251,7 +276,8 @@ impl Server {
         }
     }
 
-    /// Replace the connection's deadline with one `after_ms` from now.
+    /// Replace the connection's deadline with one `after_ms` from now. A connection has at most
+    /// one deadline; the old one is cancelled, so it can never fire for the new purpose.
     pub(super) fn rearm_deadline(&mut self, key: usize, after_ms: u64) {
         let at = self.now_ms() + after_ms;
         let Some(conn) = self.conns.get_mut(key) else {
@@ -274,6 +300,7 @@ impl Server {
         }
         match conn.flush() {
             Ok(n) => {
+                // Counted for streams only: HTTP answers are counted by status instead.
                 if conn.ws().is_some() {
                     self.metrics.ws_bytes_sent += n as u64;
                 }
@@ -284,6 +311,8 @@ impl Server {
                     && conn.out.queued_bytes() <= HTTP_BACKLOG_BYTES / 2
                     && matches!(conn.phase(), Phase::Http)
                 {
+                    // Half drained: read again (hysteresis, so a client at the edge does not
+                    // flip between paused and reading on every write).
                     conn.input_paused = false;
                     self.resume.push(key);
                 }

@@ -6,6 +6,20 @@
 //! connection that left (the slot is empty or has a new generation) is dropped — but a stored
 //! event is applied whoever asked for it, before anything else is done with the answer, so the
 //! view and every stream follow storage in order.
+//!
+//! The threads, their queues and what a full queue means:
+//! * storage (`crate::storage`): 4,096 commands, each with a 900 ms deadline; full → 503
+//!   `Retry-After` for a request, an `error` for an agent message, a retry for an expiry;
+//! * the password pool (`crate::worker`): 8 jobs per client address, 256 in all; full → 503;
+//! * the OIDC thread (`crate::oidc`): 64 jobs; full → 503.
+//!
+//! No queue is ever waited on: the loop must keep serving heartbeats and streams while storage
+//! is locked by a backup or PostgreSQL is unreachable (API.md "Storage busy").
+//!
+//! Order of effects for a stored change: the event is applied and its broadcasts queued first,
+//! then the answer to whoever asked is queued; the write phase hands them to the kernel in
+//! that order. So the view a client reads next already holds its own write, and the broadcast
+//! of a change never leaves after the answer to the request that made it.
 
 use super::*;
 use crate::agent;
@@ -15,7 +29,9 @@ use crate::hub::Stream;
 use crate::worker::Requester;
 use serde_json::Value;
 
-/// Who is waiting for a storage command, and for what.
+/// Who is waiting for a storage command, and for what. Every variant that names a connection
+/// carries its generation: the answer may come after the client left and its slab key was
+/// reused.
 #[derive(Debug)]
 pub enum Ticket {
     /// An HTTP request (or a stream handshake) of connection `key`.`gen`, in `AwaitingJob`.
@@ -61,7 +77,9 @@ pub enum Ticket {
 }
 
 impl Server {
-    /// The per-request context the API handlers take.
+    /// The per-request context the API handlers take: borrows of the view, the hub, the limiter
+    /// and the metrics, plus the facts of this request. `now` is the wall clock, read once by
+    /// the caller (the handlers never read a clock).
     pub(super) fn ctx(&mut self, client_ip: IpAddr, now: i64) -> Ctx<'_> {
         Ctx {
             app: &mut self.app,
@@ -80,6 +98,7 @@ impl Server {
     }
 
     /// Carry out a reply for connection `key`: answer it, or hand its job over and wait.
+    /// `started` is when the request arrived, for the latency of the broadcast it may cause.
     pub(super) fn drive_reply(
         &mut self,
         key: usize,
@@ -101,6 +120,8 @@ impl Server {
                     s.worker.submit(ip, who, job)
                 })
             }
+            // The provider's calls (discovery, code exchange) take network round trips: never
+            // on the loop.
             Reply::Later(Job::Oidc(job), pending) => {
                 self.await_thread(key, pending, keep_alive, |s, who| {
                     s.oidc.as_ref().is_some_and(|o| o.submit(who, job))
@@ -109,7 +130,10 @@ impl Server {
         }
     }
 
-    /// Hand a storage command to the storage thread; the connection waits in `AwaitingJob`.
+    /// Hand a storage command to the storage thread; the connection waits in `AwaitingJob`
+    /// (its further input stays unread, so pipelined answers keep their order). A full queue
+    /// answers 503 at once: storage is far behind, and queuing without end would only turn a
+    /// slow database into a memory problem.
     pub(super) fn await_storage(
         &mut self,
         key: usize,
@@ -192,7 +216,9 @@ impl Server {
         }
     }
 
-    /// The `WAKER` token fired: pick up every answer of every helper thread.
+    /// The `WAKER` token fired: pick up every answer of every helper thread. One waker serves
+    /// them all (mio allows one per poll), so each is asked; an answer that raced the wake-up
+    /// is picked up by the next one. Collected before handling, since handling borrows `self`.
     pub(super) fn on_jobs_done(&mut self) {
         let hashed: Vec<_> = self.worker.finished().collect();
         for (who, outcome) in hashed {
@@ -235,6 +261,8 @@ impl Server {
                     return;
                 }
             }
+            // Admin-session events take no log number (admin streams must not see a gap for
+            // them): applied at once, in the order their commands finished.
             Ok(Outcome::Changed(
                 event @ (Event::AdminSessionEnded(_) | Event::AdminSessionsEnded(_)),
             )) => {
@@ -257,6 +285,8 @@ impl Server {
             Ticket::Request {
                 key, gen, started, ..
             } => self.job_done(key, gen, Done::Stored(result), started),
+            // The ack goes only to the stream that sent the message, and only while it is
+            // open: an agent that reconnected resends by `request_id` and is acked then.
             Ticket::Agent {
                 key,
                 gen,
@@ -302,6 +332,7 @@ impl Server {
                 since,
                 to,
             } => self.replayed(key, gen, stream, (since, to), result, now),
+            // Storage trimmed its log: resumes from before `stored_from` get a fresh `initial`.
             Ticket::Housekeeping => match result {
                 Ok(Outcome::Trimmed { stored_from }) => self.app.stored_from(stored_from),
                 Ok(_) => {}
@@ -314,20 +345,24 @@ impl Server {
                 // (a credential that cannot be checked is never refused as wrong).
                 Err(e) => log::warn!("admin session re-check failed: {e:?}"),
             },
+            // Cluster work: see `cluster.rs`.
             Ticket::Snapshot => self.resynced(result),
             Ticket::Janitor => self.swept(result),
             Ticket::SharePresence => self.presence_shared(result),
         }
     }
 
-    /// Apply a stored event to the view and carry out its effects (the broadcasts go now).
-    /// User-list events come here only through the intake, in number order.
+    /// Apply a stored event to the view and carry out its effects (the broadcasts are queued
+    /// now and written at the turn's end). User-list events come here only through the intake,
+    /// in number order. The effect buffer is reused across events (no allocation per change).
     pub(super) fn apply_event(&mut self, event: &Event, now: Now, started: Instant) {
         let mut effects = std::mem::take(&mut self.effects);
         self.admission.event_applied();
         if self.app.apply(event, &mut effects) {
             self.apply_effects(&mut effects, now, started);
         } else {
+            // The intake hands over only `head + 1`, so this is a bug, not a client's doing;
+            // the view is unchanged (apply refuses it whole).
             log::error!(
                 "event log out of step at {}: an event that is not the next number was applied",
                 self.app.head()
@@ -356,6 +391,8 @@ impl Server {
         if !live {
             return;
         }
+        // Complete means: exactly the numbers `since + 1 ..= to`, in order. Anything less (a
+        // trim raced the read) would be a replay with a hole, which the contract forbids.
         let complete = match &result {
             Ok(Outcome::Events(events))
                 if events.len() as u64 == to - since
@@ -373,6 +410,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        // A replay is followed by what was held while storage read it; a fresh `initial`
+        // already contains those changes, so the held frames are dropped with it.
         let (_, first) = conn.release_held(frames, resumed);
         self.list_for_writing(key, first);
         if !resumed && stream == Stream::Admin {
@@ -381,11 +420,14 @@ impl Server {
         }
     }
 
-    /// A job of the request waiting on connection `key`.`gen` is done: finish it.
+    /// A job of the request waiting on connection `key`.`gen` is done: finish it (`AwaitingJob →
+    /// Http`), then serve whatever the client pipelined behind it (`resume`).
     fn job_done(&mut self, key: usize, gen: u32, done: Done, started: Instant) {
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
             return; // the client left while its job ran
         };
+        // A connection waits for one job at a time; an answer for one that is not waiting (it
+        // is closing, say) has nobody to go to.
         if !matches!(conn.phase(), Phase::AwaitingJob { .. }) {
             return;
         }
@@ -401,6 +443,7 @@ impl Server {
         let half_closed = conn.input_paused && conn.out.is_empty();
         let keep_alive = keep_alive && !half_closed;
         match (*pending, done) {
+            // A handshake is finished by the reactor (it opens a stream), not by the API.
             (Pending::Handshake(req), Done::Stored(result)) => {
                 self.handshake_looked_up(key, &req, result)
             }
@@ -424,6 +467,8 @@ impl Server {
     ) {
         match result {
             Ok(Outcome::AdminSession(found)) => {
+                // Remembered, then the upgrade runs again from the top with `looked_up`: the
+                // cache now answers, and a second miss means "no such session" (1008).
                 if let Some(session) = found {
                     self.app.remember_admin_session(session);
                 }

@@ -1,6 +1,15 @@
 //! Getting ready to serve, before the loop starts (so it may wait): the process limits, the
 //! storage (the SQLite file, or a cluster's PostgreSQL) and the view built from it, sign-in
 //! through the identity provider, the agent key.
+//!
+//! Everything here either succeeds or stops the start with a message naming the flag or file
+//! at fault (`Server::bind` returns it; `main` prints it and exits non-zero): a server that
+//! starts half-configured is worse than one that does not start.
+//!
+//! The view is built from one transaction: the users, the log's head and tail, and the valid
+//! admin sessions are read together, so the view, the in-memory log and what a resume asks
+//! storage for all stand at the same event number. The admin sessions warm the cache so a
+//! reconnect wave after a restart costs no storage read per handshake.
 
 use super::*;
 use crate::app::event_log::MEMORY_CAP;
@@ -11,7 +20,8 @@ use crate::store::{self, DbError, Postgres, Sqlite, Tx, RETENTION};
 /// round trip or several; their events are put in order by the intake.
 const POSTGRES_CONNECTIONS: usize = 3;
 
-/// What the loop starts with.
+/// What the loop starts with. Built before any thread starts, then handed over: the backends
+/// to the storage threads, the view to the reactor.
 pub(super) struct Opened {
     /// One per storage thread.
     pub backends: Vec<Backend>,
@@ -24,7 +34,9 @@ pub(super) struct Opened {
 
 /// What the bus needs to follow the log.
 pub(super) struct Follow {
+    /// The database URL (the bus opens a connection of its own, for `LISTEN`).
     pub url: String,
+    /// The log's epoch at the snapshot: a different one later means the database was replaced.
     pub epoch: String,
 }
 
@@ -56,6 +68,7 @@ pub(super) fn storage(cfg: &ServeConfig, public_url: String) -> Result<Opened, S
 /// read).
 fn sqlite(cfg: &ServeConfig, public_url: String) -> Result<Opened, String> {
     let now = crate::clock::wall_ms();
+    // The server key derives every invite token: a new key changes every link, so say so.
     let (key, new_key) = store::load_or_create_key(&cfg.db).map_err(|e| e.to_string())?;
     let mut db = Sqlite::open(&cfg.db, Some(key)).map_err(|e| e.to_string())?;
     let users = db.load_users().map_err(|e| e.to_string())?;
@@ -67,30 +80,20 @@ fn sqlite(cfg: &ServeConfig, public_url: String) -> Result<Opened, String> {
         );
         db.rehash_invites(&users).map_err(|e| e.to_string())?;
     }
+    // No admin yet: a one-time code guards `/setup`, so whoever reaches the port first cannot
+    // make themselves admin without reading the log.
     let setup_code = if db.admin_count().map_err(|e| e.to_string())? == 0 {
         Some(crate::auth::new_token().map_err(|e| e.to_string())?)
     } else {
         None
     };
-    let (head, events, stored_from, sessions) = db
+    let (tail, sessions) = db
         .write(|tx| {
             prune(tx, now)?;
-            let head = tx.log_head()?;
-            let tail_from = head.head.saturating_sub(MEMORY_CAP as u64) + 1;
-            let events = tx.events_between(tail_from, head.head)?;
-            let stored_from = tx.oldest_event()?.unwrap_or(head.head + 1);
-            Ok::<_, DbError>((head, events, stored_from, tx.admin_sessions(now)?))
+            Ok::<_, DbError>((log_tail(tx)?, tx.admin_sessions(now)?))
         })
         .map_err(|e| e.to_string())?;
-    let app = view(
-        users,
-        head,
-        &events,
-        stored_from,
-        sessions,
-        public_url,
-        setup_code,
-    );
+    let app = view(users, tail, sessions, public_url, setup_code);
     Ok(Opened {
         backends: vec![Backend::Sqlite(db)],
         app,
@@ -106,6 +109,7 @@ fn sqlite(cfg: &ServeConfig, public_url: String) -> Result<Opened, String> {
 fn postgres(cfg: &ServeConfig, url: &str, public_url: String) -> Result<Opened, DbError> {
     let mut pg = Postgres::open(url, &format!("catalytic-{}", cfg.node_id))?;
     let key = pg.key();
+    // Made before the transaction (randomness can fail; a transaction should not wait on it).
     let fresh_code =
         crate::auth::new_token().map_err(|e| DbError::Io(format!("OS randomness: {e}")))?;
     let (setup_code, sessions) = pg.cluster_transaction(false, |tx, now| {
@@ -119,16 +123,12 @@ fn postgres(cfg: &ServeConfig, url: &str, public_url: String) -> Result<Opened, 
         };
         Ok::<_, DbError>((code, tx.admin_sessions(now)?))
     })?;
-    let snapshot = pg.cluster_transaction(true, |tx, _| {
-        let users = tx.all_users()?;
-        let head = tx.log_head()?;
-        let events =
-            tx.events_between(head.head.saturating_sub(MEMORY_CAP as u64) + 1, head.head)?;
-        let stored_from = tx.oldest_event()?.unwrap_or(head.head + 1);
-        Ok::<_, DbError>((users, head, events, stored_from))
+    // A read-only transaction: one consistent snapshot of users and log, whatever other nodes
+    // commit meanwhile.
+    let (users, tail) = pg.cluster_transaction(true, |tx, _| {
+        Ok::<_, DbError>((tx.all_users()?, log_tail(tx)?))
     })?;
-    let (users, head, events, stored_from) = snapshot;
-    let epoch = head.epoch.clone();
+    let epoch = tail.head.epoch.clone();
     let mut backends = Vec::with_capacity(POSTGRES_CONNECTIONS);
     for i in 1..POSTGRES_CONNECTIONS {
         backends.push(Backend::Postgres(
@@ -142,15 +142,7 @@ fn postgres(cfg: &ServeConfig, url: &str, public_url: String) -> Result<Opened, 
         cfg.node_id,
         POSTGRES_CONNECTIONS
     );
-    let app = view(
-        users,
-        head,
-        &events,
-        stored_from,
-        sessions,
-        public_url,
-        setup_code,
-    );
+    let app = view(users, tail, sessions, public_url, setup_code);
     Ok(Opened {
         backends,
         app,
@@ -169,16 +161,42 @@ fn prune(tx: &mut dyn Tx, now: i64) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Where the view's event log starts. Read in the same transaction as the users, so the view
+/// and the log tail stand at the same position.
+struct Tail {
+    head: store::LogHead,
+    /// The newest events, oldest first: at most what memory keeps ([`MEMORY_CAP`]).
+    events: Vec<store::StoredEvent>,
+    /// The first number storage still holds (`head + 1` when it holds none).
+    stored_from: u64,
+}
+
+/// Read the log's [`Tail`].
+fn log_tail(tx: &mut dyn Tx) -> Result<Tail, DbError> {
+    let head = tx.log_head()?;
+    let tail_from = head.head.saturating_sub(MEMORY_CAP as u64) + 1;
+    let events = tx.events_between(tail_from, head.head)?;
+    let stored_from = tx.oldest_event()?.unwrap_or(head.head + 1);
+    Ok(Tail {
+        head,
+        events,
+        stored_from,
+    })
+}
+
 /// The view of what was loaded, with the admin sessions remembered.
 fn view(
     users: Vec<crate::model::User>,
-    head: store::LogHead,
-    events: &[store::StoredEvent],
-    stored_from: u64,
+    tail: Tail,
     sessions: Vec<store::AdminSession>,
     public_url: String,
     setup_code: Option<String>,
 ) -> App {
+    let Tail {
+        head,
+        events,
+        stored_from,
+    } = tail;
     log::info!(
         "event log {} at {} ({} events held from {stored_from})",
         head.epoch,
@@ -188,7 +206,7 @@ fn view(
     if let Some(code) = &setup_code {
         log::warn!("no admin account yet: create the first one at {public_url}/setup?code={code}");
     }
-    let mut app = App::new(users, head, events, stored_from, public_url, setup_code);
+    let mut app = App::new(users, head, &events, stored_from, public_url, setup_code);
     for s in sessions {
         app.remember_admin_session(s);
     }
@@ -225,7 +243,10 @@ pub(super) fn oidc(
     Oidc::start(settings, key, waker).map(Some)
 }
 
-/// Raise the soft open-file limit to the hard limit; returns the limit now in force.
+/// Raise the soft open-file limit to the hard limit; returns the limit now in force. Each
+/// connection is a descriptor, and the default soft limit (often 1,024) would cap a server
+/// meant for tens of thousands of streams. Capped at 2^24 so an "unlimited" limit still gives a
+/// sane `--max-connections` default.
 pub(super) fn raise_nofile_limit() -> usize {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {

@@ -1,5 +1,32 @@
 //! WebSocket streams on the reactor: the upgrade and its checks, frames and messages in,
 //! closing politely or failing the connection, and carrying out application effects (fan-out).
+//!
+//! ## Opening a stream (`upgrade` → `open_stream`)
+//! The checks run in this order, and each refusal has its own shape:
+//! 1. the handshake itself (`ws::accept`: `GET`, `Upgrade: websocket`, version 13, a key, and
+//!    an `Origin` that is ours when present — RFC 6455 §4.2.1 and §10.2, API.md "The server's
+//!    own origin"): a plain HTTP error and the connection closes, since no WebSocket exists yet;
+//! 2. connection limits (`over_limit`): the handshake completes and the stream closes at once
+//!    with 1013, a code a client backs off on, instead of a bare network error;
+//! 3. the credential (`api::access::authorize_stream`): 101 then close 1008 with the reason
+//!    (API.md: clients must not reconnect on 1008); an agent over its failure limit gets 429
+//!    instead of a handshake; an admin session this process has not seen yet is looked up in
+//!    storage first (the request waits in `AwaitingJob` and comes back with `looked_up`).
+//!
+//! Only then does the connection join the hub and get its opening frames. They are queued
+//! behind the 101 in the same outbox, so the client never sees a frame before the handshake.
+//!
+//! ## What each stream gets first
+//! * admin and agent: `initial`, or `resumed` and the missed events (from the memory tail, or
+//!   read from storage while later broadcasts are held — `replay_from_storage`); admins then
+//!   get `presence`. The opening stands at the same log position as the broadcasts that follow:
+//!   the view changes only in `App::apply`, never between building the opening and joining.
+//! * session: `time_update`, then `progress` (API.md); the session clock ticks for it from now.
+//!
+//! ## Fan-out
+//! `broadcast` hands one encoded frame to every member of a stream (`hub::deliver`); a member
+//! that cannot take it is marked dead after the walk, never during it. `apply_effects` is the one
+//! place that turns what the application asked for into sends, closes and clock changes.
 
 use super::*;
 use crate::agent::{self, Agent};
@@ -11,7 +38,8 @@ use crate::hub::{self, Left, Stream};
 
 /// Largest message on the contract's streams (bytes); 1009 beyond.
 pub(super) const STREAM_MESSAGE_MAX: usize = 64 * 1024;
-/// Largest message on the conformance echo endpoint (bytes).
+/// Largest message on the conformance echo endpoint (bytes): the Autobahn suite sends messages
+/// of up to 16 MiB, and the endpoint exists only for it (`--echo-path`).
 const ECHO_MESSAGE_MAX: usize = 16 * 1024 * 1024;
 
 impl Server {
@@ -32,7 +60,9 @@ impl Server {
                 req.keep_alive,
             );
         };
-        // Exactly one origin is ours (API.md): an https deployment takes no http origin.
+        // Exactly one origin is ours (API.md): an https deployment takes no http origin. The
+        // check matters because browsers send cookies with a cross-site handshake and the
+        // same-origin policy does not cover WebSockets (cross-site WebSocket hijacking).
         let own = self.own_origin(req);
         let own: Vec<&str> = own.iter().map(String::as_str).collect();
         let handshake = match ws::accept(req, &own) {
@@ -45,6 +75,7 @@ impl Server {
             }
         };
         if let Some(refusal) = self.over_limit(key) {
+            // Counted as a 101: that is what went out, whatever closes right after it.
             self.metrics.http_request(101);
             let reason = match refusal {
                 Refusal::PerIp => "Too many connections from your address",
@@ -56,6 +87,7 @@ impl Server {
             return;
         };
         let now = self.time.now().wall_ms;
+        // Cloned: `ctx` borrows the server mutably for the rest of the decision.
         let agent_key = self.cfg.agent_key.clone();
         let mut ctx = self.ctx(client_ip, now);
         ctx.looked_up = looked_up;
@@ -83,7 +115,9 @@ impl Server {
     }
 
     /// Complete the handshake, then close at once with `code` and `reason` (the contract's way
-    /// of refusing a stream, so browsers see the reason).
+    /// of refusing a stream, so browsers see the reason: a refused handshake surfaces in a
+    /// browser only as a network error with no status). → `WsClosing`, 2 s for the client's
+    /// close frame.
     fn refuse_stream(&mut self, key: usize, handshake: Vec<u8>, close_code: u16, reason: &str) {
         let mut bytes = handshake;
         bytes.extend_from_slice(&ws::close_frame(close_code, reason));
@@ -96,6 +130,9 @@ impl Server {
         self.rearm_deadline(key, CLOSE_WAIT_MS);
     }
 
+    /// Join the hub, move the connection to `Ws`, and queue the 101 and the opening frames.
+    /// `credential` is what `authorize_stream` accepted: its digest names the stream for the
+    /// reconnect metric and (admins) for closing it when that session ends.
     fn open_stream(
         &mut self,
         key: usize,
@@ -125,7 +162,10 @@ impl Server {
             return;
         };
         log::debug!("conn {key}.{} stream {stream:?} open", conn.gen);
+        // The heartbeat counts silence from here, not from the connection's first byte.
         conn.last_seen_ms = now.mono_ms;
+        // The request deadline is over; an open stream has no deadline of its own unless its
+        // credential expires (below).
         if let Some(t) = conn.deadline.take() {
             self.timers.cancel(t);
         }
@@ -149,6 +189,9 @@ impl Server {
         self.list_for_writing(key, first);
         match stream {
             Stream::Admin | Stream::Agent => {
+                // A malformed resume point is not an error: the stream gets `initial`, which
+                // the client takes as a full replacement (API.md), and it counts as a failed
+                // resume.
                 let asked = resume_point(req);
                 let point = asked.as_ref().ok().and_then(|p| p.as_ref());
                 match self.app.open(stream, point, now.wall_ms) {
@@ -221,7 +264,9 @@ impl Server {
         self.list_for_writing(key, first);
     }
 
-    /// Send one frame to one stream, under its outbox limit.
+    /// Send one frame to one stream, under its outbox limit; past it the stream is a slow
+    /// consumer and is marked dead (close 1013 at reap: the client reconnects later and gets a
+    /// full `initial`, so nothing is lost by dropping it).
     pub(super) fn send_frame(&mut self, key: usize, frame: &Rc<[u8]>) {
         let limit = self.outbox_limit(key);
         let Some(conn) = self.conns.get_mut(key) else {
@@ -235,6 +280,8 @@ impl Server {
         }
     }
 
+    /// `--max-outbox-bytes`, except on the echo endpoint, which must be able to queue two of its
+    /// 16 MiB messages (the Autobahn cases echo them back).
     fn outbox_limit(&self, key: usize) -> usize {
         match self.conns.get(key).and_then(|c| c.ws()) {
             Some(w) if w.stream == Stream::Echo => {
@@ -251,6 +298,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        // Any frame proves the client alive (API.md: silent for two intervals is closed), a
+        // fragment or a pong as much as a message.
         conn.last_seen_ms = now;
         let Some(state) = conn.ws_mut() else { return };
         let frame = ws::Frame {
@@ -263,8 +312,11 @@ impl Server {
         };
         match event {
             ws::Event::Message { kind, data } => self.on_message(key, kind, &data),
+            // RFC 6455 §5.5.2: a Pong with the Ping's payload, as soon as practical.
             ws::Event::Ping(p) => self.send_frame(key, &Rc::from(ws::frame(ws::OP_PONG, p))),
             ws::Event::Pong => {}
+            // RFC 6455 §5.5.1: answer a close with a close (the reader built the echo: the
+            // client's code, or none), then our FIN once it is written.
             ws::Event::Close { echo } => {
                 self.detach(key, CloseReason::Client);
                 if let Some(conn) = self.conns.get_mut(key) {
@@ -277,7 +329,9 @@ impl Server {
         }
     }
 
-    /// A complete message (text already checked as UTF-8), to the stream's handler.
+    /// A complete message (text already checked as UTF-8, RFC 6455 §8.1), to the stream's
+    /// handler. Only the agent's messages carry commands; the contract gives admin and session
+    /// clients nothing to say but `pong`.
     pub(super) fn on_message(&mut self, key: usize, kind: ws::Kind, payload: &[u8]) {
         let Some(stream) = self.conns.get(key).and_then(|c| c.ws()).map(|w| w.stream) else {
             return;
@@ -312,6 +366,9 @@ impl Server {
                 if self.storage.submit(ticket, cmd) {
                     self.admission.submitted();
                 } else {
+                    // Storage is far behind: the agent gets an `error` for this `request_id` and
+                    // may resend it (a repeated id is applied once), rather than the stream
+                    // stalling.
                     self.metrics.storage_busy += 1;
                     let busy = agent::finish(&request_id, Err(crate::app::AppError::Busy));
                     self.send_frame(key, &busy);
@@ -321,7 +378,8 @@ impl Server {
     }
 
     /// Leave the hub and count the stream as closed (`Ws → WsClosing`). Idempotent: acts only
-    /// on an open stream.
+    /// on an open stream. Every way a stream ends passes here exactly once (the reap phase
+    /// too), so the hub, the session clock's watchers, presence and the metrics stay in step.
     pub(super) fn detach(&mut self, key: usize, why: CloseReason) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -338,6 +396,7 @@ impl Server {
         if matches!(state.stream, Stream::Admin | Stream::Session(_)) {
             self.presence_changed(self.time.now());
         }
+        // The echo endpoint is for conformance runs only and never counted (API.md metrics).
         if state.stream != Stream::Echo {
             self.metrics.stream_closed(state.stream);
             self.metrics.closed(why);
@@ -358,6 +417,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        // Already closing (its close frame is queued) or dead: one close frame only
+        // (RFC 6455 §5.5.1: nothing is sent after it).
         if conn.dead.is_some() || !matches!(conn.phase(), Phase::WsClosing) {
             return;
         }
@@ -368,6 +429,7 @@ impl Server {
 
     /// Fail the connection (RFC 6455 §7.1.7) after a protocol violation: close frame, then our
     /// FIN at once — no waiting for a close reply from a client that is already misbehaving.
+    /// `close_code` is the violation's (1002 protocol, 1007 bad UTF-8, 1009 too big). → `Draining`.
     pub(super) fn fail_stream(&mut self, key: usize, close_code: u16, reason: &str) {
         self.detach(key, CloseReason::Client);
         let Some(conn) = self.conns.get_mut(key) else {
@@ -379,7 +441,8 @@ impl Server {
     }
 
     /// An admin stream's deadline: its session's end. Closed 1008 `Session expired` once the
-    /// wall clock says so; a timer that fired early (the wall clock moved) is set again.
+    /// wall clock says so (API.md: within 1 s of the expiry); a timer that fired early (the
+    /// wall clock moved: the deadline waits in monotonic time) is set again.
     pub(super) fn admin_session_deadline(&mut self, key: usize) {
         let now = self.time.now().wall_ms;
         let Some(at) = self
@@ -397,7 +460,8 @@ impl Server {
     }
 
     /// Storage says these admin sessions are gone (ended elsewhere: `admin revoke`, another
-    /// process's logout) or have run out: stop trusting them, and close their streams.
+    /// process's logout) or have run out: stop trusting them, and close their streams (1008,
+    /// with `Session expired` or `Unauthorized` so the page knows whether to sign in again).
     pub(super) fn admin_sessions_gone(&mut self, gone: &[Digest32], now: Now) {
         for digest in gone {
             let cached = self.app.forget_admin_session(digest);
@@ -408,6 +472,8 @@ impl Server {
             } else {
                 ("Unauthorized", CloseReason::Unauthorized)
             };
+            // Log only what someone did elsewhere; a cached session simply running out with no
+            // stream open is routine.
             if !keys.is_empty() || (cached.is_some() && !expired) {
                 log::info!(
                     "admin session of {} ended elsewhere ({}): {} stream(s) closed",
@@ -426,7 +492,9 @@ impl Server {
         }
     }
 
-    /// Close every open stream with 1001 (a signal arrived); other connections just go.
+    /// Close every open stream with 1001 (a signal arrived); other connections just go. Streams
+    /// already closing keep their close handshake; HTTP connections are dropped at the end of
+    /// the turn (a request in flight is lost: the client retries against the next server).
     pub(super) fn close_all_for_shutdown(&mut self) {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -445,7 +513,9 @@ impl Server {
 
     // ------------------------------------------------------------------ effects
 
-    /// Hand one encoded frame to every stream of `stream`; those that cannot take it die.
+    /// Hand one encoded frame to every stream of `stream`; those that cannot take it die. The
+    /// frame is shared (`Rc`), so the cost per member is a reference count and a list entry;
+    /// the bytes go out in the write phase at the end of the turn.
     pub(super) fn broadcast(&mut self, stream: Stream, frame: &Rc<[u8]>) {
         let d = hub::deliver(
             &mut self.conns,
@@ -471,6 +541,8 @@ impl Server {
         for effect in effects.drain(..) {
             match effect {
                 Effect::Broadcast(stream, frame) => {
+                    // A session frame nobody watches is not a broadcast worth timing (most
+                    // sessions are not watched); admin and agent ones always count.
                     let watched = self.hub.has_members(stream);
                     self.broadcast(stream, &frame);
                     if watched || !matches!(stream, Stream::Session(_)) {
@@ -478,17 +550,23 @@ impl Server {
                             .broadcast(stream, started.elapsed().as_secs_f64());
                     }
                 }
+                // The session ended or its link stopped working: every page showing it closes
+                // (1000 after `session_expired`; 1008 when the link is dead, so it does not
+                // reconnect).
                 Effect::CloseSession {
                     user_id,
                     code,
                     reason,
                     why,
                 } => {
+                    // Collected first: closing a stream leaves the set being walked.
                     let keys: Vec<usize> = self.hub.members(Stream::Session(user_id)).collect();
                     for key in keys {
                         self.close_stream(key, code, reason, why);
                     }
                 }
+                // Logout, a removed admin or a changed password: that session's streams close
+                // 1008 on this node at once (other nodes find out by their 5-second re-check).
                 Effect::CloseAdminSession(session) => {
                     for key in self.hub.admins_with_session(&session) {
                         self.close_stream(
@@ -499,6 +577,8 @@ impl Server {
                         );
                     }
                 }
+                // The session clock is the only timer owner for sessions; the application only
+                // says what should run (it never sees `Timers`).
                 Effect::StartClock {
                     user_id,
                     expires_at,
@@ -517,7 +597,8 @@ impl Server {
     }
 }
 
-/// `head` (a complete response head, ending in an empty line) with one more header.
+/// `head` (a complete response head, ending in an empty line) with one more header, inserted
+/// before the final CRLF.
 fn with_header(mut head: Vec<u8>, name: &str, value: &str) -> Vec<u8> {
     let end = head.len().saturating_sub(2);
     head.splice(end..end, format!("{name}: {value}\r\n").into_bytes());
@@ -526,6 +607,8 @@ fn with_header(mut head: Vec<u8>, name: &str, value: &str) -> Vec<u8> {
 
 /// The resume point a handshake asks for: `Ok(None)` when it asks for none, `Err(())` when its
 /// `epoch`/`since` are malformed (it gets a fresh `initial`, and counts as a resume that failed).
+/// An epoch longer than 64 bytes cannot be ours (ours are short random strings) and is not
+/// worth comparing.
 fn resume_point(req: &Request) -> Result<Option<ResumePoint>, ()> {
     let (epoch, since) = (req.query_param("epoch"), req.query_param("since"));
     if epoch.is_none() && since.is_none() {

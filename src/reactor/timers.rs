@@ -1,5 +1,22 @@
 //! What fires on time: connection deadlines, heartbeat slices, housekeeping, the session clock
 //! (expiry and `time_update`), and shutdown on a signal.
+//!
+//! Two timer sets wait: the reactor's own (`Server::timers`, payload `Timer`) and the session
+//! clock's (`crate::session_clock`). Both are clock-free ordered maps; `fire_timers` passes them
+//! the monotonic `now` once per turn and handles what came due in deadline order. A timer
+//! never fires early; late by however long the turn's other work took is fine for every
+//! deadline here.
+//!
+//! Rules kept here:
+//! * **One deadline per connection** (`Conn::deadline`), whose meaning follows the phase:
+//!   request complete (10 s), close handshake or lingering close (2 s), an admin stream's
+//!   session end. A deadline that fires for a connection that moved on is looked at by phase,
+//!   and a stale one (older generation) finds nobody.
+//! * **Periodic work re-arms itself** at the end of each firing (heartbeat, housekeeping, the
+//!   admin re-check, drain), so a slow turn delays the next firing rather than bunching them.
+//! * **Storage work from a timer is best effort** when it can wait (housekeeping, the re-check:
+//!   a full queue skips one round) and retried when it cannot (expiries: a second later), so a
+//!   timer never blocks on a full storage queue.
 
 use super::*;
 use crate::http::Response;
@@ -9,6 +26,8 @@ const DRAIN_TICK_MS: u64 = 100;
 use crate::session_clock::Due;
 
 impl Server {
+    /// Phase 4 of the turn: everything whose deadline has passed, reactor timers first, then the
+    /// session clock's.
     pub(super) fn fire_timers(&mut self) {
         let mut fired = Vec::new();
         self.timers.advance(self.now_ms(), &mut fired);
@@ -21,6 +40,8 @@ impl Server {
                 Timer::Presence => self.tell_presence(),
                 Timer::Cluster => self.cluster_tick(),
                 Timer::Drain => self.drain_tick(),
+                // The grace period is over: whoever has not taken their close frame is dropped,
+                // so a stuck client cannot keep the process from exiting.
                 Timer::ShutdownDeadline => {
                     let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                     for key in keys {
@@ -36,7 +57,9 @@ impl Server {
         self.fire_session_clock();
     }
 
-    /// Expiries and `time_update` ticks that came due.
+    /// Expiries and `time_update` ticks that came due. A tick is one frame built once for the
+    /// session and shared by all of its streams; an expiry only asks storage — what follows
+    /// (frames, closes) comes from the stored event, like any other change.
     fn fire_session_clock(&mut self) {
         let now = self.time.now();
         let mut due = Vec::new();
@@ -72,6 +95,7 @@ impl Server {
         }
     }
 
+    /// Connection `key`.`gen`'s deadline passed: what that means depends on its phase.
     fn on_deadline(&mut self, key: usize, gen: u32) {
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
             return;
@@ -105,6 +129,8 @@ impl Server {
         let silent_after = 2 * self.cfg.heartbeat.as_millis() as u64;
         let slice = self.heartbeat_slice;
         self.heartbeat_slice = (slice + 1) % HEARTBEAT_SLICES;
+        // Every tenth slab key, starting at this slice: a slab key stays put for its
+        // connection's life, so each stream is visited exactly once per interval.
         let mut key = slice;
         let end = self.conns.capacity();
         let mut sent = 0;
@@ -113,10 +139,14 @@ impl Server {
                 let pinged =
                     conn.is_live_stream() && conn.ws().is_some_and(|w| w.stream.has_heartbeat());
                 if pinged {
+                    // Two intervals silent (API.md): a dead peer's kernel may accept our pings
+                    // for minutes, so failed writes alone would never find it.
                     if now.saturating_sub(conn.last_seen_ms) > silent_after {
                         log::info!("conn {key} silent for two heartbeats: closing");
                         self.mark_dead(key, CloseReason::Heartbeat);
                     } else {
+                        // The same pre-framed ping for everyone, under the outbox cap: a client
+                        // that does not read its pings is a slow consumer like any other.
                         let (r, first) =
                             conn.send_shared(&self.ping_frame, self.cfg.max_outbox_bytes);
                         if first {
@@ -179,6 +209,8 @@ impl Server {
     /// `/readyz` fail), answer new requests 503, and close the streams in batches spread over
     /// the drain time, so their reconnects reach the other nodes gradually.
     pub(super) fn on_signal(&mut self) {
+        // A second signal during shutdown or drain changes nothing (the first one's deadline
+        // still ends it); reading `pending` drains the self-pipe either way.
         let got: Vec<i32> = self.signals.pending().collect();
         if got.is_empty() || self.shutting_down || self.draining.is_some() {
             return;
@@ -192,6 +224,8 @@ impl Server {
             .iter()
             .filter(|(_, c)| c.is_live_stream())
             .count();
+        // Evenly spread: the streams open now, over one batch per tick. Streams opened later
+        // get 503 at the handshake, so the count does not grow.
         let batches = (drain_ms / DRAIN_TICK_MS).max(1) as usize;
         let per_batch = streams.div_ceil(batches).max(1);
         log::info!(
@@ -229,7 +263,8 @@ impl Server {
         self.timers.insert(now + DRAIN_TICK_MS, Timer::Drain);
     }
 
-    /// Stop accepting, close what is left, and exit once every connection is gone.
+    /// Stop accepting, close what is left, and exit once every connection is gone (`run`
+    /// returns when the slab is empty; `ShutdownDeadline` empties it after the grace period).
     fn shut_down(&mut self) {
         log::info!("shutting down: closing {} connections", self.conns.len());
         self.shutting_down = true;

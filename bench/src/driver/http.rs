@@ -22,6 +22,8 @@ pub struct HttpResp {
 
 pub(super) struct Http {
     sock: TcpStream,
+    /// The `Host` of its requests: the server it was opened to.
+    host: String,
     out: Vec<u8>,
     inb: Vec<u8>,
     tags: VecDeque<u64>,
@@ -44,6 +46,7 @@ impl Driver {
         )?;
         self.http.push(Some(Http {
             sock,
+            host: self.host.clone(),
             out: Vec::new(),
             inb: Vec::new(),
             tags: VecDeque::new(),
@@ -72,11 +75,10 @@ impl Driver {
         json: Option<&[u8]>,
         tag: u64,
     ) -> Instant {
-        let host = self.host.clone();
         let Some(Some(c)) = self.http.get_mut(h) else {
             return Instant::now();
         };
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", c.host);
         if let Some(ck) = cookie {
             req.push_str("Cookie: ");
             req.push_str(ck);

@@ -50,6 +50,8 @@ pub struct Round {
     pub t0: Option<Instant>,
     pub got: u32,
     pub lat_us: Vec<u32>,
+    /// Beside `lat_us`: the node (`Driver::set_server`) of the client each latency is from.
+    pub nodes: Vec<u8>,
 }
 
 /// The generator's one reactor and everything it measured. Scenarios own one per server.
@@ -66,8 +68,10 @@ pub struct Driver {
     http: Vec<Option<Http>>,
     /// One read buffer for every WebSocket client.
     scratch: Vec<u8>,
+    /// Where new connections go (`set_server`), and the node number they are tagged with.
     server: SocketAddr,
     host: String,
+    node: u8,
     ready_on: ReadyOn,
     per_addr: u64,
     /// Connections started so far: picks the next source address.
@@ -129,6 +133,7 @@ impl Driver {
             scratch: vec![0u8; 64 * 1024],
             server,
             host: server.to_string(),
+            node: 0,
             ready_on,
             per_addr: per_addr.max(1),
             src_seq: 0,
@@ -158,6 +163,14 @@ impl Driver {
             last_rx: None,
             last_ready: None,
         })
+    }
+
+    /// Send the connections opened from now on (WebSocket and HTTP) to `server`, and tag the
+    /// WebSocket clients with `node` (cluster scenarios: one driver, clients on several nodes).
+    pub fn set_server(&mut self, server: SocketAddr, node: u8) {
+        self.server = server;
+        self.host = server.to_string();
+        self.node = node;
     }
 
     /// What makes the clients connected from now on count as ready.

@@ -67,6 +67,8 @@ pub(super) struct Ws {
     /// The number of the last user-list event this stream reflects (from `initial`,
     /// `resumed` or an event), for `ReadyOn::Seq` and the gap check.
     last_seq: Option<u64>,
+    /// The node it was opened to (`Driver::set_server`).
+    node: u8,
 }
 
 impl Driver {
@@ -168,6 +170,7 @@ impl Driver {
             ready: false,
             started: Instant::now(),
             last_seq: None,
+            node: self.node,
         });
         Ok(())
     }
@@ -238,6 +241,14 @@ impl Driver {
     /// Ready WebSocket connections currently open.
     pub fn ready_open(&self) -> usize {
         self.ws.iter().filter(|(_, c)| c.ready).count()
+    }
+
+    /// Ready WebSocket connections currently open to `node`.
+    pub fn ready_open_on(&self, node: u8) -> usize {
+        self.ws
+            .iter()
+            .filter(|(_, c)| c.ready && c.node == node)
+            .count()
     }
 
     pub(super) fn ws_event(&mut self, i: usize, r: bool, w: bool, err: bool) {
@@ -560,12 +571,14 @@ impl Driver {
             }
             Msg::UserAdded(Some(r), _) => {
                 let t = self.batch_t;
+                let node = self.ws.get(i).map_or(0, |c| c.node);
                 if let Some(round) = self.rounds.get_mut(r as usize) {
                     if let Some(t0) = round.t0 {
                         let us = t.saturating_duration_since(t0).as_micros() as u64;
                         round.got += 1;
                         if self.exact {
                             round.lat_us.push(us.min(u32::MAX as u64) as u32);
+                            round.nodes.push(node);
                         }
                         self.hist.record(us);
                         self.last_rx = Some(t);

@@ -19,36 +19,42 @@ use crate::sys;
 use crate::Opts;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Dead connections replaced per burst at most.
 const MAX_REOPENS: usize = 64;
 
 /// What one burst measured. Times in ms from the first POST write.
-struct BurstSample {
+pub(super) struct BurstSample {
     /// The last admin's receipt of the last write: every admin has all accepted writes.
-    all_delivered_ms: f64,
+    pub(super) all_delivered_ms: f64,
     /// The last POST's answer.
     posts_done_ms: f64,
     /// POST write → answer, ascending.
-    post_ms: Vec<f64>,
+    pub(super) post_ms: Vec<f64>,
     /// Per connection: (requests answered, their p99 ms).
     per_conn: Vec<(usize, f64)>,
     deliv_p50: f64,
     deliv_p99: f64,
     deliv_max: f64,
     /// Admin deliveries of accepted writes that never came.
-    lost: u64,
+    pub(super) lost: u64,
     statuses: BTreeMap<u16, usize>,
     unanswered: usize,
     server_cpu_ms: f64,
     gen_busy_pct: f64,
 }
 
-/// One server with N admins connected and M keep-alive connections.
-struct Runner {
+/// One server (or the nodes of a cluster) with N admins connected and M keep-alive
+/// connections.
+pub(super) struct Runner {
     kind: Kind,
-    srv: ServerProc,
+    /// The server this runner started and stops (none for a cluster's nodes).
+    srv: Option<ServerProc>,
+    cookie: String,
+    /// The servers' reactors (`/proc/PID/schedstat`), for their CPU time.
+    sched: Vec<String>,
     d: Driver,
     conns: Vec<usize>,
     nonce: String,
@@ -61,18 +67,43 @@ impl Runner {
     /// Setup: a fresh server, N admin clients (histogram only: a burst is N × K
     /// deliveries), the keep-alive connections.
     fn new(ctx: &Ctx, kind: Kind) -> Result<Runner, String> {
-        let o = ctx.o;
-        let n = ctx.ns(&[1000])[0];
+        Runner::start(ctx, kind, ctx.ns(&[1000])[0])
+    }
+
+    /// `new` with `n` admin clients.
+    pub(super) fn start(ctx: &Ctx, kind: Kind, n: usize) -> Result<Runner, String> {
         let srv = ctx.start(kind, None)?;
-        let mut d =
-            Driver::new(srv.addr, ReadyOn::Initial, o.per_addr).map_err(|e| e.to_string())?;
+        let (addr, pid, cookie) = (srv.addr, srv.pid, srv.cookie.clone());
+        let mut r = Runner::attach(ctx, kind, &[addr], &[pid], cookie, n)?;
+        r.srv = Some(srv);
+        Ok(r)
+    }
+
+    /// Setup on servers that are already running: `n` admin clients and the keep-alive
+    /// connections, both spread evenly over `nodes`.
+    pub(super) fn attach(
+        ctx: &Ctx,
+        kind: Kind,
+        nodes: &[SocketAddr],
+        pids: &[u32],
+        cookie: String,
+        n: usize,
+    ) -> Result<Runner, String> {
+        let o = ctx.o;
+        let first = *nodes.first().ok_or("no server to attach to")?;
+        let mut d = Driver::new(first, ReadyOn::Initial, o.per_addr).map_err(|e| e.to_string())?;
         d.exact = false;
         let nonce = rand_hex();
         d.marker = format!("bench.{nonce}.").into_bytes();
-        let cookie = srv.cookie.clone();
-        d.connect_many(n, o.inflight, ctx.deadline_for(n), |_| {
-            ("/admin/stream".into(), Some(cookie.clone()))
-        });
+        let k = nodes.len();
+        for (i, &addr) in nodes.iter().enumerate() {
+            let want = n / k + usize::from(i < n % k);
+            d.set_server(addr, i as u8);
+            let cookie = cookie.clone();
+            d.connect_many(want, o.inflight, ctx.deadline_for(want), |_| {
+                ("/admin/stream".into(), Some(cookie.clone()))
+            });
+        }
         let ready = d.ready_open();
         log(
             o,
@@ -82,13 +113,20 @@ impl Runner {
             return Err("no client connected".into());
         }
         let mut conns = Vec::new();
-        for _ in 0..o.http_conns {
+        for c in 0..o.http_conns {
+            d.set_server(nodes[c % k], (c % k) as u8);
             conns.push(d.http_open().map_err(|e| format!("HTTP connect: {e}"))?);
         }
+        d.set_server(first, 0);
         d.idle(Duration::from_millis(500));
         Ok(Runner {
             kind,
-            srv,
+            srv: None,
+            cookie,
+            sched: pids
+                .iter()
+                .map(|p| format!("/proc/{p}/schedstat"))
+                .collect(),
             d,
             conns,
             nonce,
@@ -101,14 +139,13 @@ impl Runner {
     /// Drive one burst: keep every connection busy with the next POST until K are sent,
     /// then run until every answer and every admin's deliveries are in (or the timeout
     /// after the last answer).
-    fn burst(&mut self, o: &Opts) -> BurstSample {
+    pub(super) fn burst(&mut self, o: &Opts) -> BurstSample {
         let k = o.writes.unwrap_or(1000);
         let d = &mut self.d;
         let expected = d.ready_open() as u64;
         d.hist.clear();
         d.last_rx = None;
-        let sched = format!("/proc/{}/schedstat", self.srv.pid);
-        let ss0 = sys::schedstat(&sched);
+        let ss0 = sys::schedstat_sum(&self.sched);
         let busy0 = d.busy;
         let mut post_ms = Vec::with_capacity(k);
         let mut per_conn: Vec<Vec<f64>> = vec![Vec::new(); self.conns.len()];
@@ -155,7 +192,7 @@ impl Runner {
                 }
                 if sent < k && d.http_inflight(*c) == 0 {
                     let nonce = &self.nonce;
-                    d.post_round(*c, &self.srv.cookie, |r| {
+                    d.post_round(*c, &self.cookie, |r| {
                         format!(
                             r#"{{"first_name":"Burst","last_name":"Write {r}","email":"bench.{nonce}.{r}@example.com"}}"#
                         )
@@ -176,7 +213,7 @@ impl Runner {
         }
         d.spin = false;
         let wall = t0.elapsed().as_secs_f64();
-        let ss1 = sys::schedstat(&sched);
+        let ss1 = sys::schedstat_sum(&self.sched);
         post_ms.sort_by(|a, b| a.total_cmp(b));
         let per_conn = per_conn
             .into_iter()
@@ -214,23 +251,30 @@ impl Runner {
         }
     }
 
-    fn finish(mut self, o: &Opts) -> (Vec<BurstSample>, Vec<String>) {
+    /// Events the admin streams saw out of their `seq` order (gaps or repeats), so far.
+    pub(super) fn seq_gaps(&self) -> u64 {
+        self.d.seq_gaps
+    }
+
+    pub(super) fn finish(mut self, o: &Opts) -> (Vec<BurstSample>, Vec<String>) {
         self.d.close_all_ws();
         let mut errors = std::mem::take(&mut self.errors);
-        stop(o, self.srv, &mut errors);
+        if let Some(srv) = self.srv.take() {
+            stop(o, srv, &mut errors);
+        }
         (self.samples, errors)
     }
 }
 
 /// A server's bursts as medians (min–max) over the bursts.
-struct BurstPoint {
+pub(super) struct BurstPoint {
     n: usize,
     bursts: usize,
-    all_delivered_ms: Summary,
+    pub(super) all_delivered_ms: Summary,
     posts_done_ms: Summary,
-    posts_per_sec: Summary,
-    post_p50: Summary,
-    post_p99: Summary,
+    pub(super) posts_per_sec: Summary,
+    pub(super) post_p50: Summary,
+    pub(super) post_p99: Summary,
     post_max: Summary,
     /// Per burst: the lowest and highest per-connection p99, and requests per connection.
     conn_p99_lo: Summary,
@@ -240,15 +284,15 @@ struct BurstPoint {
     deliv_p50: Summary,
     deliv_p99: Summary,
     deliv_max: Summary,
-    lost: u64,
-    unanswered: usize,
-    statuses: BTreeMap<u16, usize>,
+    pub(super) lost: u64,
+    pub(super) unanswered: usize,
+    pub(super) statuses: BTreeMap<u16, usize>,
     server_cpu_ms: Summary,
     gen_busy_pct: Summary,
 }
 
 impl BurstPoint {
-    fn of(n: usize, s: &[BurstSample]) -> BurstPoint {
+    pub(super) fn of(n: usize, s: &[BurstSample]) -> BurstPoint {
         let of =
             |f: &dyn Fn(&BurstSample) -> f64| Summary::of(&s.iter().map(f).collect::<Vec<_>>());
         let pct = |q: f64| move |b: &BurstSample| percentile(&b.post_ms, q).unwrap_or(f64::NAN);
@@ -292,7 +336,7 @@ impl BurstPoint {
         }
     }
 
-    fn row(&self, kind: Kind) -> Vec<String> {
+    pub(super) fn row(&self, kind: Kind) -> Vec<String> {
         vec![
             kind.name().into(),
             self.n.to_string(),
@@ -319,7 +363,7 @@ impl BurstPoint {
         ]
     }
 
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         json!({"clients": self.n, "bursts": self.bursts, "all_delivered_ms": self.all_delivered_ms.json(),
                "posts_done_ms": self.posts_done_ms.json(), "posts_per_sec": self.posts_per_sec.json(),
                "post_p50_ms": self.post_p50.json(), "post_p99_ms": self.post_p99.json(), "post_max_ms": self.post_max.json(),

@@ -23,6 +23,7 @@ use crate::stats::{fmt_num, percentile, round3, Summary};
 use crate::sys;
 use crate::Opts;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// The generator's own main thread, for its run-queue wait.
@@ -30,7 +31,7 @@ const SCHED_GEN: &str = "/proc/thread-self/schedstat";
 
 /// How a round's POST reaches the server.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-enum Mode {
+pub(super) enum Mode {
     /// Back to back on the runner's keep-alive connection.
     #[default]
     Warm,
@@ -57,29 +58,29 @@ impl Mode {
 
 /// One fan-out measurement at one client count and round mode.
 #[derive(Clone, Default)]
-struct FanPoint {
-    n: usize,
+pub(super) struct FanPoint {
+    pub(super) n: usize,
     mode: Mode,
     gap_ms: f64,
     ready: usize,
     connect_failures: usize,
     connect_secs: f64,
-    p50: Summary,
-    p99: Summary,
-    max: Summary,
-    lost: Summary,
-    post_ms: Summary,
+    pub(super) p50: Summary,
+    pub(super) p99: Summary,
+    pub(super) max: Summary,
+    pub(super) lost: Summary,
+    pub(super) post_ms: Summary,
     /// Cold rounds: the fresh connection's connect() time.
     connect_ms: Summary,
     gen_cpu: Summary,
     server_cpu_ms: Summary,
     server_wait_ms: Summary,
     gen_wait_ms: Summary,
-    errors: Vec<String>,
+    pub(super) errors: Vec<String>,
 }
 
 impl FanPoint {
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         json!({
             "clients": self.n, "mode": self.mode.name(), "gap_ms": round3(self.gap_ms), "ready": self.ready, "connect_failures": self.connect_failures,
             "connect_secs": round3(self.connect_secs), "rounds": self.p50.n,
@@ -94,7 +95,7 @@ impl FanPoint {
     }
 
     /// The table row; `with_mode` adds the round mode and its gap after the client count.
-    fn row(&self, kind: Kind, with_mode: bool) -> Vec<String> {
+    pub(super) fn row(&self, kind: Kind, with_mode: bool) -> Vec<String> {
         let mut r = vec![kind.name().into(), self.n.to_string()];
         if with_mode {
             r.push(format!("{} {:.0} ms", self.mode.name(), self.gap_ms));
@@ -115,7 +116,7 @@ impl FanPoint {
     }
 }
 
-const FANOUT_HEAD: [&str; 12] = [
+pub(super) const FANOUT_HEAD: [&str; 12] = [
     "server",
     "clients",
     "ready",
@@ -199,45 +200,74 @@ impl Samples {
     }
 }
 
-/// One server under the fan-out probe: its process, the generator's reactor, and the
-/// keep-alive HTTP connection the POSTs go over.
-struct FanRunner {
+/// One server (or the nodes of a cluster) under the fan-out probe: the process it started,
+/// the generator's reactor, and the keep-alive HTTP connection the POSTs go over.
+pub(super) struct FanRunner {
     kind: Kind,
-    srv: ServerProc,
+    /// The server this runner started and stops (none for a cluster's nodes: their owner
+    /// stops them).
+    srv: Option<ServerProc>,
+    cookie: String,
+    /// Where the admin clients go, spread evenly; the POSTs go to the first.
+    nodes: Vec<SocketAddr>,
     d: Driver,
     h: usize,
     nonce: String,
-    /// `/proc/PID/schedstat` of the server's main thread (its reactor).
-    sched_srv: String,
+    /// `/proc/PID/schedstat` of each server's main thread (its reactor).
+    sched_srv: Vec<String>,
     errors: Vec<String>,
 }
 
 impl FanRunner {
     /// Setup: a fresh server, a reactor that keeps exact per-client latencies, the HTTP
     /// connection, and this run's round marker (`bench.<nonce>.<round>@example.com`).
-    fn new(ctx: &Ctx, kind: Kind) -> Result<FanRunner, String> {
+    pub(super) fn new(ctx: &Ctx, kind: Kind) -> Result<FanRunner, String> {
         let srv = ctx.start(kind, None)?;
-        let mut d =
-            Driver::new(srv.addr, ReadyOn::Initial, ctx.o.per_addr).map_err(|e| e.to_string())?;
+        let (addr, pid, cookie) = (srv.addr, srv.pid, srv.cookie.clone());
+        let mut r = FanRunner::attach(kind, vec![addr], &[pid], cookie, ctx.o)?;
+        r.srv = Some(srv);
+        Ok(r)
+    }
+
+    /// Setup on servers that are already running: admin clients spread over `nodes`, POSTs
+    /// to the first; `pids` (may be empty) are the processes whose CPU time is reported.
+    pub(super) fn attach(
+        kind: Kind,
+        nodes: Vec<SocketAddr>,
+        pids: &[u32],
+        cookie: String,
+        o: &Opts,
+    ) -> Result<FanRunner, String> {
+        let first = *nodes.first().ok_or("no server to attach to")?;
+        let mut d = Driver::new(first, ReadyOn::Initial, o.per_addr).map_err(|e| e.to_string())?;
         let h = d.http_open().map_err(|e| format!("HTTP connect: {e}"))?;
         let nonce = rand_hex();
         d.marker = format!("bench.{nonce}.").into_bytes();
         d.exact = true;
-        let sched_srv = format!("/proc/{}/schedstat", srv.pid);
         Ok(FanRunner {
             kind,
-            srv,
+            srv: None,
+            cookie,
+            nodes,
             d,
             h,
             nonce,
-            sched_srv,
+            sched_srv: pids
+                .iter()
+                .map(|p| format!("/proc/{p}/schedstat"))
+                .collect(),
             errors: Vec::new(),
         })
     }
 
     /// Bring the admin clients up to `n` (keeping those already open), then run the rounds
     /// of each mode in turn (warm-up rounds first in each): one point per mode.
-    fn measure(&mut self, ctx: &Ctx, n: usize, modes: &[Mode]) -> Result<Vec<FanPoint>, String> {
+    pub(super) fn measure(
+        &mut self,
+        ctx: &Ctx,
+        n: usize,
+        modes: &[Mode],
+    ) -> Result<Vec<FanPoint>, String> {
         let o = ctx.o;
         let connected = self.connect(ctx, n);
         if connected.ready == 0 {
@@ -290,14 +320,24 @@ impl FanRunner {
             ..Default::default()
         };
         d.fail_reasons.clear();
-        let have = d.ready_open();
         let t = Instant::now();
-        if have < n {
-            let cookie = self.srv.cookie.clone();
-            d.connect_many(n - have, o.inflight, ctx.deadline_for(n - have), |_| {
-                ("/admin/stream".into(), Some(cookie.clone()))
-            });
+        let k = self.nodes.len();
+        for (i, &addr) in self.nodes.iter().enumerate() {
+            // An even share per node, the first nodes taking the remainder.
+            let want = n / k + usize::from(i < n % k);
+            let have = d.ready_open_on(i as u8);
+            if have < want {
+                d.set_server(addr, i as u8);
+                let cookie = self.cookie.clone();
+                d.connect_many(
+                    want - have,
+                    o.inflight,
+                    ctx.deadline_for(want - have),
+                    |_| ("/admin/stream".into(), Some(cookie.clone())),
+                );
+            }
         }
+        d.set_server(self.nodes[0], 0);
         p.connect_secs = t.elapsed().as_secs_f64();
         p.ready = d.ready_open();
         p.connect_failures = n.saturating_sub(p.ready);
@@ -348,9 +388,12 @@ impl FanRunner {
         };
         let nonce = &self.nonce;
         let busy0 = d.busy;
-        let (ss0, gs0) = (sys::schedstat(&self.sched_srv), sys::schedstat(SCHED_GEN));
+        let (ss0, gs0) = (
+            sys::schedstat_sum(&self.sched_srv),
+            sys::schedstat(SCHED_GEN),
+        );
         d.spin = o.spin;
-        let (r, t0) = d.post_round(h, &self.srv.cookie, |r| {
+        let (r, t0) = d.post_round(h, &self.cookie, |r| {
             format!(
                 r#"{{"first_name":"Bench","last_name":"Round {r}","email":"bench.{nonce}.{r}@example.com"}}"#
             )
@@ -364,7 +407,10 @@ impl FanRunner {
         d.spin = false;
         let wall = t0.elapsed().as_secs_f64();
         let busy = (d.busy - busy0).as_secs_f64();
-        let (ss1, gs1) = (sys::schedstat(&self.sched_srv), sys::schedstat(SCHED_GEN));
+        let (ss1, gs1) = (
+            sys::schedstat_sum(&self.sched_srv),
+            sys::schedstat(SCHED_GEN),
+        );
         let resp = d.http_take(h);
         if mode == Mode::Cold {
             d.http_close(h);
@@ -377,6 +423,7 @@ impl FanRunner {
         lat.sort_by(|a, b| a.total_cmp(b));
         let got = d.rounds[r].got as usize;
         d.rounds[r].lat_us = Vec::new();
+        d.rounds[r].nodes = Vec::new();
         match &resp {
             Some(x) if x.status == 201 => {}
             Some(x) => errors.push(format!(
@@ -434,10 +481,12 @@ impl FanRunner {
         }
     }
 
-    fn finish(mut self, o: &Opts) -> Vec<String> {
+    pub(super) fn finish(mut self, o: &Opts) -> Vec<String> {
         self.d.close_all_ws();
         let mut errors = std::mem::take(&mut self.errors);
-        stop(o, self.srv, &mut errors);
+        if let Some(srv) = self.srv.take() {
+            stop(o, srv, &mut errors);
+        }
         errors
     }
 }

@@ -9,11 +9,13 @@
 //!
 //! One file per scenario family: `fanout` (fan-out, `compare` and `cold`), `storm`,
 //! `memory`, `sustained`, `sessions`, `burst`, `overload` (built on `sustained`'s sender),
-//! `reconnect`; `report` holds the two output forms they share and `batch` the bulk HTTP
-//! requests of setup steps.
+//! `reconnect`, `cluster` (several nodes on PostgreSQL, on `fanout`'s and `burst`'s runners);
+//! `report` holds the two output forms they share and `batch` the bulk HTTP requests of
+//! setup steps.
 
 mod batch;
 mod burst;
+mod cluster;
 mod fanout;
 mod memory;
 mod overload;
@@ -75,6 +77,7 @@ impl<'a> Ctx<'a> {
             heartbeat_secs: self.o.heartbeat_secs,
             session_minutes,
             extra_args: Vec::new(),
+            cluster: None,
         };
         let s = server::start(&l)?;
         log(
@@ -186,6 +189,9 @@ pub fn run(o: &Opts, nofile: u64) -> i32 {
         "burst" => burst::burst(&mut ctx),
         "overload" => overload::overload(&mut ctx),
         "reconnect" => each(&mut ctx, "reconnect", reconnect::reconnect),
+        "cluster" | "cluster-lag" | "cluster-fanout" | "cluster-writes" => {
+            cluster::cluster(&mut ctx)
+        }
         "all" => {
             fanout::compare(&mut ctx);
             each(&mut ctx, "storm", storm::storm);
