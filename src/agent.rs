@@ -94,6 +94,15 @@ pub fn finish(request_id: &Value, result: Result<Outcome, AppError>) -> Rc<[u8]>
     }
 }
 
+/// The answer to a message refused because the broadcast backlog is over its bound (API.md
+/// limits): an `error` that changes nothing; the agent may send it again in a moment.
+pub fn overloaded(request_id: &Value) -> Rc<[u8]> {
+    error(
+        request_id,
+        "server overloaded: nothing changed, try again in a moment (Retry-After: 1)",
+    )
+}
+
 fn describe(e: AppError) -> String {
     match e {
         AppError::NotFound => "no such user".into(),

@@ -233,6 +233,21 @@ pub struct Conn {
     held: Option<Held>,
     /// On the reactor's list of connections to write at the end of the turn.
     flush_listed: bool,
+    /// Bytes of this stream's output the kernel would not take at its last flush, as counted
+    /// in the reactor's admission control (`reactor/admission.rs`); 0 for HTTP connections.
+    pub backlog: usize,
+    /// Monotonic ms of the last flush that wrote something or found nothing to write: a
+    /// stream with output left and no progress for a while has stopped reading.
+    pub progress_ms: u64,
+    /// Since when (monotonic ms) the stream has had output left over without a break, and how
+    /// many bytes it took in that time: its reading pace while behind.
+    pub behind_since_ms: u64,
+    pub drained: usize,
+    /// Since when (monotonic ms) input has waited that the server has not worked off: bytes
+    /// kept in `rbuf` behind a request being served, or left in the kernel while it waits for
+    /// a job. `None` once every byte is handled. A request served from that input has waited
+    /// at least this long (admission control counts it).
+    pub input_since_ms: Option<u64>,
 }
 
 /// Frames held for a stream whose opening is not out yet.
@@ -271,6 +286,11 @@ impl Conn {
             dead: None,
             held: None,
             flush_listed: false,
+            backlog: 0,
+            progress_ms: now_ms,
+            behind_since_ms: now_ms,
+            drained: 0,
+            input_since_ms: None,
         }
     }
 

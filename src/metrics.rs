@@ -161,6 +161,8 @@ pub struct Metrics {
     pub presence_sessions: usize,
     /// Writes answered 503 because storage was busy or unreachable.
     pub storage_busy: u64,
+    /// Writes answered 503 because the broadcast backlog was over its bound (admission control).
+    pub overload_refusals: u64,
     /// Cluster: from an event's commit (on any node) to its delivery here.
     bus_lag_seconds: Histogram,
     /// Cluster: holes in the log this node noticed and filled from the events table.
@@ -357,6 +359,17 @@ impl Metrics {
         let _ = writeln!(o, "catalytic_storage_busy_total {}", self.storage_busy);
         header(
             &mut o,
+            "catalytic_overload_refusals_total",
+            "counter",
+            "Writes answered 503 because the broadcast backlog was over its bound.",
+        );
+        let _ = writeln!(
+            o,
+            "catalytic_overload_refusals_total {}",
+            self.overload_refusals
+        );
+        header(
+            &mut o,
             "catalytic_bus_lag_seconds",
             "histogram",
             "Cluster: from an event's commit on any node to its delivery here.",
@@ -447,6 +460,7 @@ mod tests {
         m.broadcast(Stream::Admin, 0.003);
         m.resume(Stream::Agent, false);
         m.storage_busy += 2;
+        m.overload_refusals += 3;
         m.login(LoginMethod::Oidc, LoginResult::Failed);
         let t = m.render();
         for line in [
@@ -465,6 +479,7 @@ mod tests {
             "catalytic_resumes_total{stream=\"agent\",result=\"initial\"} 1",
             "catalytic_resumes_total{stream=\"admin\",result=\"resumed\"} 0",
             "catalytic_storage_busy_total 2",
+            "catalytic_overload_refusals_total 3",
             "catalytic_presence_sessions 0",
             "catalytic_logins_total{method=\"oidc\",result=\"failed\"} 1",
             "catalytic_logins_total{method=\"password\",result=\"ok\"} 0",

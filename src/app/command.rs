@@ -191,6 +191,22 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether it is a write a client asked for that changes the invitee list, so is broadcast
+    /// to every admin stream: these are what admission control refuses past the backlog bound
+    /// (API.md limits). Sign-in, setup, sign-out and the admin accounts are never refused (they
+    /// broadcast nothing), nor are the server's own expiries.
+    pub fn is_broadcast_write(&self) -> bool {
+        matches!(
+            self,
+            Command::CreateUser { .. }
+                | Command::UpdateUser { .. }
+                | Command::DeleteUser { .. }
+                | Command::RegenerateInvite { .. }
+                | Command::Activate { .. }
+                | Command::Answer { .. }
+        )
+    }
+
     /// Whether it only reads (runs in a read transaction, which never waits for writers). A
     /// command missing here still works, only as a write (queued behind the writers).
     pub fn is_read(&self) -> bool {

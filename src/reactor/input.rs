@@ -49,6 +49,7 @@ impl Server {
     /// Read what the kernel has for connection `key`, within its budget. Called for readable
     /// events and from `resume`; a spurious call (nothing to read) costs one `WouldBlock`.
     pub(super) fn on_readable(&mut self, key: usize) {
+        let now = self.admission.turn_ms();
         for _ in 0..READS_PER_EVENT {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -57,7 +58,9 @@ impl Server {
                 || conn.input_paused
                 || matches!(conn.phase(), Phase::AwaitingJob { .. })
             {
-                return; // the bytes wait in the kernel; `resume` comes back for them
+                // The bytes wait in the kernel; `resume` comes back for them.
+                conn.input_since_ms.get_or_insert(now);
+                return;
             }
             // Work off what is buffered first, next turn — but never stop short of one whole
             // frame, or a large message could never complete.
@@ -72,7 +75,12 @@ impl Server {
                 // EOF: the client sent FIN (it may still read: a half-close).
                 Ok(0) => return self.on_eof(key),
                 Ok(n) => self.on_bytes(key, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if conn.rbuf.is_empty() {
+                        conn.input_since_ms = None; // every byte is handled
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.mark_dead(key, CloseReason::Client),
             }
@@ -119,9 +127,11 @@ impl Server {
     }
 
     fn keep_tail(&mut self, key: usize, tail: Vec<u8>) {
+        let now = self.admission.turn_ms();
         if let Some(c) = self.conns.get_mut(key) {
             if c.dead.is_none() && !tail.is_empty() {
                 c.rbuf = tail;
+                c.input_since_ms.get_or_insert(now);
             }
         }
     }
@@ -293,6 +303,9 @@ impl Server {
                 // Counted for streams only: HTTP answers are counted by status instead.
                 if conn.ws().is_some() {
                     self.metrics.ws_bytes_sent += n as u64;
+                }
+                if conn.ws().is_some() || conn.backlog > 0 {
+                    self.admission.flushed(conn, n);
                 }
                 if conn.input_paused
                     && conn.out.queued_bytes() <= HTTP_BACKLOG_BYTES / 2

@@ -39,6 +39,8 @@ pub enum Ticket {
         key: usize,
         gen: u32,
         started: Instant,
+        /// A broadcasting write, counted in flight by admission control until it is answered.
+        write: bool,
     },
     /// A message of the agent stream `key`.`gen`; answered with an ack or an error.
     Agent {
@@ -149,13 +151,23 @@ impl Server {
         let Some(gen) = self.conns.get(key).map(|c| c.gen) else {
             return;
         };
-        if !self
-            .storage
-            .submit(Ticket::Request { key, gen, started }, cmd)
-        {
+        let write = cmd.is_broadcast_write();
+        if write && self.overloaded(key) {
+            return self.respond(key, overloaded(), keep_alive);
+        }
+        let ticket = Ticket::Request {
+            key,
+            gen,
+            started,
+            write,
+        };
+        if !self.storage.submit(ticket, cmd) {
             // The queue is full: storage is far behind. Say so rather than queue without end.
             self.metrics.storage_busy += 1;
             return self.respond(key, api::app_error(AppError::Busy), keep_alive);
+        }
+        if write {
+            self.admission.submitted();
         }
         if let Some(conn) = self.conns.get_mut(key) {
             conn.enter(Phase::AwaitingJob {
@@ -163,6 +175,22 @@ impl Server {
                 pending: Box::new(pending),
             });
         }
+    }
+
+    /// Whether a broadcasting write from connection `key` must be refused now because it would
+    /// reach the streams later than the bound (`admission.rs`); counts the refusal.
+    pub(super) fn overloaded(&mut self, key: usize) -> bool {
+        let now = self.now_ms();
+        let waited = self
+            .conns
+            .get(key)
+            .and_then(|c| c.input_since_ms)
+            .map_or(0, |since| now.saturating_sub(since));
+        if !self.admission.over(&self.conns, now, waited) {
+            return false;
+        }
+        self.metrics.overload_refusals += 1;
+        true
     }
 
     /// Hand a job to a helper thread (`submit` queues it; `false` when its queue is full): the
@@ -220,6 +248,12 @@ impl Server {
     /// number); the answer itself waits until its event is applied, so whoever asked reads
     /// their own write — also when, in a cluster, events of other nodes came before it.
     fn storage_done(&mut self, ticket: Ticket, result: Result<Outcome, AppError>) {
+        if matches!(
+            ticket,
+            Ticket::Request { write: true, .. } | Ticket::Agent { .. }
+        ) {
+            self.admission.answered();
+        }
         let started = match &ticket {
             Ticket::Request { started, .. } | Ticket::Agent { started, .. } => *started,
             _ => Instant::now(),
@@ -261,9 +295,9 @@ impl Server {
             self.metrics.storage_busy += 1;
         }
         match ticket {
-            Ticket::Request { key, gen, started } => {
-                self.job_done(key, gen, Done::Stored(result), started)
-            }
+            Ticket::Request {
+                key, gen, started, ..
+            } => self.job_done(key, gen, Done::Stored(result), started),
             // The ack goes only to the stream that sent the message, and only while it is
             // open: an agent that reconnected resends by `request_id` and is acked then.
             Ticket::Agent {
@@ -342,6 +376,7 @@ impl Server {
     /// in number order. The effect buffer is reused across events (no allocation per change).
     pub(super) fn apply_event(&mut self, event: &Event, now: Now, started: Instant) {
         let mut effects = std::mem::take(&mut self.effects);
+        self.admission.event_applied();
         if self.app.apply(event, &mut effects) {
             self.apply_effects(&mut effects, now, started);
         } else {
@@ -480,4 +515,13 @@ impl Server {
             }
         }
     }
+}
+
+/// The answer to a broadcasting write refused by admission control (API.md limits).
+fn overloaded() -> Response {
+    Response::error(
+        503,
+        "server overloaded: changes reach the dashboards too late; nothing changed, try again in a moment",
+    )
+    .header("Retry-After", "1")
 }

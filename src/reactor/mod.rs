@@ -77,6 +77,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod admission;
 mod cluster;
 mod input;
 mod jobs;
@@ -229,6 +230,8 @@ pub struct Server {
     /// A SIGTERM with `--drain-secs`: streams close in batches until then (monotonic ms), and
     /// this many per batch.
     draining: Option<(u64, usize)>,
+    /// Admission control: refuses broadcasting writes past the backlog bound (`admission.rs`).
+    admission: admission::Admission,
 }
 
 impl Server {
@@ -341,6 +344,7 @@ impl Server {
             gap_since: None,
             cluster,
             draining: None,
+            admission: admission::Admission::default(),
             cfg,
         };
         let slice_ms = server.heartbeat_slice_ms();
@@ -391,6 +395,7 @@ impl Server {
                 Err(e) => return Err(e),
             }
             let busy = Instant::now();
+            self.admission.turn_started(self.now_ms());
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -423,9 +428,9 @@ impl Server {
             self.write_listed();
             self.reap_dead();
             self.metrics.open_connections = self.conns.len();
-            self.metrics
-                .loop_busy_seconds
-                .observe(busy.elapsed().as_secs_f64());
+            let busy = busy.elapsed().as_secs_f64();
+            self.metrics.loop_busy_seconds.observe(busy);
+            self.admission.turn_done(busy * 1000.0);
             if self.shutting_down && self.conns.is_empty() {
                 log::info!("all clients closed; bye");
                 return Ok(());
@@ -551,6 +556,7 @@ impl Server {
                 .is_some_and(|c| matches!(c.phase(), Phase::Ws(_)));
             self.detach(key, why);
             let mut conn = self.conns.remove(key);
+            self.admission.removed(&conn);
             if was_stream {
                 // Last words, best effort: the client may be gone or not reading.
                 let last = match why {

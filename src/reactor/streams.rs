@@ -361,15 +361,21 @@ impl Server {
                 let Some(gen) = self.conns.get(key).map(|c| c.gen) else {
                     return;
                 };
+                if self.overloaded(key) {
+                    return self.send_frame(key, &agent::overloaded(&request_id));
+                }
                 let ticket = jobs::Ticket::Agent {
                     key,
                     gen,
                     request_id: request_id.clone(),
                     started: Instant::now(),
                 };
-                // Storage is far behind: the agent gets an `error` for this `request_id` and may
-                // resend it (a repeated id is applied once), rather than the stream stalling.
-                if !self.storage.submit(ticket, cmd) {
+                if self.storage.submit(ticket, cmd) {
+                    self.admission.submitted();
+                } else {
+                    // Storage is far behind: the agent gets an `error` for this `request_id` and
+                    // may resend it (a repeated id is applied once), rather than the stream
+                    // stalling.
                     self.metrics.storage_busy += 1;
                     let busy = agent::finish(&request_id, Err(crate::app::AppError::Busy));
                     self.send_frame(key, &busy);

@@ -47,3 +47,18 @@ function fallbackError(status) {
 }
 
 export const postJSON = (path, body) => request('POST', path, body);
+
+const sleepMs = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Call `send()` (a function resolving to a `request` result) until it is not a 503, at most
+ * `tries` times. A 503 means storage or the broadcast backlog is busy and nothing changed
+ * (API.md), so the same request is safe to send again: wait what Retry-After says (seconds;
+ * `attempt` seconds without one), at most 5 s, then try again. Resolves to the last result. */
+export async function retryBusy(send, { tries = 8, sleep = sleepMs } = {}) {
+  for (let attempt = 1; ; attempt++) {
+    const res = await send();
+    if (res.status !== 503 || attempt >= tries) return res;
+    const secs = Number(res.retryAfter);
+    await sleep(Math.min(5000, 1000 * (secs > 0 ? secs : attempt)));
+  }
+}

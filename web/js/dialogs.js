@@ -4,7 +4,7 @@
 // the edit form are removed again when closed, so their labels never compete with the page's;
 // the import dialog stays once made, because an import goes on while it is closed.
 
-import { request, postJSON } from './api.js';
+import { request, postJSON, retryBusy } from './api.js';
 import { fullName } from './util.js';
 import { inviteRows } from './csv.js';
 import { show, setBusy } from './dom.js';
@@ -108,7 +108,6 @@ async function saveEdit(ev) {
  * enough to finish 1,000 in seconds; a 503 with Retry-After (storage or broadcast backlog busy)
  * is waited out and retried. */
 const PARALLEL = 6;
-const MAX_TRIES = 5;
 
 let importing = false;
 let importHooks = null;
@@ -194,12 +193,8 @@ async function runImport(ev) {
 async function invite(row) {
   const body = { first_name: row.first_name, last_name: row.last_name, email: row.email };
   if (row.questions_total !== undefined) body.questions_total = row.questions_total;
-  for (let attempt = 1; ; attempt++) {
-    const res = await postJSON('/api/users', body);
-    if (res.status !== 503 || attempt >= MAX_TRIES) return res;
-    // Storage or broadcast backlog busy: wait as told (bounded), then try again.
-    await new Promise((r) => setTimeout(r, Math.min(5000, 1000 * (Number(res.retryAfter) || attempt))));
-  }
+  // Storage or broadcast backlog busy (503): wait as told, then the same row again.
+  return retryBusy(() => postJSON('/api/users', body));
 }
 
 function showProblems(problems) {
