@@ -37,6 +37,16 @@ pub enum Work {
     Cluster(ClusterCommand),
 }
 
+impl Work {
+    /// A write whose event is broadcast (admission control weighs these; `Command`'s rule).
+    pub fn is_broadcast_write(&self) -> bool {
+        match self {
+            Work::Command(cmd) => cmd.is_broadcast_write(),
+            Work::Cluster(_) => false,
+        }
+    }
+}
+
 impl From<Command> for Work {
     fn from(c: Command) -> Work {
         Work::Command(c)

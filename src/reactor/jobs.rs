@@ -151,6 +151,7 @@ impl Server {
         let Some(gen) = self.conns.get(key).map(|c| c.gen) else {
             return;
         };
+        let cmd: crate::storage::Work = cmd.into();
         let write = cmd.is_broadcast_write();
         if write && self.overloaded(key) {
             return self.respond(key, overloaded(), keep_alive);
