@@ -103,15 +103,22 @@ impl Outbox {
         // Up to this many buffers per `writev` (Linux takes 1,024).
         const BATCH: usize = 256;
         let mut written = 0;
-        while !self.chunks.is_empty() {
-            let mut slices = [io::IoSlice::new(&[]); BATCH];
-            let mut n_slices = 0;
-            for (i, chunk) in self.chunks.iter().take(BATCH).enumerate() {
-                let skip = if i == 0 { self.front_written } else { 0 };
-                slices[i] = io::IoSlice::new(&chunk.bytes()[skip..]);
-                n_slices += 1;
-            }
-            match sock.write_vectored(&slices[..n_slices]) {
+        while let Some(front) = self.chunks.front() {
+            let result = if self.chunks.len() == 1 {
+                // The common case (one broadcast frame to each of many clients): a plain
+                // `write`, without filling the 4 KiB slice array below for one slice.
+                sock.write(&front.bytes()[self.front_written..])
+            } else {
+                let mut slices = [io::IoSlice::new(&[]); BATCH];
+                let mut n_slices = 0;
+                for (i, chunk) in self.chunks.iter().take(BATCH).enumerate() {
+                    let skip = if i == 0 { self.front_written } else { 0 };
+                    slices[i] = io::IoSlice::new(&chunk.bytes()[skip..]);
+                    n_slices += 1;
+                }
+                sock.write_vectored(&slices[..n_slices])
+            };
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     written += n;
