@@ -15,6 +15,14 @@
 //! * If the table no longer holds `last + 1` (trimmed while this node was away), or the log's
 //!   epoch changed (the database was replaced), it says [`BusNews::Resync`]: the reactor reloads
 //!   its view from a fresh snapshot and tells its streams to start over.
+//!
+//! Ownership: the thread owns its connection and its position (`last`); the reactor owns the
+//! view and never touches either, it only drains [`Bus::news`]. The news channel has no cap of
+//! its own: the bus sends at most one batch of `BATCH` events per read and the reactor
+//! drains the channel on every wake-up, so it holds what was committed since the reactor last
+//! drained it. Why a dedicated connection: `LISTEN` belongs to a session, and a pooler in
+//! transaction mode would hand the session to others and lose the notifications (PostgreSQL
+//! docs, LISTEN/NOTIFY).
 
 use crate::store::postgres::{connect, event_from_row, EVENTS_CHANNEL, EVENT_COLUMNS};
 use crate::store::{DbError, StoredEvent};
@@ -30,6 +38,9 @@ use std::time::Duration;
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Events handed over per read at most (the rest follow at once).
 const BATCH: i64 = 1_000;
+/// Reconnect waits: first this, doubling after every failed attempt up to `BACKOFF_MAX`, so a
+/// database that is down is not hammered by every node. Never reset after a good connection:
+/// once it reached `BACKOFF_MAX`, every later reconnect of this thread waits that long.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -55,6 +66,10 @@ pub struct Bus {
 
 impl Bus {
     /// Follow the log of `url` from event `last` (the view's position) under `epoch`.
+    ///
+    /// Spawns the thread and returns at once: the first connection is made on the thread, so
+    /// a database that is down at start shows as `Connected(false)` news, not an error here.
+    /// Errors: only the OS refusing a thread.
     pub fn start(
         url: String,
         node_id: &str,
@@ -98,6 +113,7 @@ struct Follower {
 impl Follower {
     /// Tell the reactor; `false` once it is gone (the thread ends).
     fn tell(&self, news: BusNews) -> bool {
+        // Wake after sending: the reactor then drains everything queued so far.
         let ok = self.tx.send(news).is_ok();
         let _ = self.waker.wake();
         ok
@@ -126,6 +142,8 @@ impl Follower {
     /// Connect, listen, and follow the log until the connection fails.
     fn follow(&mut self, first: bool) -> Result<(), DbError> {
         let mut client = connect(&self.url, &self.name)?;
+        // LISTEN before the catch-up read below: an event committed between the two is read
+        // by the catch-up or by the read its notification triggers; never missed.
         client.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))?;
         if !self.tell(BusNews::Connected(true)) {
             return Ok(());
@@ -158,6 +176,8 @@ impl Follower {
             if !woken && read > 0 && !self.tell(BusNews::GapFilled) {
                 return Ok(());
             }
+            // A sign of life every round, sent without waking the reactor: it is read with the
+            // next news, and a dead reactor ends the thread within `POLL_EVERY`.
             if self.tx.send(BusNews::Connected(true)).is_err() {
                 return Ok(());
             }

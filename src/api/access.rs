@@ -7,6 +7,12 @@
 //! `admin token` CLI minted, or one from another node) is looked up in storage first: the
 //! caller gets [`Denied::LookUp`], runs the look-up as a job, remembers the answer and asks
 //! again. While storage cannot answer, such a credential gets 503, never 401 (API.md).
+//!
+//! Invariants: everything here runs on the reactor thread and never blocks — a decision that
+//! needs storage becomes a `Denied::LookUp*` or a job, never a query from here. A request is
+//! looked up at most once (`Ctx::looked_up`): the second pass answers from the cache alone,
+//! so a token nobody knows costs one storage read, not a loop. Storage only ever sees digests
+//! of credentials (`auth::digest`), never the values sent.
 
 use super::limiter::Key;
 use super::{app_error, Ctx, Job, Pending, Reply};
@@ -54,6 +60,8 @@ pub fn admin(ctx: &mut Ctx, req: &Request) -> Result<AdminAuth, Denied> {
     if digests.is_empty() {
         return Err(unauthorized());
     }
+    // Any value that names a live session wins; an expired cached session is dropped by
+    // `cached_admin_session` itself (its `expires_at` is wall ms, compared with `ctx.now`).
     for digest in &digests {
         if let Some(s) = ctx.app.cached_admin_session(digest, ctx.now) {
             return Ok(AdminAuth {
@@ -94,7 +102,8 @@ pub fn require_admin(ctx: &mut Ctx, req: &Request) -> Result<AdminAuth, Reply> {
 }
 
 /// The look-up a request waited for is done: remember a valid session and handle the request
-/// again, or answer it.
+/// again, or answer it. Errors: a storage failure is answered as such (`app_error`: 503 with
+/// `Retry-After` when busy, 500 otherwise), never as 401 — the credential was not checked.
 pub fn looked_up(ctx: &mut Ctx, req: &Request, result: Result<Outcome, AppError>) -> Reply {
     match result {
         Ok(Outcome::AdminSession(Some(session))) => {
@@ -148,6 +157,8 @@ pub fn authorize_stream(
         }
         Stream::Session(id) => {
             // `?token=` first (the page before activation), then every `session_token` value.
+            // Checked against the view (`session_token_ok`: token, user id and a live session);
+            // a token valid for another user's page is refused like a wrong one.
             let query = req.query_param("token");
             let cookies = req.cookies("session_token").take(COOKIE_VALUES_TRIED);
             let ok = query
@@ -157,6 +168,10 @@ pub fn authorize_stream(
                 .find(|t| ctx.app.session_token_ok(id, t, ctx.now));
             match ok {
                 Some(t) => Ok(credential(auth::digest(t))),
+                // Cluster: another node may have committed the activation a moment ago and this
+                // view not applied it yet (API.md "Cluster mode": a node that does not know a
+                // token asks PostgreSQL before refusing it). A single server's view is the
+                // store, so a miss there is final.
                 None if ctx.cluster && !ctx.looked_up => {
                     let cookies = req.cookies("session_token").take(COOKIE_VALUES_TRIED);
                     let tokens = query
@@ -181,6 +196,7 @@ pub fn authorize_stream(
             }
         }
         Stream::Agent => agent(ctx, req, agent_key).map(credential),
+        // The conformance echo endpoint is unauthenticated by design (API.md `--echo-path`).
         Stream::Echo => Ok(credential([0; 32])),
     }
 }
@@ -195,6 +211,8 @@ fn agent(ctx: &mut Ctx, req: &Request, agent_key: Option<&str>) -> Result<Digest
             "Agent stream disabled",
         ));
     };
+    // Counted in this node's limiter, by address (IPv6 by /64, `addr::limit_key`): agent
+    // handshakes are limited per node even in a cluster, unlike password sign-ins.
     let ip = crate::addr::limit_key(ctx.client_ip);
     let counted = match ctx.limiter.begin(vec![Key::Ip(ip)], ctx.now) {
         Ok(c) => c,
@@ -211,6 +229,9 @@ fn agent(ctx: &mut Ctx, req: &Request, agent_key: Option<&str>) -> Result<Digest
         }
     };
     match req.bearer() {
+        // Constant-time comparison: the time to refuse does not reveal where a guess differs
+        // from the key (only whether its length matches). A right key takes its attempt back
+        // (API.md "Sign-in abuse": successful sign-ins do not count).
         Some(given) if auth::ct_eq(key.as_bytes(), given.as_bytes()) => {
             ctx.limiter.take_back(counted);
             Ok(auth::digest(key))

@@ -27,6 +27,11 @@
 //! the answer is sent (`reactor/jobs.rs`); the handlers only build commands and answers.
 //! Deleting a user and making a new link are audited: an info line names the admin and the
 //! client address.
+//!
+//! Threads: every function here runs on the reactor thread and returns at once; storage work
+//! is only described (`Reply::Later(Job::Store(…))`) and runs on a storage thread. All six
+//! writes are broadcast writes (`Command::is_broadcast_write`), so past the broadcast backlog
+//! bound the reactor answers them 503 before they reach storage (API.md "Limits").
 
 use super::access::require_admin;
 use super::access::COOKIE_VALUES_TRIED;
@@ -54,6 +59,9 @@ pub fn route(path: &str) -> Option<(i64, bool)> {
         Some(_) => return None,
         None => (rest, false),
     };
+    // At most 18 digits always fit an i64 (19 may not), so the parse below cannot fail on a
+    // digit string; 0 and anything else that is not a real id fall through to 404 later
+    // (ids start at 1).
     if id.is_empty() || id.len() > 18 || !id.bytes().all(|b| b.is_ascii_digit()) {
         return Some((0, invite));
     }
@@ -68,6 +76,8 @@ fn as_admin(
     cmd: impl FnOnce() -> Result<Command, Response>,
     then: Pending,
 ) -> Reply {
+    // `cmd` runs only after the admin check, so its 4xx answers (which tell what a valid body
+    // looks like) are never given to an anonymous caller.
     if let Err(reply) = require_admin(ctx, req) {
         return reply;
     }
@@ -77,11 +87,16 @@ fn as_admin(
     }
 }
 
+/// `GET /api/users`: straight from this node's view, no storage round trip; in a cluster it
+/// may lag a write on another node by the bus delay (cluster-design.md §2b).
 pub fn list(ctx: &mut Ctx, req: &Request) -> Reply {
     try_resp!(require_admin(ctx, req));
     Reply::Now(Response::new(200).json(&ctx.app.list(ctx.now)))
 }
 
+/// `POST /api/users`. `questions_total` defaults to `DEFAULT_QUESTIONS`; the email's
+/// uniqueness (any case) is storage's to check, as a 409, since another request or node may
+/// add the same address concurrently.
 pub fn create(ctx: &mut Ctx, req: &Request) -> Reply {
     as_admin(
         ctx,
@@ -134,6 +149,7 @@ pub fn patch(ctx: &mut Ctx, req: &Request, id: i64) -> Reply {
     )
 }
 
+/// `DELETE /api/users/{id}`: an unknown id is storage's 404 (no body to check first).
 pub fn delete(ctx: &mut Ctx, req: &Request, id: i64) -> Reply {
     let audit = try_resp!(audit(ctx, req, id));
     Reply::Later(
@@ -161,6 +177,9 @@ fn audit(ctx: &mut Ctx, req: &Request, user_id: i64) -> Result<Audit, Reply> {
     })
 }
 
+/// `POST /api/session/activate`, no admin needed: the invite token is the credential.
+/// Storage gets its digest; the token itself travels only in `Pending`, to be set as the
+/// `session_token` cookie once storage says it activated (401 unknown, 410 expired or ended).
 pub fn activate(req: &Request) -> Reply {
     let body = try_resp!(json_object(req).map_err(Reply::Now));
     let token = try_resp!(required_string(&body, "token").map_err(Reply::Now));
@@ -179,6 +198,8 @@ pub fn answer(ctx: &Ctx, req: &Request) -> Reply {
     let token = match try_resp!(string_field(&body, "token").map_err(Reply::Now)) {
         Some(t) => t,
         None => {
+            // No value known to the view: the first one goes to storage anyway (in a cluster
+            // the view may not know a link another node just made; storage answers 401).
             let mut values = req.cookies("session_token").take(COOKIE_VALUES_TRIED);
             let first = values.next();
             let known = first
@@ -199,7 +220,10 @@ pub fn answer(ctx: &Ctx, req: &Request) -> Reply {
     )
 }
 
-/// The answer to a stored user command.
+/// The answer to a stored user command. Runs on the reactor after the command's event (if
+/// any) was applied to the view, so the user in the answer is never newer than what the
+/// streams were sent. Errors map through `app_error` (401, 404, 409, 410, 422, 503 busy,
+/// 500).
 pub fn finish(ctx: &mut Ctx, pending: Pending, result: Result<Outcome, AppError>) -> Response {
     let outcome = match result {
         Ok(o) => o,

@@ -5,6 +5,14 @@
 //! Like commands, each runs in one transaction at the database's clock (`now`), and decides
 //! nothing a guarded update would not decide again: the janitor's lease only saves work (two
 //! janitors after a network split just race the same guarded expiries, and one wins each).
+//!
+//! Who runs this: a storage thread (`storage.rs`), never the reactor; the reactor queues a
+//! [`ClusterCommand`] and gets the [`Outcome`] back with its ticket. Reads
+//! ([`ClusterCommand::is_read`]) run in a read-only REPEATABLE READ transaction, so a snapshot's
+//! users, head and tail are one consistent state; the rest run at READ COMMITTED and rely on
+//! the store's row locks (`store/postgres/cluster.rs`). An error rolls the whole command back.
+//! Only cluster mode uses this module: a single SQLite server has nobody to agree with
+//! (cluster-design.md §4).
 
 use super::{AppResult, Outcome};
 use crate::auth::Digest32;
@@ -51,6 +59,9 @@ pub enum ClusterCommand {
 }
 
 impl ClusterCommand {
+    /// Whether the command only reads (then it runs in a read-only transaction and must not
+    /// write). `LookupSession` is a read although it is part of a handshake's decision: it
+    /// changes nothing, it only tells the node to wait for its view.
     pub fn is_read(&self) -> bool {
         matches!(
             self,
@@ -60,9 +71,17 @@ impl ClusterCommand {
 }
 
 /// Run `cmd` at the database's time `now` (Unix ms).
+///
+/// Errors: any store error, as an `AppError` (`Busy` for timeouts, lock waits and a lost
+/// connection). What follows is the caller's choice: the periodic commands (janitor,
+/// presence) just run again at the next tick; a request waiting on one is answered with the
+/// error (503 when busy). Refusals that are answers, not failures — a sign-in over its
+/// limit — come back as `Ok` outcomes.
 pub fn execute(tx: &mut dyn ClusterTx, now: i64, cmd: ClusterCommand) -> AppResult<Outcome> {
     match cmd {
         ClusterCommand::Snapshot { tail } => {
+            // `stored_from`: the first event the table still holds (the head + 1 when it is
+            // empty), so the node knows how far back a client's `since` can be resumed.
             let users = tx.all_users()?;
             let head = tx.log_head()?;
             let events = tx.events_between(head.head.saturating_sub(tail) + 1, head.head)?;
@@ -75,12 +94,18 @@ pub fn execute(tx: &mut dyn ClusterTx, now: i64, cmd: ClusterCommand) -> AppResu
             })))
         }
         ClusterCommand::Janitor { node_id } => {
+            // Not the holder: nothing to do this tick (another node sweeps). The lease runs
+            // `LEASE_MS`, ten ticks, so a janitor that dies is replaced within 10–11 s,
+            // inside the contract's 15 s for a session whose node is gone (API.md
+            // "Cluster mode").
             if !tx.take_lease(JANITOR_LEASE, &node_id, now + LEASE_MS, now)? {
                 return Ok(Outcome::Overdue {
                     sessions: Vec::new(),
                     invites: Vec::new(),
                 });
             }
+            // The listed ids are expired by separate guarded commands (`swept` in the
+            // reactor), one transaction each, so one failing does not undo the others.
             tx.sweep_login_attempts(now)?;
             Ok(Outcome::Overdue {
                 sessions: tx.overdue_sessions(now, SWEEP_LIMIT)?,
@@ -88,6 +113,8 @@ pub fn execute(tx: &mut dyn ClusterTx, now: i64, cmd: ClusterCommand) -> AppResu
             })
         }
         ClusterCommand::SharePresence { node_id, mine } => {
+            // Write first, then read, in one transaction: the merged view this node gets back
+            // always includes its own latest stored share.
             if let Some(mine) = mine {
                 tx.share_presence(&node_id, &encode(&mine), now)?;
             }
@@ -102,6 +129,9 @@ pub fn execute(tx: &mut dyn ClusterTx, now: i64, cmd: ClusterCommand) -> AppResu
             keys,
             per_minute,
         } => match tx.count_login_attempt(&keys, per_minute, now)? {
+            // Counted before the account is looked up, and whether or not it exists: the
+            // answer to an unknown email costs the same attempt (no account probing). `at`
+            // lets the reactor take exactly this attempt back if the password is right.
             Ok(()) => Ok(Outcome::LoginCounted {
                 admin: tx.find_admin(&email)?,
                 at: now,
@@ -113,6 +143,9 @@ pub fn execute(tx: &mut dyn ClusterTx, now: i64, cmd: ClusterCommand) -> AppResu
             Ok(Outcome::Nothing)
         }
         ClusterCommand::LookupSession { id, tokens } => {
+            // Any one token that names user `id` with a live session is enough (several cookie
+            // values may be sent); `head` tells the node which event its view must reach
+            // before it opens the stream.
             let mut live = false;
             for token in &tokens {
                 if let Some(u) = tx.user_by_token(token)? {
@@ -130,6 +163,9 @@ pub fn execute(tx: &mut dyn ClusterTx, now: i64, cmd: ClusterCommand) -> AppResu
     }
 }
 
+/// This node's presence as stored: JSON objects keyed by user id (as a string: JSON keys are
+/// strings) and by admin email, each with how many streams watch. Serialising maps of
+/// strings and numbers cannot fail; `unwrap_or_default` only keeps `src/` free of `unwrap`.
 fn encode(p: &Presence) -> PresenceShare {
     let sessions: BTreeMap<String, usize> = p
         .sessions

@@ -13,6 +13,16 @@
 //! they reconnect to a fresh `initial`). A janitor sweep every second, under a lease, expires
 //! what no node's timer caught (the node that served the page died). Presence is shared through
 //! the database: each node stores its share and reads everyone's, merged.
+//!
+//! Threads: everything here runs on the reactor thread. The bus and storage threads only
+//! hand results over (channels and the shared waker); no database call is made from here,
+//! every one is a queued job whose answer comes back through `jobs.rs`. A job that cannot be
+//! queued (storage queue full) is dropped, never waited for: the periodic ones run again at
+//! the next tick. Design: cluster-design.md §2b (event bus) and §2c (who owns the clock).
+//!
+//! Ordering: `head` only grows, one by one, except in `resynced`, where the snapshot replaces
+//! the view whole, head included (after a new log history it may even be lower). Between
+//! those, every stream sees the events in `seq` order exactly once (API.md "Cluster mode").
 
 use super::*;
 use crate::app::{
@@ -39,12 +49,15 @@ const HANDSHAKE_WAIT_MS: u128 = 2_000;
 /// A node's part in a cluster.
 pub(super) struct ClusterNode {
     pub bus: Bus,
+    /// `--node-id`: the holder name of the janitor lease and the key of this node's presence
+    /// row, so two live nodes must never share one.
     pub node_id: String,
     /// The deployment's server key (user rows of other nodes' events carry no token).
     pub key: [u8; 32],
     /// The bus is connected to PostgreSQL.
     pub connected: bool,
-    /// Monotonic ms since the bus lost PostgreSQL.
+    /// Monotonic ms since the bus lost PostgreSQL (recorded only; `ready` goes by
+    /// `connected`).
     pub lost_since: Option<u64>,
     /// A snapshot was asked for and has not come yet.
     pub resyncing: bool,
@@ -72,7 +85,9 @@ impl ClusterNode {
     }
 }
 
-/// A logged event as the bus read it: the row decoded, the token derived.
+/// A logged event as the bus read it: the row decoded, the token derived. `None` when the row
+/// does not decode (no user row, JSON that is not a row, an unknown cause): the caller
+/// cannot apply it and must resynchronise rather than skip a number.
 fn logged_from_stored(e: StoredEvent, key: &[u8; 32]) -> Option<Logged> {
     let change = match e.kind {
         "deleted" => UserChange::Deleted(e.user_id),
@@ -100,6 +115,8 @@ impl Server {
         if logged.seq <= self.app.head() {
             return; // applied already (our own write, then the bus; or the other way round)
         }
+        // The same event can arrive twice while it waits (storage's answer and the bus): the
+        // first copy is kept, with its arrival time, and the second dropped.
         self.intake.entry(logged.seq).or_insert((logged, started));
         let now = self.time.now();
         while let Some(entry) = self.intake.first_entry() {
@@ -108,6 +125,8 @@ impl Server {
             }
             let (logged, started) = entry.remove();
             if let Some(c) = &self.cluster {
+                // `at_ms` is the database's clock, `wall_ms` this node's: clock skew shows up in
+                // this metric (clamped at 0), not in any decision.
                 let _ = c; // lag is measured from the commit on whichever node wrote it
                 self.metrics
                     .bus_lag((now.wall_ms - logged.at_ms).max(0) as f64 / 1000.0);
@@ -134,6 +153,7 @@ impl Server {
         let Some(c) = &self.cluster else {
             return;
         };
+        // Drained whole first: handling news needs `&mut self`, the channel borrows `c`.
         let news: Vec<BusNews> = c.bus.news().collect();
         let key = c.key;
         for n in news {
@@ -144,6 +164,8 @@ impl Server {
                         match logged_from_stored(e, &key) {
                             Some(logged) => self.offer_event(Box::new(logged), Instant::now()),
                             None => {
+                                // The later events of this batch then wait in the intake behind
+                                // the hole; the snapshot drops those it already covers.
                                 log::error!("event {seq} in the log cannot be read");
                                 self.start_resync("an event in the log cannot be read");
                             }
@@ -171,17 +193,22 @@ impl Server {
         let Some(c) = &mut self.cluster else {
             return;
         };
+        // At most one snapshot in flight: several reasons at once need only one.
         if c.resyncing {
             return;
         }
         c.resyncing = true;
         self.metrics.bus_resyncs += 1;
         log::warn!("resynchronising the view from PostgreSQL: {why}");
+        // The tail refills the in-memory event log, so resumes (`since`) keep working after
+        // the reset.
         let cmd = ClusterCommand::Snapshot {
             tail: MEMORY_CAP as u64,
         };
         if !self.storage.submit(jobs::Ticket::Snapshot, cmd) {
-            // Try again at the next cluster tick.
+            // Not queued (storage queue full). Nothing retries at once: a hole the bus leaves
+            // is caught by `intake_stuck` at a later tick (after 10 s), a failed snapshot in
+            // `resynced`.
             if let Some(c) = &mut self.cluster {
                 c.resyncing = false;
             }
@@ -197,6 +224,9 @@ impl Server {
         let snapshot = match result {
             Ok(Outcome::Snapshot(s)) => s,
             other => {
+                // Asked again at once, with no backoff here: while the database is down each
+                // try is one storage job failing within the store's timeouts (2 s to connect),
+                // or at once when the connection is refused.
                 log::warn!("resynchronisation failed ({other:?}); trying again");
                 self.start_resync("the last snapshot failed");
                 return;
@@ -206,6 +236,8 @@ impl Server {
         self.app.reset(*snapshot);
         let head = self.app.head();
         self.intake.retain(|seq, _| *seq > head);
+        // Clocks rebuilt from the new view: timers armed for the old one may be wrong either
+        // way (a session that ended elsewhere, one that started elsewhere).
         self.session_clock = SessionClock::new();
         for (user_id, expires_at) in self.app.running_sessions() {
             self.session_clock.start(user_id, expires_at, now);
@@ -213,6 +245,9 @@ impl Server {
         for (user_id, expires_at) in self.app.pending_invites() {
             self.session_clock.arm_invite(user_id, expires_at, now);
         }
+        // Their views were built from events this node may have missed: 1013 (RFC 6455 §7.4.1,
+        // try again later) makes them reconnect to a fresh `initial`. Session streams are
+        // left open.
         for stream in [Stream::Admin, Stream::Agent] {
             let keys: Vec<usize> = self.hub.members(stream).collect();
             for key in keys {
@@ -247,6 +282,8 @@ impl Server {
         });
         let sharing = c.sharing;
         let resync_due = c.resyncing;
+        // Every tick, even if the last sweep is still running: the lease makes only one node
+        // sweep, and a full queue just skips this tick.
         self.storage.submit(
             jobs::Ticket::Janitor,
             ClusterCommand::Janitor {
@@ -271,12 +308,14 @@ impl Server {
             self.start_resync("a hole in the log was not filled");
         }
         self.release_waiting_handshakes();
+        // Re-armed every time: the tick never stops while the node runs.
         self.timers
             .insert(now.mono_ms + CLUSTER_TICK_MS, Timer::Cluster);
     }
 
     /// Session stream handshakes that waited too long for the view (see `HANDSHAKE_WAIT_MS`)
-    /// are answered now (503).
+    /// are answered now (503). Runs once per tick, so a handshake waits `HANDSHAKE_WAIT_MS`
+    /// plus up to a tick.
     fn release_waiting_handshakes(&mut self) {
         let overdue = |t: &jobs::Ticket, r: &Result<Outcome, crate::app::AppError>| {
             matches!(r, Ok(Outcome::SessionAt { .. }))
@@ -312,9 +351,12 @@ impl Server {
 
     /// The janitor's answer: expire what is overdue (guarded: whichever node wins, once).
     pub(super) fn swept(&mut self, result: Result<Outcome, crate::app::AppError>) {
+        // A failed sweep is dropped: the next tick lists the same overdue ids again.
         let Ok(Outcome::Overdue { sessions, invites }) = result else {
             return;
         };
+        // One guarded command per id: an expiry another node wins answers `Nothing`, and a
+        // failed one is retried by the session clock a second later (`jobs.rs`).
         for id in sessions {
             self.storage.submit(
                 jobs::Ticket::SessionExpiry(id),
@@ -364,6 +406,8 @@ impl Server {
     }
 
     /// A hole in the intake has not been filled for a while.
+    /// Ten times `BEHIND_MS`: the bus reads every second and fills holes itself, so a hole
+    /// that old means it is not filling this one, and only a snapshot helps.
     fn intake_stuck(&self, now_ms: u64) -> bool {
         self.gap_since
             .is_some_and(|since| now_ms.saturating_sub(since) > 10 * BEHIND_MS)

@@ -10,6 +10,17 @@
 //!   preflight and carries the cookies of a same-site page);
 //! * every answer: `Strict-Transport-Security` on an https deployment; every `/api/*` answer:
 //!   `Cache-Control: no-store` and `X-Content-Type-Options: nosniff` (some carry invite links).
+//!
+//! The order of the checks in [`Server::on_request`] is part of the contract: a foreign target
+//! (400) and a cross-origin write (403) are refused before anything else, a draining node
+//! sends API and stream clients away (503) before doing work for them, and connection limits
+//! come after that — so a refused request never reaches a route and changes nothing.
+//!
+//! Invariants: everything here runs on the reactor thread and never blocks; work that needs
+//! storage, a password hash or the OIDC provider leaves as a job (`drive_reply`) and the
+//! connection waits in `AwaitingJob`, reading nothing more, so pipelined answers keep their
+//! order (RFC 9112 §9.3.2). Every plain HTTP answer (not a 101) goes out through
+//! [`Server::respond`], which adds the headers above and arms the next request's deadline.
 
 use super::*;
 use crate::assets;
@@ -22,13 +33,19 @@ pub(super) const HSTS: &str = "max-age=31536000";
 impl Server {
     /// One complete request from connection `key`.
     pub(super) fn on_request(&mut self, key: usize, req: Request) {
+        // Arrival time, for the latency metric of the broadcast this request may cause.
         let started = Instant::now();
+        // First: every limit and log line below must use the forwarded client address.
         self.note_client_ip(key, &req);
         if let Some(c) = self.conns.get_mut(key) {
             c.served = true;
+            // Remembered on the connection because the answer may come much later, from a job:
+            // `respond` adds the `/api/*` headers then.
             c.serving_api = req.path.starts_with("/api/");
         }
         let keep_alive = req.keep_alive;
+        // Absolute form (RFC 9112 §3.2.2) naming another host: we are not a proxy; 400, and
+        // the connection is closed.
         if req.target_origin.is_some() && !self.names_this_server(&req) {
             let resp = Response::error(400, "the request target names another server");
             return self.respond(key, resp.closing(), false);
@@ -51,9 +68,14 @@ impl Server {
                 .header("Retry-After", "1");
             return self.respond(key, busy.closing(), false);
         }
+        // Stream paths take the WebSocket handshake (RFC 6455 §4), which checks limits itself
+        // so a refusal can be a close frame with a reason (1013) the browser can show.
         if req.wants_websocket || stream.is_some() {
             return self.upgrade(key, &req, stream, false);
         }
+        // Limits are checked here per request (accept drops only past a reserve kept for these
+        // refusals): an over-limit client gets an answer it can act on (429/503 with
+        // `Retry-After`, API.md "Limits") instead of a reset.
         if let Some(refusal) = self.over_limit(key) {
             let resp = match refusal {
                 Refusal::PerIp => Response::error(429, "too many connections from your address")
@@ -63,6 +85,8 @@ impl Server {
             };
             return self.respond(key, resp.closing(), keep_alive);
         }
+        // HEAD is served like GET by the routes below (the `/api/*` arm returns earlier) and
+        // the body dropped at the end (RFC 9110 §9.3.2: same headers, no content).
         let head = req.method() == Method::Head;
         let resp = match (req.method(), req.path.as_str()) {
             (Method::Get | Method::Head, "/healthz") => {
@@ -89,6 +113,8 @@ impl Server {
             (Method::Get | Method::Head, _) => {
                 assets::serve(&req).unwrap_or_else(|| Response::error(404, "not found"))
             }
+            // A path that exists but not for this method: 405 with `Allow` (RFC 9110 §15.5.6
+            // requires it), not 404, so a client can tell a wrong method from a wrong path.
             _ if assets::serve(&req).is_some()
                 || matches!(req.path.as_str(), "/healthz" | "/readyz" | "/metrics") =>
             {
@@ -100,6 +126,8 @@ impl Server {
         self.respond(key, resp, keep_alive);
     }
 
+    /// `/api/*`: routed by `api::handle` at the reactor's wall clock (ms); the reply is sent
+    /// now or handed to a job. A connection that is gone by now is ignored.
     fn api_request(&mut self, key: usize, req: &Request, started: Instant) {
         let Some(client_ip) = self.conns.get(key).map(|c| c.client_ip) else {
             return;
@@ -123,6 +151,8 @@ impl Server {
             .cfg
             .trusted_proxies
             .client(conn.peer_ip, req.x_forwarded_for.as_deref());
+        // The per-IP count moves with the address: the connection was counted under the peer
+        // (the proxy) at accept, or under its previous request's client; now under this one.
         if ip != conn.client_ip {
             let old = std::mem::replace(&mut conn.client_ip, ip);
             release_ip(&mut self.per_ip, old);
@@ -158,6 +188,8 @@ impl Server {
         if !matches!(req.method(), Method::Post | Method::Patch | Method::Delete) {
             return false;
         }
+        // An absent header is no evidence either way (non-browser clients send neither); a
+        // present one is trusted because browsers set it and page scripts cannot forge it.
         let foreign_origin = req.origin.as_deref().is_some_and(|o| {
             let own = self.own_origin(req);
             own.is_none() || crate::http::normalize_origin(o) != own
@@ -168,7 +200,9 @@ impl Server {
         foreign_origin || foreign_fetch
     }
 
-    /// Whether this connection is beyond a connection limit.
+    /// Whether this connection is beyond a connection limit; a refusal is counted in the
+    /// metrics here. The counts already include this connection, hence `>`. A per-IP limit of
+    /// 0 means none (`--max-connections-per-ip`); IPv6 clients count by /64 (`limit_key`).
     pub(super) fn over_limit(&mut self, key: usize) -> Option<Refusal> {
         let conn = self.conns.get(key)?;
         let refusal = if self.conns.len() > self.max_connections {
@@ -207,12 +241,16 @@ impl Server {
         }
         let close = resp.close || !keep_alive;
         let bytes = resp.encode(keep_alive);
+        // No outbox cap for HTTP answers (`usize::MAX`): the backlog is bounded instead by
+        // pausing input below, so a pipelining client cannot make us queue without end.
         let (_, first) = conn.send_owned(bytes, usize::MAX);
         let backlog = conn.out.queued_bytes();
         self.list_for_writing(key, first);
         if close {
             return self.linger_close(key);
         }
+        // Over the backlog bound: stop reading requests until half of it is written
+        // (`on_writable` resumes).
         if backlog > input::HTTP_BACKLOG_BYTES {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.input_paused = true;

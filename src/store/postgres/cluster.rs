@@ -8,6 +8,15 @@
 //! keys are locked (`FOR UPDATE`, in key order, so two attempts sharing keys cannot deadlock)
 //! from the check to the commit: two nodes counting the same key at once are serialised and
 //! the second sees the first's count.
+//!
+//! Transactions: every method runs inside the one transaction `Postgres::transaction` opened
+//! for the command. Writes run at PostgreSQL's default isolation, READ COMMITTED: each
+//! statement sees what committed before it started, so no race-prone decision rests on a
+//! plain read: the lease
+//! re-checks its holder in `ON CONFLICT … WHERE` (evaluated on the latest row version, under
+//! its row lock), and the limiter reads counts `FOR UPDATE`. The snapshot (`all_users` with
+//! the log head) runs read-only at REPEATABLE READ, so users and head are one consistent view.
+//! Times are Unix ms of the database's clock (`now_ms`), never a node's own clock.
 
 use super::{user_from_row, PgTx, USER_COLUMNS};
 use crate::model::User;
@@ -17,6 +26,8 @@ use crate::store::{ClusterTx, DbResult, PresenceShare};
 const LOGIN_WINDOW_MS: i64 = 60_000;
 
 impl ClusterTx for PgTx<'_> {
+    // Oldest first (ids follow creation), as the trait promises; the view rebuilds its list
+    // from this. Invite tokens are derived here with the deployment's key, never stored.
     fn all_users(&mut self) -> DbResult<Vec<User>> {
         let key = self.key;
         let rows = self.tx.query(
@@ -33,6 +44,12 @@ impl ClusterTx for PgTx<'_> {
         until_ms: i64,
         now_ms: i64,
     ) -> DbResult<bool> {
+        // One statement, so no other node can slip in between a read and a write: the insert
+        // wins when nobody held the lease; on conflict the row is updated (renewed, or taken
+        // over) only if we already hold it or the old holder's `until` has passed. `RETURNING`
+        // yields a row only when our insert or update happened, so `Some` means "we hold it".
+        // Two nodes racing for an expired lease are serialised on the row lock; the second
+        // sees the first's fresh `until` and gets no row.
         let s = self.stmt(
             "INSERT INTO leases (name, holder, until) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
@@ -45,6 +62,9 @@ impl ClusterTx for PgTx<'_> {
             .is_some())
     }
 
+    // Only ids, oldest deadline first, at most `limit`: each is then expired by its own guarded
+    // command (`ExpireSession`, which locks the row `FOR UPDATE` and re-checks), so reading
+    // without a lock here is safe; a row another node expires meanwhile is simply skipped there.
     fn overdue_sessions(&mut self, now_ms: i64, limit: i64) -> DbResult<Vec<i64>> {
         let s = self.stmt(
             "SELECT id FROM users
@@ -55,6 +75,8 @@ impl ClusterTx for PgTx<'_> {
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
+    // Same shape as `overdue_sessions`: unused links past their end not yet announced
+    // (`invite_expired` false), guarded again by `ExpireInvite`.
     fn overdue_invites(&mut self, now_ms: i64, limit: i64) -> DbResult<Vec<i64>> {
         let s = self.stmt(
             "SELECT id FROM users
@@ -71,6 +93,9 @@ impl ClusterTx for PgTx<'_> {
         share: &PresenceShare,
         now_ms: i64,
     ) -> DbResult<()> {
+        // One row per node, overwritten whole (an upsert): a node never edits another's row,
+        // so no two writers contend. `updated_at` is the database's clock, so readers judge
+        // staleness on the same clock as the writer.
         let s = self.stmt(
             "INSERT INTO presence (node_id, updated_at, sessions, admins) VALUES ($1, $2, $3, $4)
              ON CONFLICT (node_id) DO UPDATE
@@ -82,6 +107,9 @@ impl ClusterTx for PgTx<'_> {
         Ok(())
     }
 
+    // Rows of nodes that stopped refreshing are left in the table and only filtered out here
+    // (`updated_at > fresh_after_ms`): a node that comes back under the same id overwrites its
+    // row. The JSON in `sessions`/`admins` is parsed by the caller, which skips what it cannot.
     fn presence_shares(&mut self, fresh_after_ms: i64) -> DbResult<Vec<PresenceShare>> {
         let s = self.stmt("SELECT sessions, admins FROM presence WHERE updated_at > $1")?;
         let rows = self.tx.query(&s, &[&fresh_after_ms])?;
@@ -103,6 +131,10 @@ impl ClusterTx for PgTx<'_> {
             .transpose()?)
     }
 
+    // First writer wins: `DO NOTHING` keeps a value another node stored first, and the read
+    // that follows returns whichever value holds. Under READ COMMITTED the insert waits for a
+    // concurrent uncommitted insert of the same name and then does nothing, so the read sees
+    // that committed row; every node ends up with the same value.
     fn setting_or_insert(&mut self, name: &str, value: &[u8]) -> DbResult<Vec<u8>> {
         self.tx.execute(
             "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
@@ -127,6 +159,9 @@ impl ClusterTx for PgTx<'_> {
         per_minute: u32,
         now: i64,
     ) -> DbResult<Result<(), i64>> {
+        // Sorted and deduplicated: every transaction then locks rows in the same order, which
+        // is what rules out a deadlock between two attempts sharing keys (PostgreSQL would
+        // detect one and abort a transaction: `DbError::Busy`, a 503 to that sign-in).
         let mut keys = keys.to_vec();
         keys.sort_unstable();
         keys.dedup();
@@ -134,23 +169,32 @@ impl ClusterTx for PgTx<'_> {
             "INSERT INTO login_failures (key, window_start, attempts)
              SELECT k, $2, 0 FROM unnest($1::text[]) AS k ORDER BY k ON CONFLICT (key) DO NOTHING",
         )?;
+        // Make sure a row exists for every key, so `FOR UPDATE` below has something to lock
+        // (it cannot lock a row that is not there yet, and two first attempts would both count
+        // from zero).
         self.tx.execute(&ensure, &[&keys, &now])?;
         let read = self.stmt(
             "SELECT window_start, attempts FROM login_failures WHERE key = ANY($1)
              ORDER BY key FOR UPDATE",
         )?;
+        // A limit of 0 would refuse everything forever; treated as 1, like `api/limiter.rs`.
         let limit = per_minute.max(1) as i32;
         let mut over: Option<i64> = None;
         for row in self.tx.query(&read, &[&keys])? {
             let (start, n): (i64, i32) = (row.try_get(0)?, row.try_get(1)?);
+            // Over the limit while the window runs: refuse, with the seconds until the window
+            // ends, rounded up (at least 1, for `Retry-After`); the longest wait of all keys.
             if now - start < LOGIN_WINDOW_MS && n >= limit {
                 let secs = ((start + LOGIN_WINDOW_MS - now + 999) / 1000).max(1);
                 over = Some(over.map_or(secs, |o| o.max(secs)));
             }
         }
+        // A refused attempt is not counted (API.md "Sign-in abuse": limited requests do not
+        // count); the transaction still commits, but changed nothing but the ensured rows.
         if let Some(secs) = over {
             return Ok(Err(secs));
         }
+        // Count it: a window that ended starts afresh at `now` with this one attempt.
         let count = self.stmt(
             "UPDATE login_failures SET
                  window_start = CASE WHEN $2 - window_start >= $3 THEN $2 ELSE window_start END,
@@ -162,7 +206,9 @@ impl ClusterTx for PgTx<'_> {
     }
 
     fn uncount_login_attempt(&mut self, keys: &[String], at: i64) -> DbResult<()> {
-        // Locked in key order first, like `count_login_attempt`.
+        // Locked in key order first, like `count_login_attempt`. Only the window the attempt was
+        // counted in is touched (`window_start <= at`): an attempt from an ended window is
+        // not taken off a newer one. Never below zero.
         let s = self.stmt(
             "UPDATE login_failures SET attempts = attempts - 1
              WHERE key IN (SELECT key FROM login_failures WHERE key = ANY($1)
@@ -173,6 +219,10 @@ impl ClusterTx for PgTx<'_> {
         Ok(())
     }
 
+    // Run by the janitor under its lease: rows whose window ended are deleted (a later attempt
+    // on that key recreates its row). Not locked first: if it deletes an ended row between a
+    // concurrent attempt's ensure step and its `FOR UPDATE`, that attempt goes uncounted on
+    // that key — one attempt of slack, accepted to keep the sweep a single cheap statement.
     fn sweep_login_attempts(&mut self, now: i64) -> DbResult<u64> {
         let s = self.stmt("DELETE FROM login_failures WHERE window_start < $1")?;
         Ok(self.tx.execute(&s, &[&(now - LOGIN_WINDOW_MS)])?)
