@@ -39,10 +39,12 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Events handed over per read at most (the rest follow at once).
 const BATCH: i64 = 1_000;
 /// Reconnect waits: first this, doubling after every failed attempt up to `BACKOFF_MAX`, so a
-/// database that is down is not hammered by every node. Never reset after a good connection:
-/// once it reached `BACKOFF_MAX`, every later reconnect of this thread waits that long.
+/// database that is down is not hammered by every node; back to the first wait after a
+/// connection that held for [`GOOD_CONNECTION`] (a new outage, not the same one).
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A connection that lasted this long was a good one.
+const GOOD_CONNECTION: Duration = Duration::from_secs(10);
 
 /// What the bus tells the reactor.
 #[derive(Debug)]
@@ -123,12 +125,17 @@ impl Follower {
         let mut backoff = BACKOFF_FIRST;
         let mut first = true;
         loop {
+            let began = std::time::Instant::now();
             match self.follow(first) {
                 // Only a reactor that went away ends the thread.
                 Ok(()) => return,
                 Err(e) => {
                     if !self.tell(BusNews::Connected(false)) {
                         return;
+                    }
+                    if began.elapsed() >= GOOD_CONNECTION {
+                        // The connection held: this is a new outage, not the same one going on.
+                        backoff = BACKOFF_FIRST;
                     }
                     log::warn!("event bus: {e}; reconnecting in {backoff:?}");
                     thread::sleep(backoff);

@@ -61,6 +61,10 @@ pub(super) struct ClusterNode {
     pub lost_since: Option<u64>,
     /// A snapshot was asked for and has not come yet.
     pub resyncing: bool,
+    /// A snapshot is still wanted (the last one failed or could not be queued): the next tick
+    /// asks again, so a database that refuses connections is asked once a second, not in a
+    /// tight loop.
+    pub resync_pending: bool,
     /// Everyone's presence, from the last share.
     pub presence: Option<Presence>,
     /// Hub presence version and monotonic ms of the last share.
@@ -78,6 +82,7 @@ impl ClusterNode {
             connected: false,
             lost_since: None,
             resyncing: false,
+            resync_pending: false,
             presence: None,
             shared: None,
             sharing: false,
@@ -206,11 +211,10 @@ impl Server {
             tail: MEMORY_CAP as u64,
         };
         if !self.storage.submit(jobs::Ticket::Snapshot, cmd) {
-            // Not queued (storage queue full). Nothing retries at once: a hole the bus leaves
-            // is caught by `intake_stuck` at a later tick (after 10 s), a failed snapshot in
-            // `resynced`.
+            // Not queued (storage queue full): the next tick asks again.
             if let Some(c) = &mut self.cluster {
                 c.resyncing = false;
+                c.resync_pending = true;
             }
         }
     }
@@ -224,14 +228,18 @@ impl Server {
         let snapshot = match result {
             Ok(Outcome::Snapshot(s)) => s,
             other => {
-                // Asked again at once, with no backoff here: while the database is down each
-                // try is one storage job failing within the store's timeouts (2 s to connect),
-                // or at once when the connection is refused.
-                log::warn!("resynchronisation failed ({other:?}); trying again");
-                self.start_resync("the last snapshot failed");
+                // Asked again at the next tick (≤ 1 s): while the database refuses
+                // connections a job fails at once, and asking again at once would spin.
+                log::warn!("resynchronisation failed ({other:?}); trying again in a second");
+                if let Some(c) = &mut self.cluster {
+                    c.resync_pending = true;
+                }
                 return;
             }
         };
+        if let Some(c) = &mut self.cluster {
+            c.resync_pending = false;
+        }
         let now = self.time.now();
         self.app.reset(*snapshot);
         let head = self.app.head();
@@ -282,6 +290,7 @@ impl Server {
         });
         let sharing = c.sharing;
         let resync_due = c.resyncing;
+        let resync_pending = c.resync_pending && !c.resyncing;
         // Every tick, even if the last sweep is still running: the lease makes only one node
         // sweep, and a full queue just skips this tick.
         self.storage.submit(
@@ -304,7 +313,12 @@ impl Server {
                 }
             }
         }
-        if !resync_due && self.intake_stuck(now.mono_ms) {
+        if resync_pending {
+            if let Some(c) = &mut self.cluster {
+                c.resync_pending = false;
+            }
+            self.start_resync("the last snapshot failed or could not be queued");
+        } else if !resync_due && self.intake_stuck(now.mono_ms) {
             self.start_resync("a hole in the log was not filled");
         }
         self.release_waiting_handshakes();
@@ -414,7 +428,7 @@ impl Server {
     }
 
     /// `/readyz`: not while draining; in a cluster, not while PostgreSQL is out of reach, a
-    /// resync runs, or a hole in the log has waited over a second.
+    /// resync runs or is still wanted, or a hole in the log has waited over a second.
     pub(super) fn ready(&self) -> bool {
         if self.shutting_down || self.draining.is_some() {
             return false;
@@ -426,7 +440,7 @@ impl Server {
         let behind = self
             .gap_since
             .is_some_and(|since| now.saturating_sub(since) > BEHIND_MS);
-        c.connected && !c.resyncing && !behind
+        c.connected && !c.resyncing && !c.resync_pending && !behind
     }
 }
 
