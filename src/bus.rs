@@ -17,10 +17,9 @@
 //!   its view from a fresh snapshot and tells its streams to start over.
 //!
 //! Ownership: the thread owns its connection and its position (`last`); the reactor owns the
-//! view and never touches either, it only drains [`Bus::news`]. The news channel has no cap of
-//! its own: the bus sends at most one batch of `BATCH` events per read and the reactor
-//! drains the channel on every wake-up, so it holds what was committed since the reactor last
-//! drained it. Why a dedicated connection: `LISTEN` belongs to a session, and a pooler in
+//! view and never touches either, it only drains [`Bus::news`]. The news channel holds at most
+//! `NEWS_CAP` messages (each at most `BATCH` events): the reactor drains it on every wake-up,
+//! and a bus that gets that far ahead waits for it (the table keeps what it has not read). Why a dedicated connection: `LISTEN` belongs to a session, and a pooler in
 //! transaction mode would hand the session to others and lose the notifications (PostgreSQL
 //! docs, LISTEN/NOTIFY).
 
@@ -29,7 +28,7 @@ use crate::store::{DbError, StoredEvent};
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::Client;
 use mio::Waker;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -38,6 +37,9 @@ use std::time::Duration;
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Events handed over per read at most (the rest follow at once).
 const BATCH: i64 = 1_000;
+/// Messages the news channel holds before the bus waits for the reactor (at most
+/// `NEWS_CAP × BATCH` events in memory).
+const NEWS_CAP: usize = 64;
 /// Reconnect waits: first this, doubling after every failed attempt up to `BACKOFF_MAX`, so a
 /// database that is down is not hammered by every node; back to the first wait after a
 /// connection that held for [`GOOD_CONNECTION`] (a new outage, not the same one).
@@ -79,7 +81,7 @@ impl Bus {
         epoch: String,
         waker: Arc<Waker>,
     ) -> std::io::Result<Bus> {
-        let (tx, news) = mpsc::channel();
+        let (tx, news) = mpsc::sync_channel(NEWS_CAP);
         let name = format!("catalytic-bus-{node_id}");
         thread::Builder::new()
             .name("catalytic-bus".into())
@@ -108,7 +110,7 @@ struct Follower {
     name: String,
     last: u64,
     epoch: String,
-    tx: Sender<BusNews>,
+    tx: SyncSender<BusNews>,
     waker: Arc<Waker>,
 }
 
