@@ -32,6 +32,33 @@ pub struct NewUser<'a> {
     pub created_at: i64,
 }
 
+impl NewUser<'_> {
+    /// The user as stored under `id`, with its invite `token` (what every store's
+    /// `insert_user` returns: nothing of a session yet).
+    pub fn stored(&self, id: i64, token: String) -> User {
+        User {
+            id,
+            first_name: self.first_name.to_string(),
+            last_name: self.last_name.to_string(),
+            email: self.email.to_string(),
+            invite_token: token,
+            invite_nonce: self.invite_nonce.to_vec(),
+            invite_expires_at: self.invite_expires_at,
+            invite_expired: false,
+            token_activated: false,
+            session_started_at: None,
+            session_expires_at: None,
+            session_expired: false,
+            session_ended_at: None,
+            questions_answered: 0,
+            questions_total: self.questions_total,
+            transcript_url: None,
+            summary_url: None,
+            created_at: self.created_at,
+        }
+    }
+}
+
 /// An admin account as sign-in needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminAccount {

@@ -409,26 +409,7 @@ impl Tx for PgTx<'_> {
         let token = self.invite_token(id, u.invite_nonce)?;
         let s = self.stmt("UPDATE users SET invite_token_hash = $1 WHERE id = $2")?;
         self.tx.execute(&s, &[&&auth::digest(&token)[..], &id])?;
-        Ok(User {
-            id,
-            first_name: u.first_name.to_string(),
-            last_name: u.last_name.to_string(),
-            email: u.email.to_string(),
-            invite_token: token,
-            invite_nonce: u.invite_nonce.to_vec(),
-            invite_expires_at: u.invite_expires_at,
-            invite_expired: false,
-            token_activated: false,
-            session_started_at: None,
-            session_expires_at: None,
-            session_expired: false,
-            session_ended_at: None,
-            questions_answered: 0,
-            questions_total: u.questions_total,
-            transcript_url: None,
-            summary_url: None,
-            created_at: u.created_at,
-        })
+        Ok(u.stored(id, token))
     }
 
     fn write_user(&mut self, u: &User) -> DbResult<bool> {
