@@ -4,6 +4,8 @@
 -- One row: the history this log belongs to (`epoch`, random, made here once) and the number of
 -- the last event written (`head`; 0 before any). A number is taken by bumping `head` in the
 -- writing transaction, so numbers follow commit order and are never reused, even after a trim.
+-- (Since 0005_log_pages.sql the head is the larger of `head` and the last event's number, and
+-- `head` is written only by a trim: see there.)
 CREATE TABLE log_head (
     id    INTEGER PRIMARY KEY CHECK (id = 1),
     epoch TEXT    NOT NULL,

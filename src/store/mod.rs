@@ -232,8 +232,8 @@ pub trait Tx: AdminAccounts {
 
     /// Where the log stands.
     fn log_head(&mut self) -> DbResult<LogHead>;
-    /// Take the next event number. It is held by this transaction until it commits, so numbers
-    /// follow commit order.
+    /// Take the next event number, for the event this transaction appends next. It is held by
+    /// this transaction until it commits, so numbers follow commit order.
     fn next_seq(&mut self) -> DbResult<u64>;
     fn append_event(&mut self, e: &StoredEvent) -> DbResult<()>;
     /// The events numbered `from..=to` still held, oldest first.

@@ -26,7 +26,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../sql/0002_event_log.sql"),
     include_str!("../../sql/0003_oidc.sql"),
     include_str!("../../sql/0004_admins.sql"),
+    include_str!("../../sql/0005_log_pages.sql"),
 ];
+
+/// The number of the last event written (`sql/0005_log_pages.sql`): the last row's, or the
+/// number kept in `log_head` by the last trim, whichever is larger.
+const HEAD: &str = "max(coalesce((SELECT max(seq) FROM events), 0),
+                       (SELECT head FROM log_head WHERE id = 1))";
 
 /// How long a statement waits for another process's lock before giving up (`SQLITE_BUSY`),
 /// unless the caller sets its own deadline ([`Sqlite::set_busy_timeout`]).
@@ -421,22 +427,27 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn log_head(&mut self) -> DbResult<LogHead> {
-        Ok(self
-            .tx
-            .query_row("SELECT epoch, head FROM log_head WHERE id = 1", [], |r| {
+        Ok(self.tx.query_row(
+            &format!("SELECT epoch, {HEAD} FROM log_head WHERE id = 1"),
+            [],
+            |r| {
                 Ok(LogHead {
                     epoch: r.get(0)?,
                     head: r.get::<_, i64>(1)? as u64,
                 })
-            })?)
+            },
+        )?)
     }
 
+    /// Read, not written: the number becomes taken when `append_event` stores it, in the same
+    /// write transaction, which holds the database's one write lock until it commits (so
+    /// numbers follow commit order). Writing `log_head` too would cost a page in every commit.
     fn next_seq(&mut self) -> DbResult<u64> {
-        let seq: i64 = self
+        let head: i64 = self
             .tx
-            .prepare_cached("UPDATE log_head SET head = head + 1 WHERE id = 1 RETURNING head")?
+            .prepare_cached(&format!("SELECT {HEAD}"))?
             .query_row([], |r| r.get(0))?;
-        Ok(seq as u64)
+        Ok(head as u64 + 1)
     }
 
     fn append_event(&mut self, e: &StoredEvent) -> DbResult<()> {
@@ -475,12 +486,29 @@ impl Tx for SqliteTx<'_> {
         Ok(seq.map(|s| s as u64))
     }
 
+    /// Deletes a prefix of the log: every event before the newest `keep.count` and before the
+    /// first one younger than `keep.age_ms` (`sql/0005_log_pages.sql`). The head is kept in
+    /// `log_head` first, so its number is never reused even if no row stayed.
     fn trim_events(&mut self, keep: Retention, now_ms: i64) -> DbResult<usize> {
-        Ok(self.tx.execute(
-            "DELETE FROM events
-             WHERE seq <= (SELECT head FROM log_head WHERE id = 1) - ?1 AND at_ms < ?2",
-            params![keep.count as i64, now_ms - keep.age_ms],
-        )?)
+        let head: i64 = self
+            .tx
+            .query_row(&format!("SELECT {HEAD}"), [], |r| r.get(0))?;
+        self.tx
+            .execute("UPDATE log_head SET head = ?1 WHERE id = 1", [head])?;
+        // Walks the log from its oldest row (rowid order) to the first young one: it reads the
+        // rows that go, and at most `keep.count` that stay.
+        let first_young: Option<i64> = self
+            .tx
+            .query_row(
+                "SELECT seq FROM events WHERE at_ms >= ?1 ORDER BY seq LIMIT 1",
+                [now_ms - keep.age_ms],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let keep_from = (head + 1 - keep.count as i64).min(first_young.unwrap_or(i64::MAX));
+        Ok(self
+            .tx
+            .execute("DELETE FROM events WHERE seq < ?1", [keep_from])?)
     }
 
     fn agent_request_seen(&mut self, request_id: &str, since_ms: i64) -> DbResult<bool> {
@@ -654,6 +682,71 @@ mod tests {
             Ok::<_, DbError>(())
         })
         .unwrap();
+    }
+
+    /// Appends events at the given times (Unix ms), each numbered by `next_seq`.
+    fn append_at(db: &mut Sqlite, times: &[i64]) -> Vec<u64> {
+        db.write(|tx| {
+            let mut seqs = Vec::new();
+            for &at_ms in times {
+                let seq = tx.next_seq()?;
+                tx.append_event(&StoredEvent {
+                    seq,
+                    at_ms,
+                    user_id: 1,
+                    kind: "added",
+                    cause: None,
+                    admin_message: format!("{{\"seq\":{seq}}}"),
+                    agent_message: None,
+                    user_row: None,
+                })?;
+                seqs.push(seq);
+            }
+            Ok::<_, DbError>(seqs)
+        })
+        .unwrap()
+    }
+
+    fn stored_seqs(db: &mut Sqlite) -> Vec<u64> {
+        db.read(|tx| tx.events_between(0, u64::MAX >> 1))
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    }
+
+    #[test]
+    fn event_numbers_follow_on_and_a_trim_removes_a_prefix() {
+        let (_d, mut db) = temp_db();
+        assert_eq!(db.read(|tx| tx.log_head()).unwrap().head, 0);
+        assert_eq!(append_at(&mut db, &[1_000, 2_000, 3_000]), [1, 2, 3]);
+        // The clock stepped back: event 5 is older than event 4.
+        assert_eq!(append_at(&mut db, &[9_000, 500, 9_500]), [4, 5, 6]);
+        assert_eq!(db.read(|tx| tx.log_head()).unwrap().head, 6);
+        let keep = Retention {
+            count: 2,
+            age_ms: 1_000,
+        };
+        // Young from 9,000 on (at 10,000): events 1–3 go; 5, though old, stays behind 4.
+        let trimmed = db.write(|tx| tx.trim_events(keep, 10_000)).unwrap();
+        assert_eq!(trimmed, 3);
+        assert_eq!(stored_seqs(&mut db), [4, 5, 6], "no hole in the log");
+        // Everything old: the count keeps the newest two.
+        db.write(|tx| tx.trim_events(keep, 100_000)).unwrap();
+        assert_eq!(stored_seqs(&mut db), [5, 6]);
+        // Even a trim that keeps nothing leaves the numbers where they were.
+        let none = Retention {
+            count: 0,
+            age_ms: 0,
+        };
+        db.write(|tx| tx.trim_events(none, 100_000)).unwrap();
+        assert_eq!(stored_seqs(&mut db), Vec::<u64>::new());
+        assert_eq!(db.read(|tx| tx.log_head()).unwrap().head, 6);
+        assert_eq!(
+            append_at(&mut db, &[100_000]),
+            [7],
+            "numbers are never reused"
+        );
     }
 
     #[test]

@@ -1,0 +1,12 @@
+-- Fewer pages written per change (issue 9: every page of a commit is two more writes to the WAL).
+--
+-- `log_head.head` is no longer bumped by every event: the log's head is the larger of it and the
+-- last event's number (`events.seq` is the rowid, so its maximum is one B-tree descent). It is
+-- written only when events are trimmed, so a number stays never reused even if a trim were to
+-- remove every row.
+--
+-- `events_age` goes: a trim deletes a prefix of the log (everything before the first event that
+-- is too young or too recent to go), found by walking the log from its oldest row, which reads
+-- only rows that are about to be deleted or kept by the count. So no index on the time is needed
+-- and the log has no holes even when the clock steps back.
+DROP INDEX events_age;
