@@ -17,7 +17,8 @@ scenarios:
   sustained  POST rate stepped up with 1,000 clients until p99 exceeds a bound
   sessions   10,000 activated session streams with timers running: server CPU while idle
              (catalytic only)
-  compare    fanout for catalytic and the floor in the same run, with ratios
+  compare    fanout for catalytic and the floor in the same run, rounds alternating between
+             them when descriptors allow both client sets at once, with ratios
   all        the six scenarios above for every selected server, plus the floor ratios
 
   cold       compare with cold rounds beside the warm ones: each cold POST on a fresh

@@ -1,7 +1,9 @@
 //! Fan-out: N admin clients, R rounds of `POST /api/users`; per round the time from the POST
 //! write to each client's receipt of that round's `user_added`. And `compare`: fan-out for
-//! catalytic and the floor in the same run, interleaved, with their ratios. And `cold`: the
-//! same comparison with cold rounds beside the warm ones.
+//! catalytic and the floor in the same run, interleaved (round by round where the generator has
+//! descriptors for both servers' clients at once), with their ratios: of the medians, and the
+//! median of the paired rounds' ratios. And `cold`: the same comparison with cold rounds beside
+//! the warm ones.
 //!
 //! Two kinds of rounds (`Mode`): *warm* POSTs go back to back over one keep-alive connection
 //! (`--gap-ms` apart); *cold* ones are what an admin's action looks like: a fresh TCP
@@ -15,6 +17,8 @@
 //! measured round of each mode; report is `Samples::summarise` into a `FanPoint`, then
 //! `report` (table and JSON line per server) and `compare_report` (the ratios).
 
+mod compare;
+
 use super::report::table;
 use super::{log, rand_hex, stop, Ctx, DEFAULT_NS};
 use crate::driver::{Driver, ReadyOn};
@@ -25,6 +29,9 @@ use crate::Opts;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use compare::compare_report;
+pub(super) use compare::{ratio, show_ratio};
 
 /// The generator's own main thread, for its run-queue wait.
 const SCHED_GEN: &str = "/proc/thread-self/schedstat";
@@ -76,6 +83,11 @@ pub(super) struct FanPoint {
     server_cpu_ms: Summary,
     server_wait_ms: Summary,
     gen_wait_ms: Summary,
+    /// The kept rounds' last-client times (ms), in the order run.
+    max_rounds: Vec<f64>,
+    /// Its rounds alternated with another server's, one each in turn (`alternate_rounds`):
+    /// the k-th rounds of both ran under the same machine conditions and pair up.
+    alternated: bool,
     pub(super) errors: Vec<String>,
 }
 
@@ -148,6 +160,16 @@ struct RoundSample {
     gen_wait_ms: Option<f64>,
 }
 
+/// The rounds of one mode at one client count, under way on one runner.
+struct ModeRun {
+    point: FanPoint,
+    samples: Samples,
+    /// The driver's count of dropped clients when the rounds began.
+    dropped0: usize,
+    /// Rounds run so far, warm-up included.
+    done: usize,
+}
+
 /// The measured rounds' samples, per column, before they become medians.
 #[derive(Default)]
 struct Samples {
@@ -190,6 +212,7 @@ impl Samples {
         p.p50 = Summary::of(&self.p50);
         p.p99 = Summary::of(&self.p99);
         p.max = Summary::of(&self.max);
+        p.max_rounds = self.max.clone();
         p.lost = Summary::of(&self.lost);
         p.post_ms = Summary::of(&self.post);
         p.connect_ms = Summary::of(&self.connect);
@@ -268,46 +291,76 @@ impl FanRunner {
         n: usize,
         modes: &[Mode],
     ) -> Result<Vec<FanPoint>, String> {
-        let o = ctx.o;
-        let connected = self.connect(ctx, n);
+        let connected = self.ready(ctx, n);
         if connected.ready == 0 {
-            let mut p = connected;
-            p.errors.push("no client connected".into());
-            return Ok(vec![p]);
+            return Ok(vec![connected]);
         }
-        self.d.idle(Duration::from_millis(500));
         let mut pts = Vec::new();
         for &mode in modes {
-            let mut p = FanPoint {
+            let mut run = self.start_mode(ctx.o, mode, &connected);
+            for _ in 0..ctx.o.warmup + ctx.o.rounds {
+                self.step(ctx.o, &mut run)?;
+            }
+            pts.push(self.end_mode(ctx.o, run));
+        }
+        Ok(pts)
+    }
+
+    /// Open clients up to `n` and let the server settle: the point with the connect figures
+    /// (with an error, and no rounds to run, when no client could connect).
+    fn ready(&mut self, ctx: &Ctx, n: usize) -> FanPoint {
+        let mut connected = self.connect(ctx, n);
+        if connected.ready == 0 {
+            connected.errors.push("no client connected".into());
+        } else {
+            self.d.idle(Duration::from_millis(500));
+        }
+        connected
+    }
+
+    /// The rounds of one mode begin (`step` runs each, `end_mode` sums them up).
+    fn start_mode(&self, o: &Opts, mode: Mode, connected: &FanPoint) -> ModeRun {
+        ModeRun {
+            point: FanPoint {
                 mode,
                 gap_ms: mode.gap(o).as_secs_f64() * 1000.0,
                 ..connected.clone()
-            };
-            let n_dropped0 = self.d.n_dropped;
-            let mut samples = Samples::default();
-            for k in 0..o.warmup + o.rounds {
-                self.d.idle(mode.gap(o));
-                let s = self.round(o, mode, &mut p.errors)?;
-                if k >= o.warmup {
-                    samples.add(s);
-                }
-            }
-            samples.summarise(&mut p);
-            self.note_losses(o, &mut p, n_dropped0);
-            log(
-                o,
-                format!(
-                    "[{}] fan-out N={n} {}: max {} ms, p99 {} ms, POST answered {} ms (medians)",
-                    self.kind.name(),
-                    mode.name(),
-                    fmt_num(p.max.median),
-                    fmt_num(p.p99.median),
-                    fmt_num(p.post_ms.median)
-                ),
-            );
-            pts.push(p);
+            },
+            samples: Samples::default(),
+            dropped0: self.d.n_dropped,
+            done: 0,
         }
-        Ok(pts)
+    }
+
+    /// One round of `run`'s mode after its idle gap; warm-up rounds are not kept.
+    fn step(&mut self, o: &Opts, run: &mut ModeRun) -> Result<(), String> {
+        self.d.idle(run.point.mode.gap(o));
+        let s = self.round(o, run.point.mode, &mut run.point.errors)?;
+        if run.done >= o.warmup {
+            run.samples.add(s);
+        }
+        run.done += 1;
+        Ok(())
+    }
+
+    /// The mode's point: medians of the kept rounds, and what was lost.
+    fn end_mode(&self, o: &Opts, run: ModeRun) -> FanPoint {
+        let mut p = run.point;
+        run.samples.summarise(&mut p);
+        self.note_losses(o, &mut p, run.dropped0);
+        log(
+            o,
+            format!(
+                "[{}] fan-out N={} {}: max {} ms, p99 {} ms, POST answered {} ms (medians)",
+                self.kind.name(),
+                p.n,
+                p.mode.name(),
+                fmt_num(p.max.median),
+                fmt_num(p.p99.median),
+                fmt_num(p.post_ms.median)
+            ),
+        );
+        p
     }
 
     /// Setup for one client count: open admin streams until `n` are ready. The point comes
@@ -528,23 +581,39 @@ fn drive_sequential(ctx: &Ctx, kinds: &[Kind], plan: &Plan) -> Vec<(Kind, FanRes
     out
 }
 
-/// Drive interleaved (compare, cold): both servers up at once, and for each client count
-/// one server is measured right after the other (clients closed in between), so both see
-/// the same machine conditions.
+/// Drive interleaved (compare, cold): both servers up at once. For each client count the
+/// rounds alternate between the servers (one round each, in turn) when the generator has file
+/// descriptors for both servers' clients at once: the machine's speed drifts over seconds (a
+/// VM's, by ±15 % here), and rounds a second apart would carry that drift into the ratio.
+/// Otherwise (10,000 clients each under a 20,000-descriptor limit) one server's rounds run
+/// right after the other's, clients closed in between.
 fn drive_interleaved(ctx: &Ctx, kinds: &[Kind], plan: &Plan) -> Vec<(Kind, FanResult)> {
     let mut runners: Vec<(Kind, Result<FanRunner, String>, Vec<FanPoint>)> = kinds
         .iter()
         .map(|&k| (k, FanRunner::new(ctx, k), Vec::new()))
         .collect();
     for &n in &plan.ns {
-        for (_, r, pts) in runners.iter_mut() {
-            if let Ok(r) = r {
-                match r.measure(ctx, n, plan.modes) {
-                    Ok(p) => pts.extend(p),
-                    Err(e) => r.errors.push(e),
+        let fds_needed = (n as u64 + FD_SLACK) * runners.len() as u64;
+        if fds_needed <= ctx.nofile {
+            alternate_rounds(ctx, &mut runners, n, plan.modes);
+        } else {
+            log(
+                ctx.o,
+                format!(
+                    "{n} clients per server: {fds_needed} descriptors needed for both at once, \
+                     {} allowed; rounds in blocks per server",
+                    ctx.nofile
+                ),
+            );
+            for (_, r, pts) in runners.iter_mut() {
+                if let Ok(r) = r {
+                    match r.measure(ctx, n, plan.modes) {
+                        Ok(p) => pts.extend(p),
+                        Err(e) => r.errors.push(e),
+                    }
+                    r.d.close_all_ws();
+                    r.d.idle(Duration::from_millis(1000));
                 }
-                r.d.close_all_ws();
-                r.d.idle(Duration::from_millis(1000));
             }
         }
     }
@@ -552,6 +621,68 @@ fn drive_interleaved(ctx: &Ctx, kinds: &[Kind], plan: &Plan) -> Vec<(Kind, FanRe
         .into_iter()
         .map(|(k, r, pts)| (k, r.map(|r| (pts, r.finish(ctx.o)))))
         .collect()
+}
+
+/// Descriptors per server beyond its clients (HTTP connections, epoll, the process's own).
+const FD_SLACK: u64 = 64;
+
+/// Every runner's clients up to `n` at once, then each mode's rounds one runner after the
+/// other, round by round; clients closed at the end.
+fn alternate_rounds(
+    ctx: &Ctx,
+    runners: &mut [(Kind, Result<FanRunner, String>, Vec<FanPoint>)],
+    n: usize,
+    modes: &[Mode],
+) {
+    let o = ctx.o;
+    let mut connected = Vec::new();
+    for (_, r, pts) in runners.iter_mut() {
+        connected.push(match r {
+            Ok(r) => {
+                let p = r.ready(ctx, n);
+                if p.ready == 0 {
+                    pts.push(p);
+                    None
+                } else {
+                    Some(p)
+                }
+            }
+            Err(_) => None,
+        });
+    }
+    for &mode in modes {
+        let mut runs: Vec<Option<ModeRun>> = runners
+            .iter()
+            .zip(&connected)
+            .map(|((_, r, _), c)| match (r, c) {
+                (Ok(r), Some(c)) => Some(r.start_mode(o, mode, c)),
+                _ => None,
+            })
+            .collect();
+        for _ in 0..o.warmup + o.rounds {
+            for ((_, r, _), run) in runners.iter_mut().zip(runs.iter_mut()) {
+                if let (Ok(r), Some(m)) = (r, run.as_mut()) {
+                    if let Err(e) = r.step(o, m) {
+                        r.errors.push(e);
+                        *run = None; // this server's rounds end here
+                    }
+                }
+            }
+        }
+        for ((_, r, pts), run) in runners.iter_mut().zip(runs) {
+            if let (Ok(r), Some(m)) = (r, run) {
+                let mut p = r.end_mode(o, m);
+                p.alternated = true;
+                pts.push(p);
+            }
+        }
+    }
+    for (_, r, _) in runners.iter_mut() {
+        if let Ok(r) = r {
+            r.d.close_all_ws();
+            r.d.idle(Duration::from_millis(1000));
+        }
+    }
 }
 
 /// `fanout`: every server found, one after the other.
@@ -649,109 +780,4 @@ fn report(ctx: &mut Ctx, k: Kind, pts: &[FanPoint], errors: Vec<String>, plan: &
                    "timeout_ms": ctx.o.timeout.as_millis() as u64, "interleaved": plan.interleave,
                    "points": pts.iter().map(FanPoint::json).collect::<Vec<_>>(), "errors": errors});
     ctx.emit(v);
-}
-
-/// a / b, or NaN when either is missing.
-pub(super) fn ratio(a: f64, b: f64) -> f64 {
-    if a.is_finite() && b.is_finite() && b > 0.0 {
-        a / b
-    } else {
-        f64::NAN
-    }
-}
-
-/// "1.23×", or "-" when there is no ratio.
-pub(super) fn show_ratio(r: f64) -> String {
-    if r.is_finite() {
-        format!("{}×", fmt_num(r))
-    } else {
-        "-".into()
-    }
-}
-
-/// One table row and one JSON point per client count and mode both servers were measured
-/// at; `with_mode` adds the mode and the POST answer times to the row.
-fn compare_points(
-    cat: &[FanPoint],
-    flo: &[FanPoint],
-    with_mode: bool,
-) -> (Vec<Vec<String>>, Vec<Value>) {
-    let mut rows = Vec::new();
-    let mut pts = Vec::new();
-    for c in cat {
-        let Some(f) = flo.iter().find(|f| f.n == c.n && f.mode == c.mode) else {
-            continue;
-        };
-        let (rm, r99, r50) = (
-            ratio(c.max.median, f.max.median),
-            ratio(c.p99.median, f.p99.median),
-            ratio(c.p50.median, f.p50.median),
-        );
-        let mut row = vec![c.n.to_string()];
-        if with_mode {
-            row.push(c.mode.name().into());
-        }
-        row.extend([
-            fmt_num(c.max.median),
-            fmt_num(f.max.median),
-            show_ratio(rm),
-            fmt_num(c.p99.median),
-            fmt_num(f.p99.median),
-            show_ratio(r99),
-            show_ratio(r50),
-            format!("{}/{}", fmt_num(c.lost.median), fmt_num(f.lost.median)),
-        ]);
-        if with_mode {
-            row.push(format!(
-                "{} / {}",
-                fmt_num(c.post_ms.median),
-                fmt_num(f.post_ms.median)
-            ));
-        }
-        rows.push(row);
-        pts.push(json!({"clients": c.n, "mode": c.mode.name(), "catalytic_max_ms": round3(c.max.median), "floor_max_ms": round3(f.max.median),
-                        "ratio_max": round3(rm), "catalytic_p99_ms": round3(c.p99.median), "floor_p99_ms": round3(f.p99.median),
-                        "ratio_p99": round3(r99), "ratio_p50": round3(r50),
-                        "catalytic_post_ms": round3(c.post_ms.median), "floor_post_ms": round3(f.post_ms.median),
-                        "catalytic_lost": round3(c.lost.median), "floor_lost": round3(f.lost.median)}));
-    }
-    (rows, pts)
-}
-
-/// Report the catalytic / floor ratios (or why there are none).
-fn compare_report(ctx: &mut Ctx, plan: &Plan, res: &[(Kind, Vec<FanPoint>)]) {
-    let name = if plan.cold() { "cold" } else { "compare" };
-    let find = |kind: Kind| res.iter().find(|(k, _)| *k == kind).map(|(_, p)| p);
-    let (Some(cat), Some(flo)) = (find(Kind::Catalytic), find(Kind::Floor)) else {
-        let which = if find(Kind::Catalytic).is_none() {
-            "catalytic"
-        } else {
-            "the floor"
-        };
-        println!("\n{name} — skipped: no fan-out results from {which}");
-        ctx.emit(json!({"scenario": name, "server": "catalytic/floor", "skipped": format!("no fan-out results from {which}")}));
-        return;
-    };
-    let (rows, pts) = compare_points(cat, flo, plan.cold());
-    let mut head = vec![
-        "clients",
-        "catalytic max ms",
-        "floor max ms",
-        "max ratio",
-        "catalytic p99",
-        "floor p99",
-        "p99 ratio",
-        "p50 ratio",
-        "lost c/f",
-    ];
-    if plan.cold() {
-        head.insert(1, "rounds");
-        head.push("POST answer ms c / f");
-    }
-    table(
-        &format!("{name} — fan-out medians, catalytic / floor (same run)"),
-        &head,
-        &rows,
-    );
-    ctx.emit(json!({"scenario": name, "server": "catalytic/floor", "points": pts}));
 }
