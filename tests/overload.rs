@@ -178,11 +178,12 @@ fn a_flood_of_writes_is_refused_past_the_bound_and_nothing_accepted_is_lost() {
     assert_serving(&srv, &LiveAdmin::start(&srv), "after the flood");
 }
 
-/// An admin stream that reads, but slowly (a small receive buffer, a pause after each frame):
+/// An admin stream that reads, but slowly (a small receive buffer, `pause` after each frame):
 /// records the `seq` of every numbered frame until `stop`.
 fn slow_admin(
     srv: &Server,
     cookie: &str,
+    pause: Duration,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> thread::JoinHandle<Vec<u64>> {
     use std::sync::atomic::Ordering;
@@ -204,7 +205,7 @@ fn slow_admin(
                             seqs.push(s);
                         }
                     }
-                    thread::sleep(Duration::from_millis(5));
+                    thread::sleep(pause);
                 }
                 Some(other) => panic!("slow admin: {other:?}"),
                 None => {
@@ -229,7 +230,7 @@ fn admins_that_read_slowly_lose_nothing_and_agent_messages_are_acked_or_refused(
     let id = id_of(&user);
     let stop = Arc::new(AtomicBool::new(false));
     let slow: Vec<_> = (0..3)
-        .map(|_| slow_admin(&srv, &cookie, Arc::clone(&stop)))
+        .map(|_| slow_admin(&srv, &cookie, Duration::from_millis(5), Arc::clone(&stop)))
         .collect();
     let (mut agent, _) = srv.agent(AGENT_KEY);
 
@@ -300,6 +301,102 @@ fn admins_that_read_slowly_lose_nothing_and_agent_messages_are_acked_or_refused(
         srv.metric("catalytic_ws_closed_total", &[("reason", "slow_consumer")]),
         0.0
     );
+}
+
+/// An agent message that arrives while the admin streams are far behind is refused with an
+/// `error` frame (API.md: nothing changed, retry later) before it reaches storage, and counted;
+/// sent again once the backlog has drained, the same `request_id` is acked and applied once.
+#[test]
+fn an_agent_message_past_the_bound_gets_an_error_and_changes_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let srv = Server::start(&["--agent-key", AGENT_KEY]);
+    let cookie = srv.admin_cookie();
+    let user = srv.create_user("Agent", "Refused", Some(100));
+    let id = id_of(&user);
+    let (mut agent, _) = srv.agent(AGENT_KEY);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Four slow readers (100 frames a second), so three quarters of the streams are behind
+    // (the agent's is not).
+    let slow: Vec<_> = (0..4)
+        .map(|_| slow_admin(&srv, &cookie, Duration::from_millis(10), Arc::clone(&stop)))
+        .collect();
+
+    // Large changes (about 650-byte frames) one after the other until the admission bound
+    // refuses one: the slow admins are then far behind, and stay so for a while.
+    let pad = "p".repeat(190);
+    let mut c = srv.http();
+    let mut accepted = 0u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write was refused within 20 s ({accepted} accepted)"
+        );
+        let r = send_keepalive(
+            &srv,
+            &mut c,
+            "PATCH",
+            &format!("/api/users/{id}"),
+            &json!({ "last_name": format!("n{accepted}{pad}"), "first_name": pad }),
+        );
+        match r.status {
+            200 => accepted += 1,
+            503 => break,
+            other => panic!("PATCH: {other} {}", r.text()),
+        }
+    }
+    // A stream's backlog must show where admission control sees it: with the kernel's send
+    // buffer left to autotuning (up to 4 MiB a socket), nearly 3,000 of these frames vanished
+    // into it before the first refusal; capped (`STREAM_SEND_BUFFER`), a few hundred.
+    assert!(
+        accepted < 2_000,
+        "{accepted} writes accepted before the first refusal: the backlog hid in the kernel"
+    );
+    let refused_before = srv.metric("catalytic_overload_refusals_total", &[]);
+    assert!(refused_before >= 1.0);
+
+    let progress =
+        json!({"type": "progress", "user_id": id, "questions_answered": 7, "request_id": "over-1"});
+    send_json(&mut agent, &progress);
+    let a = recv_type_any(&mut agent, &["ack", "error"]);
+    assert_eq!(a["type"], "error", "while the admins are far behind: {a}");
+    assert_eq!(a["request_id"], "over-1", "{a}");
+    let msg = a["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("overloaded") && msg.contains("nothing changed"),
+        "{a}"
+    );
+    assert_eq!(
+        srv.metric("catalytic_overload_refusals_total", &[]),
+        refused_before + 1.0
+    );
+
+    // Once every admin has caught up, nothing of the refused message was applied, and the
+    // same message again is acked and applied.
+    stop.store(true, Ordering::Relaxed);
+    let events: Vec<Vec<u64>> = slow.into_iter().map(|h| h.join().unwrap()).collect();
+    for (n, seqs) in events.iter().enumerate() {
+        assert_eq!(
+            seqs.len() as u64,
+            accepted,
+            "slow admin {n}: one event per accepted write"
+        );
+    }
+    let progress_of = |srv: &Server| -> Value {
+        let users = srv.users();
+        let u = users.iter().find(|u| u["id"] == id).expect("the user");
+        u["progress"].clone()
+    };
+    assert_eq!(
+        progress_of(&srv),
+        "0/100",
+        "the refused message changed nothing"
+    );
+    send_json(&mut agent, &progress);
+    let a = recv_type_any(&mut agent, &["ack", "error"]);
+    assert_eq!(a["type"], "ack", "after the backlog drained: {a}");
+    assert_eq!(progress_of(&srv), "7/100");
 }
 
 /// The next frame on `ws` whose type is one of `types` (pings answered, others skipped).

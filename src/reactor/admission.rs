@@ -30,7 +30,9 @@
 //! * `event_cost` — EWMA of the loop's busy time per applied event, over the turns that applied
 //!   at least one: the turn's whole busy time (apply, encode once, queue to every member, and
 //!   the `writev`s at the turn's end) divided by its events, so what batching saves is counted.
-//! * `backlog_i` — bytes the kernel would not take at stream `i`'s last flush; `behind_i` —
+//! * `backlog_i` — bytes the kernel would not take at stream `i`'s last flush (a stream's
+//!   send buffer is capped, `open::cap_send_buffer`, so what a slow reader has not taken shows
+//!   here instead of hiding in the kernel); `behind_i` —
 //!   how long the stream has had output left over without a break; `drained_i` — bytes it took
 //!   in that time. Their quotient is the time the stream needs for what is queued at the pace
 //!   it has been reading: its own rate, measured while it was behind (a rate measured while

@@ -275,3 +275,31 @@ pub(super) fn widen_backlog(listener: &std::net::TcpListener) {
         libc::listen(listener.as_raw_fd(), 65_535);
     }
 }
+
+/// Send buffer of a WebSocket stream, in bytes (Linux doubles it for its own bookkeeping,
+/// socket(7)): 256 KiB in the kernel is 2.5 MB/s to an admin 100 ms away, and everything beyond
+/// it waits in the stream's outbox, where admission control (`admission.rs`) sees it and the
+/// outbox limit bounds it. Left to autotuning, the kernel takes up to 4 MiB per socket: a
+/// backlog admission cannot see (a stream behind by seconds would look up to date) and memory
+/// no limit of ours covers.
+const STREAM_SEND_BUFFER: libc::c_int = 128 * 1024;
+
+/// Cap the kernel's send buffer of a stream's socket at [`STREAM_SEND_BUFFER`]. A failure
+/// leaves autotuning on, which only makes admission control later to notice a slow stream.
+pub(super) fn cap_send_buffer(sock: &mio::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size = STREAM_SEND_BUFFER;
+    // SAFETY: setsockopt(2) on a socket we own, reading one c_int we pass.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        log::debug!("SO_SNDBUF not set: {}", std::io::Error::last_os_error());
+    }
+}

@@ -169,6 +169,11 @@ impl Server {
             return;
         };
         log::debug!("conn {key}.{} stream {stream:?} open", conn.gen);
+        if stream != Stream::Echo {
+            // The backlog of a slow stream must show in its outbox (admission control, the
+            // outbox limit); the conformance endpoint keeps the kernel's autotuning.
+            open::cap_send_buffer(&conn.sock);
+        }
         // The heartbeat counts silence from here, not from the connection's first byte.
         conn.last_seen_ms = now.mono_ms;
         // The request deadline is over; an open stream has no deadline of its own unless its
