@@ -47,10 +47,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest one statement (or one lock wait) may take; the API answers 503 beyond.
 const STATEMENT_TIMEOUT_MS: u64 = 1_000;
 
-const USER_COLUMNS: &str = "id, first_name, last_name, email, invite_nonce, invite_expires_at,
-    token_activated, session_started_at, session_expires_at, session_expired,
-    questions_answered, questions_total, transcript_url, summary_url, created_at,
-    invite_expired, session_ended_at";
+/// Columns of a user row, in the order [`user_from_row`] reads them. A macro, not a `const`, so
+/// `concat!` can build whole statements from it: the statement cache is keyed by `&'static str`.
+macro_rules! user_columns {
+    () => {
+        "id, first_name, last_name, email, invite_nonce, invite_expires_at, token_activated,
+         session_started_at, session_expires_at, session_expired, questions_answered,
+         questions_total, transcript_url, summary_url, created_at, invite_expired,
+         session_ended_at"
+    };
+}
+const USER_COLUMNS: &str = user_columns!();
 
 impl From<postgres::Error> for DbError {
     fn from(e: postgres::Error) -> Self {
@@ -356,29 +363,28 @@ impl Tx for PgTx<'_> {
 
     fn user(&mut self, id: i64) -> DbResult<Option<User>> {
         self.one_user(
-            "SELECT id, first_name, last_name, email, invite_nonce, invite_expires_at,
-                token_activated, session_started_at, session_expires_at, session_expired,
-                questions_answered, questions_total, transcript_url, summary_url, created_at,
-                invite_expired, session_ended_at FROM users WHERE id = $1",
-            "SELECT id, first_name, last_name, email, invite_nonce, invite_expires_at,
-                token_activated, session_started_at, session_expires_at, session_expired,
-                questions_answered, questions_total, transcript_url, summary_url, created_at,
-                invite_expired, session_ended_at FROM users WHERE id = $1 FOR UPDATE",
+            concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"),
+            concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE id = $1 FOR UPDATE"
+            ),
             &id,
         )
     }
 
     fn user_by_token(&mut self, token_digest: &Digest32) -> DbResult<Option<User>> {
         self.one_user(
-            "SELECT id, first_name, last_name, email, invite_nonce, invite_expires_at,
-                token_activated, session_started_at, session_expires_at, session_expired,
-                questions_answered, questions_total, transcript_url, summary_url, created_at,
-                invite_expired, session_ended_at FROM users WHERE invite_token_hash = $1",
-            "SELECT id, first_name, last_name, email, invite_nonce, invite_expires_at,
-                token_activated, session_started_at, session_expires_at, session_expired,
-                questions_answered, questions_total, transcript_url, summary_url, created_at,
-                invite_expired, session_ended_at FROM users WHERE invite_token_hash = $1
-                FOR UPDATE",
+            concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE invite_token_hash = $1"
+            ),
+            concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE invite_token_hash = $1 FOR UPDATE"
+            ),
             &&token_digest[..],
         )
     }
