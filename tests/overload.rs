@@ -235,7 +235,6 @@ fn admins_that_read_slowly_lose_nothing_and_agent_messages_are_acked_or_refused(
     let (mut agent, _) = srv.agent(AGENT_KEY);
 
     // Writes one at a time for 3 s, an agent message after every fifth.
-    let pad = "p".repeat(190);
     let mut c = srv.http();
     let mut accepted = 0u64;
     let mut refused = 0u64;
@@ -244,13 +243,7 @@ fn admins_that_read_slowly_lose_nothing_and_agent_messages_are_acked_or_refused(
     let mut i = 0u64;
     while std::time::Instant::now() < until {
         i += 1;
-        let r = send_keepalive(
-            &srv,
-            &mut c,
-            "PATCH",
-            &format!("/api/users/{id}"),
-            &json!({ "last_name": format!("n{i}{pad}"), "first_name": pad }),
-        );
+        let r = large_change(&srv, &mut c, id, i);
         match r.status {
             200 => accepted += 1,
             503 => {
@@ -324,7 +317,6 @@ fn an_agent_message_past_the_bound_gets_an_error_and_changes_nothing() {
 
     // Large changes (about 650-byte frames) one after the other until the admission bound
     // refuses one: the slow admins are then far behind, and stay so for a while.
-    let pad = "p".repeat(190);
     let mut c = srv.http();
     let mut accepted = 0u64;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -333,13 +325,7 @@ fn an_agent_message_past_the_bound_gets_an_error_and_changes_nothing() {
             std::time::Instant::now() < deadline,
             "no write was refused within 20 s ({accepted} accepted)"
         );
-        let r = send_keepalive(
-            &srv,
-            &mut c,
-            "PATCH",
-            &format!("/api/users/{id}"),
-            &json!({ "last_name": format!("n{accepted}{pad}"), "first_name": pad }),
-        );
+        let r = large_change(&srv, &mut c, id, accepted);
         match r.status {
             200 => accepted += 1,
             503 => break,
@@ -397,6 +383,19 @@ fn an_agent_message_past_the_bound_gets_an_error_and_changes_nothing() {
     let a = recv_type_any(&mut agent, &["ack", "error"]);
     assert_eq!(a["type"], "ack", "after the backlog drained: {a}");
     assert_eq!(progress_of(&srv), "7/100");
+}
+
+/// Change number `n` of user `id`, on keep-alive connection `c`: both names near their longest
+/// (190 characters), so every admin gets a frame of about 650 bytes.
+fn large_change(srv: &Server, c: &mut HttpConn, id: i64, n: u64) -> Resp {
+    let pad = "p".repeat(190);
+    send_keepalive(
+        srv,
+        c,
+        "PATCH",
+        &format!("/api/users/{id}"),
+        &json!({ "last_name": format!("n{n}{pad}"), "first_name": pad }),
+    )
 }
 
 /// The next frame on `ws` whose type is one of `types` (pings answered, others skipped).

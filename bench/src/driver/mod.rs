@@ -225,6 +225,30 @@ impl Driver {
         (r, t0)
     }
 
+    /// One whole broadcast-probe round: `post_round`, then run (busy-polling when `spin`) until
+    /// the POST is answered and `expected` clients have the round's `user_added`, the POST
+    /// failed or its connection died, or `timeout` passed. Returns `r` and the POST's instant.
+    pub fn broadcast_round(
+        &mut self,
+        h: usize,
+        cookie: &str,
+        expected: usize,
+        timeout: Duration,
+        spin: bool,
+        body: impl FnOnce(usize) -> String,
+    ) -> (usize, Instant) {
+        self.spin = spin;
+        let (r, t0) = self.post_round(h, cookie, body);
+        self.run_until(t0 + timeout, |d| {
+            let st = d.http_peek_status(h);
+            (st.is_some() && d.rounds[r].got as usize >= expected)
+                || st.is_some_and(|s| s != 201)
+                || d.http_dead(h).is_some()
+        });
+        self.spin = false;
+        (r, t0)
+    }
+
     /// Run the reactor until `done` holds or the deadline passes. Returns whether `done` held.
     pub fn run_until(&mut self, deadline: Instant, mut done: impl FnMut(&Driver) -> bool) -> bool {
         loop {

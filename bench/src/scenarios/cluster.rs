@@ -353,19 +353,11 @@ fn lag(ctx: &mut Ctx, dep: &Deployment) -> Result<Value, String> {
         if let Some(e) = d.http_dead(h) {
             return Err(format!("HTTP connection to node {} lost: {e}", writer + 1));
         }
-        d.spin = o.spin;
-        let (r, t0) = d.post_round(h, &dep.cookie, |r| {
+        let (r, t0) = d.broadcast_round(h, &dep.cookie, expected, o.timeout, o.spin, |r| {
             format!(
                 r#"{{"first_name":"Lag","last_name":"Write {r}","email":"bench.{nonce}.{r}@example.com"}}"#
             )
         });
-        d.run_until(t0 + o.timeout, |d| {
-            let st = d.http_peek_status(h);
-            (st.is_some() && d.rounds[r].got as usize >= expected)
-                || st.is_some_and(|s| s != 201)
-                || d.http_dead(h).is_some()
-        });
-        d.spin = false;
         let resp = d.http_take(h);
         let round = std::mem::take(&mut d.rounds[r]);
         d.idle(gap);

@@ -445,19 +445,11 @@ impl FanRunner {
             sys::schedstat_sum(&self.sched_srv),
             sys::schedstat(SCHED_GEN),
         );
-        d.spin = o.spin;
-        let (r, t0) = d.post_round(h, &self.cookie, |r| {
+        let (r, t0) = d.broadcast_round(h, &self.cookie, expected, o.timeout, o.spin, |r| {
             format!(
                 r#"{{"first_name":"Bench","last_name":"Round {r}","email":"bench.{nonce}.{r}@example.com"}}"#
             )
         });
-        d.run_until(t0 + o.timeout, |d| {
-            let st = d.http_peek_status(h);
-            (st.is_some() && d.rounds[r].got as usize >= expected)
-                || st.is_some_and(|s| s != 201)
-                || d.http_dead(h).is_some()
-        });
-        d.spin = false;
         let wall = t0.elapsed().as_secs_f64();
         let busy = (d.busy - busy0).as_secs_f64();
         let (ss1, gs1) = (
