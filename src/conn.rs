@@ -261,8 +261,9 @@ pub struct Conn {
     /// Since when (monotonic ms) the stream has had output left over without a break, and how
     /// many bytes it took in that time: its reading pace while behind.
     pub behind_since_ms: u64,
-    // ---- second line: the write
     pub drained: usize,
+    // ---- second line: the write (the outbox's `rest` runs on into the third; it is read
+    // only when a backlog builds)
     pub out: Outbox,
     // ---- the rest
     pub gen: u32,
@@ -572,6 +573,32 @@ mod tests {
             out.rest.capacity(),
             0,
             "a burst's queue memory was given back"
+        );
+    }
+
+    #[test]
+    fn what_a_broadcast_touches_sits_on_the_first_two_cache_lines() {
+        use std::mem::{align_of, offset_of};
+        assert_eq!(align_of::<Conn>(), 64);
+        for (field, at) in [
+            ("sock", offset_of!(Conn, sock)),
+            ("dead", offset_of!(Conn, dead)),
+            ("flush_listed", offset_of!(Conn, flush_listed)),
+            ("input_paused", offset_of!(Conn, input_paused)),
+            ("phase", offset_of!(Conn, phase)),
+            ("held", offset_of!(Conn, held)),
+            ("backlog", offset_of!(Conn, backlog)),
+            ("progress_ms", offset_of!(Conn, progress_ms)),
+            ("behind_since_ms", offset_of!(Conn, behind_since_ms)),
+            ("drained", offset_of!(Conn, drained)),
+        ] {
+            assert!(at < 64, "{field} at byte {at}: off the first line");
+        }
+        let out = offset_of!(Conn, out);
+        assert_eq!(out, 64, "the outbox starts the second line");
+        assert!(
+            out + offset_of!(Outbox, rest) <= 128,
+            "the outbox's front, counts and allowance fit the second line"
         );
     }
 
