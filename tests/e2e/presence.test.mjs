@@ -90,6 +90,9 @@ describe('presence and resume', { timeout: 400_000 }, () => {
     await waitLive(dash, 45_000);
     const resumeUrl = urls.find((u) => /since=\d+/.test(u));
     assert.ok(resumeUrl && /epoch=[^&]+&since=\d+/.test(resumeUrl), `a resuming handshake: ${urls.join(' ')}`);
+    // "Live" shows when the socket opens; the first frame follows once the server has read the
+    // missed events from storage, a moment later.
+    await until(() => firstFrames.length > 0, { timeout: 5_000, what: 'the first frame after the reconnect' });
     assert.ok(firstFrames.some((f) => f.startsWith('{"type":"resumed"')), `answered with resumed: ${firstFrames.join(' | ')}`);
     // Events after the resume still arrive.
     const r = await api.call('POST', '/api/users', { first_name: 'Later', last_name: 'One', email: 'later@example.com' });
