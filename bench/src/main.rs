@@ -76,7 +76,8 @@ fn main() {
             );
         }
     }
-    if !opts.quiet {
+    // A fan-out run's peer process (same options) leaves the banner to its parent.
+    if !opts.quiet && !scenarios::is_fanout_peer() {
         eprintln!(
             "catalytic-bench: {} on {} ({} CPUs), nofile {nofile}, generator CPU {:?}, server CPU {:?}, nice {:?}, load {:?}",
             opts.scenario,

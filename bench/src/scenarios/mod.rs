@@ -168,6 +168,11 @@ fn each(ctx: &mut Ctx, name: &str, f: PerServer) {
     }
 }
 
+/// This process is a fan-out run's peer process (`fanout::peer`).
+pub fn is_fanout_peer() -> bool {
+    fanout::is_peer()
+}
+
 /// Run the scenario the options name; returns the process exit code (1 if any server's
 /// result was an error).
 pub fn run(o: &Opts, nofile: u64) -> i32 {
@@ -177,6 +182,10 @@ pub fn run(o: &Opts, nofile: u64) -> i32 {
         failed: false,
         nofile,
     };
+    // A peer process of a fan-out run (`fanout::peer`) serves its parent and nothing else.
+    if let Some(code) = fanout::serve_if_peer(&ctx) {
+        return code;
+    }
     find_bins(&mut ctx);
     match o.scenario.as_str() {
         "fanout" => fanout::fanout(&mut ctx),

@@ -18,6 +18,8 @@
 //! `report` (table and JSON line per server) and `compare_report` (the ratios).
 
 mod compare;
+mod drive;
+mod peer;
 
 use super::report::table;
 use super::{log, rand_hex, stop, Ctx, DEFAULT_NS};
@@ -32,6 +34,8 @@ use std::time::{Duration, Instant};
 
 use compare::compare_report;
 pub(super) use compare::{ratio, show_ratio};
+use drive::{drive_interleaved, drive_sequential};
+pub(super) use peer::{is_peer, serve_if_peer};
 
 /// The generator's own main thread, for its run-queue wait.
 const SCHED_GEN: &str = "/proc/thread-self/schedstat";
@@ -171,7 +175,7 @@ struct ModeRun {
 }
 
 /// The measured rounds' samples, per column, before they become medians.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Samples {
     p50: Vec<f64>,
     p99: Vec<f64>,
@@ -207,6 +211,44 @@ impl Samples {
         }
     }
 
+    /// Every column by name (the names of a peer's answer).
+    fn columns(&mut self) -> [(&'static str, &mut Vec<f64>); 10] {
+        [
+            ("p50", &mut self.p50),
+            ("p99", &mut self.p99),
+            ("max", &mut self.max),
+            ("lost", &mut self.lost),
+            ("post", &mut self.post),
+            ("connect", &mut self.connect),
+            ("gen_busy", &mut self.gen_busy),
+            ("server_cpu", &mut self.server_cpu),
+            ("server_wait", &mut self.server_wait),
+            ("gen_wait", &mut self.gen_wait),
+        ]
+    }
+
+    /// `{column: [ms, …]}`; a round without a figure (NaN) is `null`.
+    fn json(&self) -> Value {
+        let mut c = self.clone();
+        Value::Object(
+            c.columns()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect(),
+        )
+    }
+
+    /// The inverse of `json`; missing columns stay empty, `null` becomes NaN.
+    fn from_json(v: &Value) -> Samples {
+        let mut s = Samples::default();
+        for (k, col) in s.columns() {
+            if let Some(a) = v[k].as_array() {
+                *col = a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect();
+            }
+        }
+        s
+    }
+
     /// Median (min–max) of every column into `p`.
     fn summarise(&self, p: &mut FanPoint) {
         p.p50 = Summary::of(&self.p50);
@@ -239,6 +281,8 @@ pub(super) struct FanRunner {
     /// `/proc/PID/schedstat` of each server's main thread (its reactor).
     sched_srv: Vec<String>,
     errors: Vec<String>,
+    /// Set while a peer process holds this server's clients (`drive`): the rounds run there.
+    peer: Option<peer::Peer>,
 }
 
 impl FanRunner {
@@ -280,6 +324,7 @@ impl FanRunner {
                 .map(|p| format!("/proc/{p}/schedstat"))
                 .collect(),
             errors: Vec::new(),
+            peer: None,
         })
     }
 
@@ -309,10 +354,13 @@ impl FanRunner {
     /// Open clients up to `n` and let the server settle: the point with the connect figures
     /// (with an error, and no rounds to run, when no client could connect).
     fn ready(&mut self, ctx: &Ctx, n: usize) -> FanPoint {
-        let mut connected = self.connect(ctx, n);
+        let mut connected = match &mut self.peer {
+            Some(p) => p.ready(n),
+            None => self.connect(ctx, n),
+        };
         if connected.ready == 0 {
             connected.errors.push("no client connected".into());
-        } else {
+        } else if self.peer.is_none() {
             self.d.idle(Duration::from_millis(500));
         }
         connected
@@ -334,6 +382,9 @@ impl FanRunner {
 
     /// One round of `run`'s mode after its idle gap; warm-up rounds are not kept.
     fn step(&mut self, o: &Opts, run: &mut ModeRun) -> Result<(), String> {
+        if let Some(p) = &mut self.peer {
+            return p.step(run.point.mode);
+        }
         self.d.idle(run.point.mode.gap(o));
         let s = self.round(o, run.point.mode, &mut run.point.errors)?;
         if run.done >= o.warmup {
@@ -344,10 +395,15 @@ impl FanRunner {
     }
 
     /// The mode's point: medians of the kept rounds, and what was lost.
-    fn end_mode(&self, o: &Opts, run: ModeRun) -> FanPoint {
+    fn end_mode(&mut self, o: &Opts, mut run: ModeRun) -> FanPoint {
+        match &mut self.peer {
+            // The peer notes its own dropped clients.
+            Some(peer) => peer.end(&mut run),
+            None => self.note_dropped(&mut run.point, run.dropped0),
+        }
         let mut p = run.point;
         run.samples.summarise(&mut p);
-        self.note_losses(o, &mut p, run.dropped0);
+        note_lost(o, &mut p);
         log(
             o,
             format!(
@@ -501,16 +557,10 @@ impl FanRunner {
         })
     }
 
-    /// Deliveries that never came and clients that dropped out during the rounds are errors
-    /// of the point: the latency figures alone would hide them.
-    fn note_losses(&self, o: &Opts, p: &mut FanPoint, n_dropped0: usize) {
+    /// Clients that dropped out during the rounds are an error of the point: the latency
+    /// figures alone would hide them.
+    fn note_dropped(&self, p: &mut FanPoint, n_dropped0: usize) {
         let d = &self.d;
-        if p.lost.max > 0.0 {
-            p.errors.push(format!(
-                "lost deliveries (clients without the round's user_added within {:?}): max {} in a round",
-                o.timeout, p.lost.max
-            ));
-        }
         if d.n_dropped > n_dropped0 {
             let after: Vec<String> = d
                 .fail_reasons
@@ -526,13 +576,40 @@ impl FanRunner {
         }
     }
 
+    /// Close every admin client (here or in the peer), then answer pings for a second so
+    /// the server has closed them too before anything else is measured.
+    fn close_clients(&mut self) {
+        if let Some(p) = &mut self.peer {
+            if let Err(e) = p.close() {
+                self.errors.push(e);
+            }
+            return;
+        }
+        self.d.close_all_ws();
+        self.d.idle(Duration::from_millis(1000));
+    }
+
     pub(super) fn finish(mut self, o: &Opts) -> Vec<String> {
         self.d.close_all_ws();
         let mut errors = std::mem::take(&mut self.errors);
+        if let Some(p) = self.peer.take() {
+            p.finish(&mut errors);
+        }
         if let Some(srv) = self.srv.take() {
             stop(o, srv, &mut errors);
         }
         errors
+    }
+}
+
+/// Deliveries that never came are an error of the point: the latency figures alone would
+/// hide them.
+fn note_lost(o: &Opts, p: &mut FanPoint) {
+    if p.lost.max > 0.0 {
+        p.errors.push(format!(
+            "lost deliveries (clients without the round's user_added within {:?}): max {} in a round",
+            o.timeout, p.lost.max
+        ));
     }
 }
 
@@ -551,129 +628,6 @@ struct Plan {
 impl Plan {
     fn cold(&self) -> bool {
         self.modes.contains(&Mode::Cold)
-    }
-}
-
-/// Drive, one server after the other: clients kept open from one client count to the next.
-fn drive_sequential(ctx: &Ctx, kinds: &[Kind], plan: &Plan) -> Vec<(Kind, FanResult)> {
-    let mut out = Vec::new();
-    for &k in kinds {
-        let res = FanRunner::new(ctx, k).map(|mut r| {
-            let mut pts = Vec::new();
-            for &n in &plan.ns {
-                match r.measure(ctx, n, plan.modes) {
-                    Ok(p) => pts.extend(p),
-                    Err(e) => r.errors.push(e),
-                }
-            }
-            (pts, r.finish(ctx.o))
-        });
-        out.push((k, res));
-    }
-    out
-}
-
-/// Drive interleaved (compare, cold): both servers up at once. For each client count the
-/// rounds alternate between the servers (one round each, in turn) when the generator has file
-/// descriptors for both servers' clients at once: the machine's speed drifts over seconds (a
-/// VM's, by ±15 % here), and rounds a second apart would carry that drift into the ratio.
-/// Otherwise (10,000 clients each under a 20,000-descriptor limit) one server's rounds run
-/// right after the other's, clients closed in between.
-fn drive_interleaved(ctx: &Ctx, kinds: &[Kind], plan: &Plan) -> Vec<(Kind, FanResult)> {
-    let mut runners: Vec<(Kind, Result<FanRunner, String>, Vec<FanPoint>)> = kinds
-        .iter()
-        .map(|&k| (k, FanRunner::new(ctx, k), Vec::new()))
-        .collect();
-    for &n in &plan.ns {
-        let fds_needed = (n as u64 + FD_SLACK) * runners.len() as u64;
-        if fds_needed <= ctx.nofile {
-            alternate_rounds(ctx, &mut runners, n, plan.modes);
-        } else {
-            log(
-                ctx.o,
-                format!(
-                    "{n} clients per server: {fds_needed} descriptors needed for both at once, \
-                     {} allowed; rounds in blocks per server",
-                    ctx.nofile
-                ),
-            );
-            for (_, r, pts) in runners.iter_mut() {
-                if let Ok(r) = r {
-                    match r.measure(ctx, n, plan.modes) {
-                        Ok(p) => pts.extend(p),
-                        Err(e) => r.errors.push(e),
-                    }
-                    r.d.close_all_ws();
-                    r.d.idle(Duration::from_millis(1000));
-                }
-            }
-        }
-    }
-    runners
-        .into_iter()
-        .map(|(k, r, pts)| (k, r.map(|r| (pts, r.finish(ctx.o)))))
-        .collect()
-}
-
-/// Descriptors per server beyond its clients (HTTP connections, epoll, the process's own).
-const FD_SLACK: u64 = 64;
-
-/// Every runner's clients up to `n` at once, then each mode's rounds one runner after the
-/// other, round by round; clients closed at the end.
-fn alternate_rounds(
-    ctx: &Ctx,
-    runners: &mut [(Kind, Result<FanRunner, String>, Vec<FanPoint>)],
-    n: usize,
-    modes: &[Mode],
-) {
-    let o = ctx.o;
-    let mut connected = Vec::new();
-    for (_, r, pts) in runners.iter_mut() {
-        connected.push(match r {
-            Ok(r) => {
-                let p = r.ready(ctx, n);
-                if p.ready == 0 {
-                    pts.push(p);
-                    None
-                } else {
-                    Some(p)
-                }
-            }
-            Err(_) => None,
-        });
-    }
-    for &mode in modes {
-        let mut runs: Vec<Option<ModeRun>> = runners
-            .iter()
-            .zip(&connected)
-            .map(|((_, r, _), c)| match (r, c) {
-                (Ok(r), Some(c)) => Some(r.start_mode(o, mode, c)),
-                _ => None,
-            })
-            .collect();
-        for _ in 0..o.warmup + o.rounds {
-            for ((_, r, _), run) in runners.iter_mut().zip(runs.iter_mut()) {
-                if let (Ok(r), Some(m)) = (r, run.as_mut()) {
-                    if let Err(e) = r.step(o, m) {
-                        r.errors.push(e);
-                        *run = None; // this server's rounds end here
-                    }
-                }
-            }
-        }
-        for ((_, r, pts), run) in runners.iter_mut().zip(runs) {
-            if let (Ok(r), Some(m)) = (r, run) {
-                let mut p = r.end_mode(o, m);
-                p.alternated = true;
-                pts.push(p);
-            }
-        }
-    }
-    for (_, r, _) in runners.iter_mut() {
-        if let Ok(r) = r {
-            r.d.close_all_ws();
-            r.d.idle(Duration::from_millis(1000));
-        }
     }
 }
 
