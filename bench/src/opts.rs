@@ -18,7 +18,8 @@ scenarios:
   sessions   10,000 activated session streams with timers running: server CPU while idle
              (catalytic only)
   compare    fanout for catalytic and the floor in the same run, rounds alternating between
-             them when descriptors allow both client sets at once, with ratios
+             them, with ratios (past this process's descriptor limit, the floor's clients
+             live in a peer process: the same executable, driven over a pipe)
   all        the six scenarios above for every selected server, plus the floor ratios
 
   cold       compare with cold rounds beside the warm ones: each cold POST on a fresh
