@@ -102,8 +102,12 @@ impl Outbox {
             n -= left;
             self.front = self.rest.pop_front();
             self.front_written = 0;
-            if self.rest.is_empty() && self.rest.capacity() > 8 {
-                // A burst is over: give the memory back instead of keeping it per idle client.
+            if self.rest.is_empty() && self.rest.capacity() != 0 {
+                // Drained: give the buffer back. Every stream's opening (the 101, then
+                // `initial`) queues two chunks, and kept, that small buffer stayed with every
+                // idle client (about 120 B each, a sixth of an idle admin stream's memory). A
+                // lone broadcast frame never reaches `rest`, so the fan-out path pays nothing;
+                // a burst pays one allocation per connection per turn.
                 self.rest = VecDeque::new();
             }
         }
@@ -175,8 +179,8 @@ pub struct WsState {
     /// Largest frame `parse_frame` accepts on this stream, in bytes (1009 beyond; also what the
     /// read backlog must leave room for). The reader caps whole messages at the same size.
     pub max_message: usize,
-    /// Admin streams: when their admin session ends (wall ms). The connection's deadline is
-    /// set for then, and the stream closes 1008 `Session expired`.
+    /// Admin streams: when their admin session ends (wall ms). The reactor watches that end
+    /// per session (`Timer::AdminExpiry`), and the stream closes 1008 `Session expired`.
     pub session_expires_at: Option<i64>,
     /// Admin streams: digest of the last presence frame this stream was sent, so a telling
     /// that says what it already knows (it opened just before) is not sent to it again.
@@ -574,6 +578,38 @@ mod tests {
             0,
             "a burst's queue memory was given back"
         );
+    }
+
+    /// An idle stream keeps no queue memory: its opening (the 101 and `initial`, two chunks)
+    /// once written leaves `rest` without a buffer, as does a short queue written in parts.
+    #[test]
+    fn a_drained_outbox_keeps_no_queue_buffer() {
+        let mut out = Outbox::default();
+        out.push(Chunk::Owned(b"HTTP/1.1 101".to_vec()), 0);
+        out.push(Chunk::Owned(b"initial".to_vec()), 0);
+        assert!(out.rest.capacity() > 0);
+        let mut w = Tight {
+            room: 100,
+            got: vec![],
+        };
+        out.flush(&mut w).unwrap();
+        assert_eq!(w.got, b"HTTP/1.1 101initial");
+        assert_eq!(
+            out.rest.capacity(),
+            0,
+            "the opening's queue buffer was freed"
+        );
+
+        for part in [&b"ab"[..], b"cd", b"ef"] {
+            out.push(Chunk::Owned(part.to_vec()), 0);
+        }
+        w.room = 3;
+        out.flush(&mut w).unwrap();
+        assert!(out.rest.capacity() > 0, "still queued: the buffer stays");
+        w.room = 100;
+        out.flush(&mut w).unwrap();
+        assert_eq!(w.got, b"HTTP/1.1 101initialabcdef");
+        assert_eq!(out.rest.capacity(), 0);
     }
 
     #[test]

@@ -63,6 +63,45 @@ fn an_admin_stream_closes_when_its_session_expires() {
     );
 }
 
+/// Session ends are watched per session, the earliest first: two streams of one short
+/// session close together at its end, a stream of a session ending later closes at that later
+/// end (opened first, so the watch moved to the earlier one and back), and a stream of a
+/// long session stays open and keeps receiving.
+#[test]
+fn streams_close_at_their_own_sessions_end_earliest_first() {
+    let srv = Server::start(&[]);
+    let long = srv.admin_cookie();
+    // 0.0015 h = 5.4 s, 0.001 h = 3.6 s.
+    let later = srv.admin_token_with_ttl(ADMIN_EMAIL, "0.0015");
+    let sooner = srv.admin_token_with_ttl(ADMIN_EMAIL, "0.001");
+    let (later_at, sooner_at) = (stored_expiry(&srv, &later), stored_expiry(&srv, &sooner));
+    assert!(later_at > sooner_at + 1000);
+    let (mut b, _) = srv.admin_ws(&format!("admin_session={later}"));
+    let (mut a1, _) = srv.admin_ws(&format!("admin_session={sooner}"));
+    let (mut a2, _) = srv.admin_ws(&format!("admin_session={sooner}"));
+    let (mut c, _) = srv.admin_ws(&long);
+
+    for (ws, end, what) in [
+        (&mut a1, sooner_at, "first stream of the sooner session"),
+        (&mut a2, sooner_at, "second stream of the sooner session"),
+        (&mut b, later_at, "stream of the later session"),
+    ] {
+        let ((code, reason), _) = close_after(ws, Duration::from_secs(10));
+        let late_ms = unix_ms() - end;
+        assert_eq!((code, reason.as_str()), (1008, "Session expired"), "{what}");
+        assert!(
+            late_ms >= 0,
+            "{what}: closed {} ms before its end",
+            -late_ms
+        );
+        assert!(late_ms < 1000, "{what}: closed {late_ms} ms after its end");
+    }
+
+    srv.create_user("still", "watching", None);
+    let (ev, _) = recv_type(&mut c, "user_added", Duration::from_secs(5));
+    assert_eq!(ev["data"]["first_name"], "still", "{ev}");
+}
+
 /// Issue 12, item 9: a session deleted from the database kept working until restart, and
 /// there was no revoke.
 #[test]

@@ -62,7 +62,7 @@ use crate::metrics::{CloseReason, Metrics, Refusal};
 use crate::oidc::Oidc;
 use crate::session_clock::SessionClock;
 use crate::storage::Storage;
-use crate::timers::Timers;
+use crate::timers::{TimerId, Timers};
 use crate::worker::Worker;
 use crate::ws::{self, code};
 use mio::net::{TcpListener, TcpStream};
@@ -70,7 +70,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -133,6 +133,8 @@ enum Timer {
     Cluster,
     /// Accepting failed (out of descriptors): try again.
     ResumeAccept,
+    /// The earliest end among admin sessions with open streams (`Server::admin_expiries`).
+    AdminExpiry,
 }
 
 fn token(key: usize, gen: u32) -> Token {
@@ -195,6 +197,13 @@ pub struct Server {
     recent_closes: HashMap<Digest32, u64>,
     /// Keys marked dead this turn, removed in `reap_dead`.
     reap: Vec<usize>,
+    /// When the admin sessions of open admin streams end: (wall ms, session), one entry per
+    /// session and end, not one timer per stream (a timer per stream was about 60 B of every
+    /// idle admin stream). An entry leaves once its time has come.
+    admin_expiries: BTreeSet<(i64, Digest32)>,
+    /// The one `Timer::AdminExpiry`, armed for the first of `admin_expiries` (wall ms, id);
+    /// `None` only while the set is empty.
+    admin_expiry: Option<(i64, TimerId)>,
     /// Keys with output queued this turn, written in `write_listed` at the turn's end (each
     /// once: `Conn::flush_listed`).
     write_list: Vec<usize>,
@@ -328,6 +337,8 @@ impl Server {
             per_ip: HashMap::new(),
             recent_closes: HashMap::new(),
             reap: Vec::new(),
+            admin_expiries: BTreeSet::new(),
+            admin_expiry: None,
             write_list: Vec::new(),
             resume: Vec::new(),
             scratch: vec![0; input::SCRATCH_BYTES],

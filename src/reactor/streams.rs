@@ -176,8 +176,8 @@ impl Server {
         }
         // The heartbeat counts silence from here, not from the connection's first byte.
         conn.last_seen_ms = now.mono_ms;
-        // The request deadline is over; an open stream has no deadline of its own unless its
-        // credential expires (below).
+        // The request deadline is over; an open stream has no deadline of its own (its admin
+        // session's end, if any, is watched per session: below).
         if let Some(t) = conn.deadline.take() {
             self.timers.cancel(t);
         }
@@ -192,7 +192,7 @@ impl Server {
         })));
         if let Some(at) = credential.expires_at {
             // An open stream is a standing read of the invitee list: it ends with its session.
-            self.rearm_deadline(key, at.saturating_sub(now.wall_ms).max(0) as u64);
+            self.watch_admin_expiry(credential.digest, at, now);
         }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -452,23 +452,51 @@ impl Server {
         self.linger_close(key);
     }
 
-    /// An admin stream's deadline: its session's end. Closed 1008 `Session expired` once the
-    /// wall clock says so (API.md: within 1 s of the expiry); a timer that fired early (the
-    /// wall clock moved: the deadline waits in monotonic time) is set again.
-    pub(super) fn admin_session_deadline(&mut self, key: usize) {
-        let now = self.time.now().wall_ms;
-        let Some(at) = self
-            .conns
-            .get(key)
-            .and_then(|c| c.ws())
-            .and_then(|w| w.session_expires_at)
-        else {
+    /// Watch admin session `session`, which ends at `at` (wall ms), for its open streams:
+    /// once per session and end, however many streams it has.
+    fn watch_admin_expiry(&mut self, session: Digest32, at: i64, now: Now) {
+        if !self.admin_expiries.insert((at, session)) {
             return;
-        };
-        if now < at {
-            return self.rearm_deadline(key, (at - now) as u64);
         }
-        self.close_stream(key, code::POLICY, "Session expired", CloseReason::Expired);
+        if self.admin_expiry.is_none_or(|(armed, _)| at < armed) {
+            self.arm_admin_expiry(at, now);
+        }
+    }
+
+    /// Arm `Timer::AdminExpiry` for wall time `at`, in place of the one armed. Timers run on
+    /// the monotonic clock, so a wall clock that moves makes it fire early or late; early
+    /// is caught in `admin_expiries_due`, late is bounded by the clock's step.
+    fn arm_admin_expiry(&mut self, at: i64, now: Now) {
+        if let Some((_, t)) = self.admin_expiry.take() {
+            self.timers.cancel(t);
+        }
+        let due = now.mono_ms + at.saturating_sub(now.wall_ms).max(0) as u64;
+        self.admin_expiry = Some((at, self.timers.insert(due, Timer::AdminExpiry)));
+    }
+
+    /// `Timer::AdminExpiry`: every admin stream whose session has ended by the wall clock
+    /// closes 1008 `Session expired` (API.md: within 1 s of the expiry); the timer is armed
+    /// again for the next end still to come.
+    pub(super) fn admin_expiries_due(&mut self) {
+        self.admin_expiry = None;
+        let now = self.time.now();
+        while let Some(&(at, session)) = self.admin_expiries.first() {
+            if at > now.wall_ms {
+                return self.arm_admin_expiry(at, now);
+            }
+            self.admin_expiries.pop_first();
+            for key in self.hub.admins_with_session(&session) {
+                let ended = self
+                    .conns
+                    .get(key)
+                    .and_then(|c| c.ws())
+                    .and_then(|w| w.session_expires_at)
+                    .is_some_and(|end| end <= now.wall_ms);
+                if ended {
+                    self.close_stream(key, code::POLICY, "Session expired", CloseReason::Expired);
+                }
+            }
+        }
     }
 
     /// Storage says these admin sessions are gone (ended elsewhere: `admin revoke`, another

@@ -37,6 +37,7 @@ impl Server {
                 Timer::Heartbeat => self.heartbeat(),
                 Timer::Housekeeping => self.housekeeping(),
                 Timer::AdminRecheck => self.recheck_admin_sessions(),
+                Timer::AdminExpiry => self.admin_expiries_due(),
                 Timer::Presence => self.tell_presence(),
                 Timer::Cluster => self.cluster_tick(),
                 Timer::Drain => self.drain_tick(),
@@ -116,8 +117,9 @@ impl Server {
             }
             // The worker answers within milliseconds; a deadline here means a stuck queue.
             Phase::AwaitingJob { .. } => self.rearm_deadline(key, REQUEST_TIMEOUT_MS),
-            // The only deadline an open stream has: its admin session's end.
-            Phase::Ws(_) => self.admin_session_deadline(key),
+            // An open stream has no deadline (an admin session's end is watched per session:
+            // `Timer::AdminExpiry`), so none can be due.
+            Phase::Ws(_) => {}
             Phase::WsClosing | Phase::Draining { .. } => self.mark_dead(key, CloseReason::Client),
         }
     }
