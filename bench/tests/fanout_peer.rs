@@ -236,6 +236,8 @@ fn a_peer_runs_the_rounds_it_is_told_and_answers_their_samples() {
     );
     assert_eq!(warm["errors"], json!([]), "{warm}");
 
+    // A mode the parent gave up on without `end` does not leak into the next one.
+    assert_eq!(peer.call(json!({"op": "step", "mode": "warm"})), json!({}));
     // A second mode starts its own rounds: cold ones time their fresh connection.
     for _ in 0..2 {
         assert_eq!(peer.call(json!({"op": "step", "mode": "cold"})), json!({}));
@@ -261,7 +263,10 @@ fn a_peer_runs_the_rounds_it_is_told_and_answers_their_samples() {
 
 #[test]
 fn a_peer_without_a_server_to_attach_to_exits_with_an_error() {
-    let peer = PeerProc::start("catalytic nowhere 1", "", &ARGS);
-    let st = peer.end(Duration::from_secs(20));
-    assert_eq!(st.code(), Some(1), "{st}");
+    // Nothing listens on port 1; and an address that is no address.
+    for spec in ["catalytic 127.0.0.1:1 1", "catalytic nowhere 1"] {
+        let peer = PeerProc::start(spec, "", &ARGS);
+        let st = peer.end(Duration::from_secs(20));
+        assert_eq!(st.code(), Some(1), "{spec}: {st}");
+    }
 }

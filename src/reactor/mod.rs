@@ -199,7 +199,9 @@ pub struct Server {
     reap: Vec<usize>,
     /// When the admin sessions of open admin streams end: (wall ms, session), one entry per
     /// session and end, not one timer per stream (a timer per stream was about 60 B of every
-    /// idle admin stream). An entry leaves once its time has come.
+    /// idle admin stream). An entry leaves once its time has come, even if its streams closed
+    /// before: so there is at most one per admin session that had a stream open, and a
+    /// session lasts at most its configured length.
     admin_expiries: BTreeSet<(i64, Digest32)>,
     /// The one `Timer::AdminExpiry`, armed for the first of `admin_expiries` (wall ms, id);
     /// `None` only while the set is empty.

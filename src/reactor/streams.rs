@@ -464,8 +464,10 @@ impl Server {
     }
 
     /// Arm `Timer::AdminExpiry` for wall time `at`, in place of the one armed. Timers run on
-    /// the monotonic clock, so a wall clock that moves makes it fire early or late; early
-    /// is caught in `admin_expiries_due`, late is bounded by the clock's step.
+    /// the monotonic clock, so a wall clock that moves makes it fire early or late: early is
+    /// caught in `admin_expiries_due`; late is bounded by the clock's step and, at worst, by
+    /// the 5-second re-check of admin sessions in storage (`recheck_admin_sessions`), which
+    /// also closes the streams of a session that has run out.
     fn arm_admin_expiry(&mut self, at: i64, now: Now) {
         if let Some((_, t)) = self.admin_expiry.take() {
             self.timers.cancel(t);
@@ -476,26 +478,36 @@ impl Server {
 
     /// `Timer::AdminExpiry`: every admin stream whose session has ended by the wall clock
     /// closes 1008 `Session expired` (API.md: within 1 s of the expiry); the timer is armed
-    /// again for the next end still to come.
+    /// again for the next end still to come. One walk over the admin streams however many
+    /// sessions came due at once (a wall clock that jumped ahead).
     pub(super) fn admin_expiries_due(&mut self) {
         self.admin_expiry = None;
         let now = self.time.now();
-        while let Some(&(at, session)) = self.admin_expiries.first() {
+        let mut any_due = false;
+        while let Some(&(at, _)) = self.admin_expiries.first() {
             if at > now.wall_ms {
-                return self.arm_admin_expiry(at, now);
+                self.arm_admin_expiry(at, now);
+                break;
             }
             self.admin_expiries.pop_first();
-            for key in self.hub.admins_with_session(&session) {
-                let ended = self
-                    .conns
+            any_due = true;
+        }
+        if !any_due {
+            return;
+        }
+        let ended: Vec<usize> = self
+            .hub
+            .members(Stream::Admin)
+            .filter(|&key| {
+                self.conns
                     .get(key)
                     .and_then(|c| c.ws())
                     .and_then(|w| w.session_expires_at)
-                    .is_some_and(|end| end <= now.wall_ms);
-                if ended {
-                    self.close_stream(key, code::POLICY, "Session expired", CloseReason::Expired);
-                }
-            }
+                    .is_some_and(|end| end <= now.wall_ms)
+            })
+            .collect();
+        for key in ended {
+            self.close_stream(key, code::POLICY, "Session expired", CloseReason::Expired);
         }
     }
 

@@ -9,9 +9,11 @@
 //!
 //! Rules kept here:
 //! * **One deadline per connection** (`Conn::deadline`), whose meaning follows the phase:
-//!   request complete (10 s), close handshake or lingering close (2 s), an admin stream's
-//!   session end. A deadline that fires for a connection that moved on is looked at by phase,
-//!   and a stale one (older generation) finds nobody.
+//!   request complete (10 s), close handshake or lingering close (2 s); an open stream has
+//!   none. A deadline that fires for a connection that moved on is looked at by phase, and a
+//!   stale one (older generation) finds nobody.
+//! * **Admin session ends are watched per session**, not per stream: one `Timer::AdminExpiry`
+//!   armed for the earliest end among sessions with open streams (`streams.rs`).
 //! * **Periodic work re-arms itself** at the end of each firing (heartbeat, housekeeping, the
 //!   admin re-check, drain), so a slow turn delays the next firing rather than bunching them.
 //! * **Storage work from a timer is best effort** when it can wait (housekeeping, the re-check:

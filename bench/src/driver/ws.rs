@@ -239,6 +239,11 @@ impl Driver {
     }
 
     /// Ready WebSocket connections currently open.
+    /// WebSocket connections open or opening, ready or not.
+    pub fn ws_open(&self) -> usize {
+        self.ws.len()
+    }
+
     pub fn ready_open(&self) -> usize {
         self.ws.iter().filter(|(_, c)| c.ready).count()
     }

@@ -33,9 +33,10 @@ pub(super) fn drive_sequential(ctx: &Ctx, kinds: &[Kind], plan: &Plan) -> Vec<(K
 /// Drive interleaved (compare, cold): both servers up at once, and for each client count the
 /// rounds alternate between them (one round each, in turn): the machine's speed drifts over
 /// seconds (a VM's, by ±15 % here), and rounds a second apart would carry that drift into the
-/// ratio. The clients of the second server move to a peer process when this one's
-/// descriptors hold only one server's; in blocks, one server after the other, when even one
-/// server's clients do not fit beside the peer's.
+/// ratio. The clients of the second server move to a peer process when this process's
+/// descriptors hold one server's clients but not both. The rounds run in blocks, one server
+/// after the other, only when not even one server's clients fit here (or with more than two
+/// servers), or when the peer cannot be started.
 pub(super) fn drive_interleaved(ctx: &Ctx, kinds: &[Kind], plan: &Plan) -> Vec<(Kind, FanResult)> {
     let mut runners: Vec<(Kind, Result<FanRunner, String>, Vec<FanPoint>)> = kinds
         .iter()
@@ -60,7 +61,7 @@ pub(super) fn drive_interleaved(ctx: &Ctx, kinds: &[Kind], plan: &Plan) -> Vec<(
             alternate_rounds(ctx, &mut runners, n, plan.modes);
             if let (_, Ok(r), _) = &mut runners[1] {
                 if let Some(p) = r.peer.take() {
-                    p.finish(&mut r.errors);
+                    p.finish(ctx.o, &mut r.errors);
                 }
             }
         } else {
@@ -78,7 +79,7 @@ pub(super) fn drive_interleaved(ctx: &Ctx, kinds: &[Kind], plan: &Plan) -> Vec<(
                         Ok(p) => pts.extend(p),
                         Err(e) => r.errors.push(e),
                     }
-                    r.close_clients();
+                    r.close_clients(ctx.o);
                 }
             }
         }
@@ -104,7 +105,7 @@ fn with_peer(
     };
     // This process's clients of the second server (fewer than `n` before the first count
     // that needs a peer) are closed: the peer opens all of them.
-    r.close_clients();
+    r.close_clients(ctx.o);
     match Peer::spawn(ctx.o, *kind, r.nodes[0], pid, &r.cookie) {
         Ok(p) => {
             r.peer = Some(p);
@@ -174,7 +175,7 @@ fn alternate_rounds(
     }
     for (_, r, _) in runners.iter_mut() {
         if let Ok(r) = r {
-            r.close_clients();
+            r.close_clients(ctx.o);
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Fan-out: N admin clients, R rounds of `POST /api/users`; per round the time from the POST
 //! write to each client's receipt of that round's `user_added`. And `compare`: fan-out for
-//! catalytic and the floor in the same run, interleaved (round by round where the generator has
-//! descriptors for both servers' clients at once), with their ratios: of the medians, and the
-//! median of the paired rounds' ratios. And `cold`: the same comparison with cold rounds beside
+//! catalytic and the floor in the same run, interleaved round by round (past this process's
+//! descriptor limit, with the second server's clients in a peer process: `drive`, `peer`),
+//! with their ratios: of the medians, and the median of the paired rounds' ratios. And `cold`: the same comparison with cold rounds beside
 //! the warm ones.
 //!
 //! Two kinds of rounds (`Mode`): *warm* POSTs go back to back over one keep-alive connection
@@ -354,13 +354,14 @@ impl FanRunner {
     /// Open clients up to `n` and let the server settle: the point with the connect figures
     /// (with an error, and no rounds to run, when no client could connect).
     fn ready(&mut self, ctx: &Ctx, n: usize) -> FanPoint {
-        let mut connected = match &mut self.peer {
-            Some(p) => p.ready(n),
-            None => self.connect(ctx, n),
-        };
+        if let Some(p) = &mut self.peer {
+            // The peer runs this very function on its side.
+            return p.ready(ctx, n);
+        }
+        let mut connected = self.connect(ctx, n);
         if connected.ready == 0 {
             connected.errors.push("no client connected".into());
-        } else if self.peer.is_none() {
+        } else {
             self.d.idle(Duration::from_millis(500));
         }
         connected
@@ -383,7 +384,7 @@ impl FanRunner {
     /// One round of `run`'s mode after its idle gap; warm-up rounds are not kept.
     fn step(&mut self, o: &Opts, run: &mut ModeRun) -> Result<(), String> {
         if let Some(p) = &mut self.peer {
-            return p.step(run.point.mode);
+            return p.step(o, run.point.mode);
         }
         self.d.idle(run.point.mode.gap(o));
         let s = self.round(o, run.point.mode, &mut run.point.errors)?;
@@ -398,7 +399,7 @@ impl FanRunner {
     fn end_mode(&mut self, o: &Opts, mut run: ModeRun) -> FanPoint {
         match &mut self.peer {
             // The peer notes its own dropped clients.
-            Some(peer) => peer.end(&mut run),
+            Some(peer) => peer.end(o, &mut run),
             None => self.note_dropped(&mut run.point, run.dropped0),
         }
         let mut p = run.point;
@@ -578,11 +579,14 @@ impl FanRunner {
 
     /// Close every admin client (here or in the peer), then answer pings for a second so
     /// the server has closed them too before anything else is measured.
-    fn close_clients(&mut self) {
+    fn close_clients(&mut self, o: &Opts) {
         if let Some(p) = &mut self.peer {
-            if let Err(e) = p.close() {
+            if let Err(e) = p.close(o) {
                 self.errors.push(e);
             }
+            return;
+        }
+        if self.d.ws_open() == 0 {
             return;
         }
         self.d.close_all_ws();
@@ -593,7 +597,7 @@ impl FanRunner {
         self.d.close_all_ws();
         let mut errors = std::mem::take(&mut self.errors);
         if let Some(p) = self.peer.take() {
-            p.finish(&mut errors);
+            p.finish(o, &mut errors);
         }
         if let Some(srv) = self.srv.take() {
             stop(o, srv, &mut errors);

@@ -20,18 +20,22 @@
 
 use super::*;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
 
 /// `KIND ADDR PID` of the server a peer attaches to.
 const PEER_ENV: &str = "CATALYTIC_BENCH_FANOUT_PEER";
 /// The admin cookie its clients present (not on the command line, where `ps` shows it).
 const COOKIE_ENV: &str = "CATALYTIC_BENCH_FANOUT_PEER_COOKIE";
+/// Added to every wait for an answer, beyond what the command itself may take.
+const SLACK: Duration = Duration::from_secs(10);
 
 /// The parent's end of a peer process.
 pub(super) struct Peer {
     child: Child,
     to: ChildStdin,
-    from: BufReader<ChildStdout>,
+    /// The peer's answer lines, read on a thread of their own so every wait has a limit.
+    answers: mpsc::Receiver<String>,
 }
 
 impl Peer {
@@ -64,29 +68,38 @@ impl Peer {
             let _ = child.wait();
             return Err("no pipes to the peer".into());
         };
+        let (tx, answers) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         log(
             o,
             format!("[{}] clients in peer process {}", kind.name(), child.id()),
         );
-        Ok(Peer {
-            child,
-            to,
-            from: BufReader::new(from),
-        })
+        Ok(Peer { child, to, answers })
     }
 
-    /// One command and its answer. Bounded by the peer's own waits (each round's timeout,
-    /// the connect deadline); a peer that died answers with end of input.
-    fn call(&mut self, cmd: Value) -> Result<Value, String> {
+    /// One command and its answer within `limit` (plus `SLACK`). A peer that does not answer
+    /// in time is killed: every later command then fails at once.
+    fn call(&mut self, cmd: Value, limit: Duration) -> Result<Value, String> {
         writeln!(self.to, "{cmd}")
             .and_then(|()| self.to.flush())
             .map_err(|e| format!("peer gone: {e}"))?;
-        let mut line = String::new();
-        match self.from.read_line(&mut line) {
-            Ok(0) => return Err("peer ended".into()),
-            Ok(_) => {}
-            Err(e) => return Err(format!("peer: {e}")),
-        }
+        let line = match self.answers.recv_timeout(limit + SLACK) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = self.child.kill();
+                return Err(format!(
+                    "peer: no answer to {cmd} within {:?}; killed",
+                    limit + SLACK
+                ));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err("peer ended".into()),
+        };
         let v: Value = serde_json::from_str(&line).map_err(|e| format!("peer answer: {e}"))?;
         match v.get("error").and_then(Value::as_str) {
             Some(e) => Err(format!("peer: {e}")),
@@ -94,13 +107,16 @@ impl Peer {
         }
     }
 
-    /// `FanRunner::ready` in the peer: the connect figures of `n` clients.
-    pub(super) fn ready(&mut self, n: usize) -> FanPoint {
+    /// `FanRunner::ready` in the peer: the connect figures of `n` clients, with its errors.
+    pub(super) fn ready(&mut self, ctx: &Ctx, n: usize) -> FanPoint {
         let mut p = FanPoint {
             n,
             ..Default::default()
         };
-        match self.call(json!({"op": "ready", "n": n})) {
+        let limit = ctx
+            .deadline_for(n)
+            .saturating_duration_since(Instant::now());
+        match self.call(json!({"op": "ready", "n": n}), limit) {
             Ok(v) => {
                 p.ready = v["ready"].as_u64().unwrap_or(0) as usize;
                 p.connect_failures = v["connect_failures"].as_u64().unwrap_or(n as u64) as usize;
@@ -112,15 +128,20 @@ impl Peer {
         p
     }
 
-    /// One round of `mode` in the peer.
-    pub(super) fn step(&mut self, mode: Mode) -> Result<(), String> {
-        self.call(json!({"op": "step", "mode": mode.name()}))
-            .map(drop)
+    /// One round of `mode` in the peer: its idle gap, then the round (bounded by the round's
+    /// own timeout).
+    pub(super) fn step(&mut self, o: &Opts, mode: Mode) -> Result<(), String> {
+        self.call(
+            json!({"op": "step", "mode": mode.name()}),
+            mode.gap(o) + o.timeout,
+        )
+        .map(drop)
     }
 
-    /// The peer's samples of the mode's kept rounds into `run`, its problems into the point.
-    pub(super) fn end(&mut self, run: &mut ModeRun) {
-        match self.call(json!({"op": "end"})) {
+    /// The peer's samples of the mode's kept rounds into `run`, and the problems its rounds
+    /// met into the point.
+    pub(super) fn end(&mut self, o: &Opts, run: &mut ModeRun) {
+        match self.call(json!({"op": "end"}), o.timeout) {
             Ok(v) => {
                 run.samples = Samples::from_json(&v["samples"]);
                 run.point.errors.extend(strings(&v["errors"]));
@@ -130,21 +151,29 @@ impl Peer {
     }
 
     /// Close the peer's clients.
-    pub(super) fn close(&mut self) -> Result<(), String> {
-        self.call(json!({"op": "close"})).map(drop)
+    pub(super) fn close(&mut self, o: &Opts) -> Result<(), String> {
+        self.call(json!({"op": "close"}), o.timeout).map(drop)
     }
 
-    /// End the peer: end of input, then its exit status.
-    pub(super) fn finish(self, errors: &mut Vec<String>) {
-        let Peer {
-            mut child,
-            to,
-            from,
-            ..
-        } = self;
+    /// End the peer: end of input, then its exit status (killed if it does not end in time).
+    pub(super) fn finish(self, o: &Opts, errors: &mut Vec<String>) {
+        let Peer { mut child, to, .. } = self;
         drop(to);
-        drop(from);
-        match child.wait() {
+        let deadline = Instant::now() + o.timeout + SLACK;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Ok(st),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    break child.wait().map_err(|e| e.to_string());
+                }
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        match status {
             Ok(st) if st.success() => {}
             Ok(st) => errors.push(format!("peer process: {st}")),
             Err(e) => errors.push(format!("peer process: {e}")),
@@ -206,6 +235,11 @@ pub(in crate::scenarios) fn serve_if_peer(ctx: &Ctx) -> Option<i32> {
                 } else {
                     Mode::Warm
                 };
+                // A new mode starts its own rounds, also when the parent gave up on the last
+                // mode's without asking for their end.
+                if run.as_ref().is_some_and(|m| m.point.mode != mode) {
+                    run = None;
+                }
                 let m = run.get_or_insert_with(|| r.start_mode(ctx.o, mode, &connected));
                 match r.step(ctx.o, m) {
                     Ok(()) => json!({}),
@@ -215,12 +249,14 @@ pub(in crate::scenarios) fn serve_if_peer(ctx: &Ctx) -> Option<i32> {
             Some("end") => match run.take() {
                 Some(mut m) => {
                     r.note_dropped(&mut m.point, m.dropped0);
-                    json!({"samples": m.samples.json(), "errors": m.point.errors})
+                    // Only what the rounds added: the connect errors went with `ready`.
+                    let errors = m.point.errors.split_off(connected.errors.len());
+                    json!({"samples": m.samples.json(), "errors": errors})
                 }
                 None => json!({"error": "no rounds to end"}),
             },
             Some("close") => {
-                r.close_clients();
+                r.close_clients(ctx.o);
                 json!({})
             }
             _ => json!({"error": format!("unknown command {line:?}")}),
@@ -232,7 +268,7 @@ pub(in crate::scenarios) fn serve_if_peer(ctx: &Ctx) -> Option<i32> {
             break;
         }
     }
-    r.close_clients();
+    r.close_clients(ctx.o);
     Some(0)
 }
 
