@@ -78,15 +78,16 @@ fn main() {
     }
     // A fan-out run's peer process (same options) leaves the banner to its parent.
     if !opts.quiet && !scenarios::is_fanout_peer() {
+        let or_none = |v: Option<String>| v.unwrap_or_else(|| "none".into());
         eprintln!(
-            "catalytic-bench: {} on {} ({} CPUs), nofile {nofile}, generator CPU {:?}, server CPU {:?}, nice {:?}, load {:?}",
+            "catalytic-bench: {} on {} ({} CPUs), nofile {nofile}, generator CPU {}, server CPU {}, nice {}, load {}",
             opts.scenario,
             sys::cpu_model(),
             sys::online_cpus(),
-            opts.cpu,
-            opts.server_cpu,
-            opts.nice,
-            sys::loadavg()
+            or_none(opts.cpu.map(|c| c.to_string())),
+            or_none(opts.server_cpu.map(|c| c.to_string())),
+            or_none(opts.nice.map(|n| n.to_string())),
+            format!("{:?}", sys::loadavg())
         );
     }
     let code = scenarios::run(&opts, nofile);

@@ -20,7 +20,7 @@ scenarios:
   compare    fanout for catalytic and the floor in the same run, rounds alternating between
              them, with ratios (past this process's descriptor limit, the floor's clients
              live in a peer process: the same executable, driven over a pipe)
-  all        the six scenarios above for every selected server, plus the floor ratios
+  all        compare, storm, memory, sustained and sessions, for every selected server
 
   cold       compare with cold rounds beside the warm ones: each cold POST on a fresh
              connection (connect, POST, close) after --cold-gap-ms idle (default N
@@ -58,7 +58,8 @@ options:
   --floor-bin PATH      default: build ../shared/floor-server (beside the repo) in a temp dir
   --floor-src DIR       floor sources to build
   --clients LIST        e.g. 100,1000,10000 (default; sustained 1000; sessions 10000)
-  --rounds R            measured fan-out rounds (default 7), after --warmup W (default 1)
+  --rounds R            measured fan-out rounds (default 7; at least 1)
+  --warmup W            rounds run first and not kept (default 1)
   --timeout-ms MS       per-round / per-step wait for deliveries (default 10000)
   --gap-ms MS           idle time between rounds (default 100)
   --cpu N|none          pin the generator to CPU N (default 1 on a machine with 2+ CPUs)
@@ -143,8 +144,10 @@ pub struct Opts {
     pub cookie: Option<String>,
 }
 
+/// A usage error: the reason and where the usage is, exit code 2 (the usage itself would push
+/// the one line that matters off the screen).
 fn die(msg: &str) -> ! {
-    eprintln!("catalytic-bench: {msg}\n\n{USAGE}");
+    eprintln!("catalytic-bench: {msg}\n(`catalytic-bench --help` for the usage)");
     std::process::exit(2)
 }
 
@@ -248,6 +251,22 @@ impl Opts {
         if o.scenario == "compare" {
             o.servers = vec![Kind::Catalytic, Kind::Floor];
         }
+        // A path given on the command line that leads nowhere is a usage error now, not a
+        // failed server after another server's whole run.
+        for (flag, path) in [
+            ("--catalytic-bin", &o.catalytic_bin),
+            ("--floor-bin", &o.floor_bin),
+            ("--floor-src", &o.floor_src),
+        ] {
+            if let Some(p) = path {
+                if !p.exists() {
+                    die(&format!(
+                        "{flag} {}: no such file or directory",
+                        p.display()
+                    ));
+                }
+            }
+        }
         self
     }
 }
@@ -267,6 +286,10 @@ pub fn parse_args() -> Opts {
                 .unwrap_or_else(|_| die(&format!("bad number {s:?}")))
         }
         match a.as_str() {
+            "--version" | "-V" => {
+                println!("catalytic-bench {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0)
+            }
             "-h" | "--help" | "help" => {
                 print!("{USAGE}");
                 std::process::exit(0)
@@ -287,7 +310,12 @@ pub fn parse_args() -> Opts {
                 }
                 o.clients = Some(list);
             }
-            "--rounds" => o.rounds = num::<usize>(val()).max(1),
+            "--rounds" => {
+                o.rounds = num(val());
+                if o.rounds == 0 {
+                    die("--rounds wants at least 1");
+                }
+            }
             "--warmup" => o.warmup = num(val()),
             "--timeout-ms" => o.timeout = Duration::from_millis(num(val())),
             "--gap-ms" => {

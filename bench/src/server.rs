@@ -502,16 +502,29 @@ fn sync_tree(src: &Path, dst: &Path, depth: u32, budget: &mut u32) -> std::io::R
 /// Where the floor's sources are: an explicit dir, else `../shared/floor-server` next to
 /// the repo this binary was built from (this package sits in the repo's `bench/`), else
 /// relative to the working directory.
-pub fn floor_src(explicit: Option<&Path>) -> Option<PathBuf> {
+/// `Err` lists the places looked in, as absolute paths.
+pub fn floor_src(explicit: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(p) = explicit {
-        return Some(p.to_path_buf());
+        return Ok(p.to_path_buf());
     }
     let cands = [
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/floor-server"),
         PathBuf::from("../shared/floor-server"),
         PathBuf::from("shared/floor-server"),
     ];
-    cands.into_iter().find(|p| p.join("Cargo.toml").exists())
+    if let Some(found) = cands.iter().find(|p| p.join("Cargo.toml").exists()) {
+        return Ok(found.clone());
+    }
+    let tried: Vec<String> = cands
+        .iter()
+        .map(|p| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        })
+        .collect();
+    Err(format!("floor sources not found in {}", tried.join(", ")))
 }
 
 /// Build the floor server in a scratch folder (shared/ is read-only) and return its binary.

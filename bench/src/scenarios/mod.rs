@@ -135,8 +135,8 @@ fn find_bins(ctx: &mut Ctx) {
                 let p = match &o.floor_bin {
                     Some(p) => Ok(p.clone()),
                     None => match server::floor_src(o.floor_src.as_deref()) {
-                        Some(src) => server::build_floor(&src),
-                        None => Err("floor sources not found (../shared/floor-server); pass --floor-bin or --floor-src".into()),
+                        Ok(src) => server::build_floor(&src),
+                        Err(e) => Err(format!("{e}; pass --floor-bin or --floor-src")),
                     },
                 };
                 match p {

@@ -119,7 +119,7 @@ pub(super) fn compare_report(ctx: &mut Ctx, plan: &Plan, res: &[(Kind, Vec<FanPo
         "lost c/f",
     ];
     if plan.cold() {
-        head.insert(1, "rounds");
+        head.insert(1, "mode");
         head.push("POST answer ms c / f");
     }
     table(

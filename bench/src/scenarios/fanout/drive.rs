@@ -49,15 +49,6 @@ pub(super) fn drive_interleaved(ctx: &Ctx, kinds: &[Kind], plan: &Plan) -> Vec<(
             alternate_rounds(ctx, &mut runners, n, plan.modes);
         } else if runners.len() == 2 && per_server <= ctx.nofile && with_peer(ctx, &mut runners, n)
         {
-            log(
-                ctx.o,
-                format!(
-                    "{n} clients per server: {fds_needed} descriptors needed for both at once, \
-                     {} allowed; the {}'s clients in a peer process, rounds alternating",
-                    ctx.nofile,
-                    runners[1].0.name()
-                ),
-            );
             alternate_rounds(ctx, &mut runners, n, plan.modes);
             if let (_, Ok(r), _) = &mut runners[1] {
                 if let Some(p) = r.peer.take() {
@@ -103,6 +94,16 @@ fn with_peer(
     let Some(pid) = r.srv.as_ref().map(|s| s.pid) else {
         return false;
     };
+    log(
+        ctx.o,
+        format!(
+            "{n} clients per server: {} descriptors needed for both at once, {} allowed; \
+             the {}'s clients go to a peer process, rounds alternating",
+            2 * (n as u64 + FD_SLACK),
+            ctx.nofile,
+            kind.name()
+        ),
+    );
     // This process's clients of the second server (fewer than `n` before the first count
     // that needs a peer) are closed: the peer opens all of them.
     r.close_clients(ctx.o);

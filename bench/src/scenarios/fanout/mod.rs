@@ -92,6 +92,8 @@ pub(super) struct FanPoint {
     /// Its rounds alternated with another server's, one each in turn (`alternate_rounds`):
     /// the k-th rounds of both ran under the same machine conditions and pair up.
     alternated: bool,
+    /// Its clients were held by a peer process (`peer`), not by this one.
+    peer_process: bool,
     pub(super) errors: Vec<String>,
 }
 
@@ -106,6 +108,7 @@ impl FanPoint {
             "generator_busy_pct": self.gen_cpu.json(),
             "server_cpu_ms": self.server_cpu_ms.json(), "server_runqueue_wait_ms": self.server_wait_ms.json(),
             "generator_runqueue_wait_ms": self.gen_wait_ms.json(),
+            "alternated": self.alternated, "peer_process": self.peer_process,
             "errors": self.errors,
         })
     }
@@ -687,7 +690,10 @@ fn fan_out(ctx: &mut Ctx, plan: &Plan) -> Vec<(Kind, Vec<FanPoint>)> {
                 report(ctx, k, &pts, errors, plan);
                 all.push((k, pts));
             }
-            Err(e) => ctx.emit(json!({"scenario": plan.scenario, "server": k.name(), "error": e})),
+            Err(e) => {
+                eprintln!("catalytic-bench: {} on {}: {e}", plan.scenario, k.name());
+                ctx.emit(json!({"scenario": plan.scenario, "server": k.name(), "error": e}));
+            }
         }
     }
     all
@@ -703,9 +709,10 @@ fn report(ctx: &mut Ctx, k: Kind, pts: &[FanPoint], errors: Vec<String>, plan: &
     }
     table(
         &format!(
-            "fan-out — {}: medians over {} rounds (min–max)",
+            "fan-out — {}: medians over {} round{} (min–max)",
             k.name(),
-            ctx.o.rounds
+            ctx.o.rounds,
+            if ctx.o.rounds == 1 { "" } else { "s" }
         ),
         &head,
         &rows,

@@ -111,6 +111,7 @@ impl Peer {
     pub(super) fn ready(&mut self, ctx: &Ctx, n: usize) -> FanPoint {
         let mut p = FanPoint {
             n,
+            peer_process: true,
             ..Default::default()
         };
         let limit = ctx
