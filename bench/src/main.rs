@@ -80,14 +80,14 @@ fn main() {
     if !opts.quiet && !scenarios::is_fanout_peer() {
         let or_none = |v: Option<String>| v.unwrap_or_else(|| "none".into());
         eprintln!(
-            "catalytic-bench: {} on {} ({} CPUs), nofile {nofile}, generator CPU {}, server CPU {}, nice {}, load {}",
+            "catalytic-bench: {} on {} ({} CPUs), nofile {nofile}, generator CPU {}, server CPU {}, nice {}, load {:?}",
             opts.scenario,
             sys::cpu_model(),
             sys::online_cpus(),
             or_none(opts.cpu.map(|c| c.to_string())),
             or_none(opts.server_cpu.map(|c| c.to_string())),
             or_none(opts.nice.map(|n| n.to_string())),
-            format!("{:?}", sys::loadavg())
+            sys::loadavg()
         );
     }
     let code = scenarios::run(&opts, nofile);
