@@ -62,7 +62,12 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 const ADMIN_EMAIL: &str = "bench@example.com";
 const ADMIN_PASSWORD: &str = "bench-password-0123456789";
 
+/// A fresh scratch folder for one server: `catalytic-bench-PID-N` in the temp dir. The first
+/// call of a process also removes the folders of generators that are gone (a run ended by
+/// Ctrl-C or a kill leaves its servers' databases behind; a normal run removes its own).
 fn tmp_dir() -> Result<PathBuf, String> {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(sweep_orphans);
     let d = std::env::temp_dir().join(format!(
         "catalytic-bench-{}-{}",
         std::process::id(),
@@ -71,6 +76,28 @@ fn tmp_dir() -> Result<PathBuf, String> {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).map_err(|e| format!("create {}: {e}", d.display()))?;
     Ok(d)
+}
+
+/// Remove `catalytic-bench-PID-N` folders whose generator process no longer exists. A folder
+/// whose PID is alive (this run, another run, or a reused PID) is left alone.
+fn sweep_orphans() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("catalytic-bench-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<u32>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Run `catalytic admin ...` to completion (bounded), returning stdout.
