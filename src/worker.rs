@@ -25,6 +25,7 @@ use std::net::IpAddr;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
+use std::time::Instant;
 
 /// Jobs one address may have queued; beyond, its requests get 503.
 pub const PER_ADDRESS: usize = 8;
@@ -38,6 +39,9 @@ const MAX_THREADS: usize = 4;
 pub struct Requester {
     pub key: usize,
     pub gen: u32,
+    /// When the request arrived: a storage step after this job has its deadline counted from
+    /// it (`storage::deadline_for`), so the request as a whole answers busy within 1 s.
+    pub started: Instant,
 }
 
 #[derive(Debug)]
@@ -219,7 +223,11 @@ mod tests {
     }
 
     fn who(key: usize) -> Requester {
-        Requester { key, gen: 0 }
+        Requester {
+            key,
+            gen: 0,
+            started: Instant::now(),
+        }
     }
 
     #[test]

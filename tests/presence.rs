@@ -224,6 +224,41 @@ fn admins_watching_appear_with_their_email_and_stream_counts() {
     assert_eq!(srv.get("/api/presence", None).status, 401);
 }
 
+/// The frame right after `initial` is the state as it is then, the opening stream counted, also
+/// when the state changed less than a second before (it used to be the state told up to a second
+/// earlier, which could leave out the opening stream itself and a page opened just before).
+#[test]
+fn an_opening_stream_is_told_the_current_state_counting_itself() {
+    let srv = Server::start(&[]);
+    let s = srv.started_session(5);
+    let (first, _) = Watch::open(&srv, "");
+    assert_eq!(
+        state(&first.last.0),
+        (sessions(&[]), admins(&[(ADMIN_EMAIL, 1)])),
+        "{}",
+        first.last.0
+    );
+    let mut page = srv.session_ws(&s.session_id, &s.token).unwrap();
+    session_opening(&mut page);
+    let mut open = vec![first];
+    for n in 2..=4u64 {
+        let (w, _) = Watch::open(&srv, "");
+        let want = (sessions(&[(s.user_id, 1)]), admins(&[(ADMIN_EMAIL, n)]));
+        assert_eq!(
+            state(&w.last.0),
+            want,
+            "stream {n}'s first frame: {}",
+            w.last.0
+        );
+        open.push(w);
+    }
+    assert_eq!(state(&api_presence(&srv)), state(&open[3].last.0));
+    // The streams opened before are brought up to date by the merged telling.
+    open[0].until("the later streams and the page", |st| {
+        st == &(sessions(&[(s.user_id, 1)]), admins(&[(ADMIN_EMAIL, 4)]))
+    });
+}
+
 /// "Sent only on change": after the frame that follows `initial`, a stream is told again only
 /// when the state differs from what it was last told; with nothing changing, nothing comes.
 #[test]

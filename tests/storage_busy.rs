@@ -202,6 +202,43 @@ fn a_four_second_external_lock_never_stalls_the_server() {
     }
 }
 
+/// A request that takes several storage commands is answered within one deadline: a sign-in
+/// (read the account, hash, write the admin session) queued behind a write that waits for the
+/// lock got its 503 after about 1.8 s, a deadline for each of its commands.
+#[test]
+fn a_sign_in_queued_behind_a_blocked_write_is_answered_within_1_s() {
+    let srv = Server::start(&[]);
+    let cookie = srv.admin_cookie();
+    let (_, holder) = hold_write_lock(srv.db.clone(), Duration::from_secs(3));
+    let (write, login) = thread::scope(|s| {
+        let write = s.spawn(|| {
+            let body = json!({"first_name": "Blocked", "last_name": "Write",
+                              "email": srv.unique_email()});
+            let t = Instant::now();
+            let r = srv.json("POST", "/api/users", Some(&cookie), Some(&body));
+            (r, t.elapsed())
+        });
+        // Behind it in the storage queue.
+        thread::sleep(Duration::from_millis(50));
+        let good = json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD});
+        let t = Instant::now();
+        let r = srv.json("POST", "/api/admin/login", None, Some(&good));
+        (write.join().unwrap(), (r, t.elapsed()))
+    });
+    assert_busy(&write.0, write.1, "the blocked write");
+    assert_busy(&login.0, login.1, "the sign-in behind it");
+    assert!(
+        login.0.header("Set-Cookie").is_none(),
+        "a refused sign-in sets no cookie"
+    );
+    holder.join().unwrap();
+    // Storage free again: the same sign-in works.
+    let good = json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD});
+    let r = srv.json("POST", "/api/admin/login", None, Some(&good));
+    assert_eq!(r.status, 204, "sign-in after the lock: {}", r.text());
+    assert!(r.header("Set-Cookie").is_some(), "a session cookie");
+}
+
 /// A lock shorter than the write's deadline only delays the write: it is stored and broadcast.
 #[test]
 fn a_short_lock_only_delays_a_write() {

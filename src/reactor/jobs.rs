@@ -122,14 +122,14 @@ impl Server {
                 let Some(ip) = self.conns.get(key).map(|c| addr::limit_key(c.client_ip)) else {
                     return;
                 };
-                self.await_thread(key, pending, keep_alive, |s, who| {
+                self.await_thread(key, pending, keep_alive, started, |s, who| {
                     s.worker.submit(ip, who, job)
                 })
             }
             // The provider's calls (discovery, code exchange) take network round trips: never
             // on the loop.
             Reply::Later(Job::Oidc(job), pending) => {
-                self.await_thread(key, pending, keep_alive, |s, who| {
+                self.await_thread(key, pending, keep_alive, started, |s, who| {
                     s.oidc.as_ref().is_some_and(|o| o.submit(who, job))
                 })
             }
@@ -162,7 +162,10 @@ impl Server {
             started,
             write,
         };
-        if !self.storage.submit(ticket, cmd) {
+        if !self
+            .storage
+            .submit_by(ticket, cmd, crate::storage::deadline_for(started))
+        {
             // The queue is full: storage is far behind. Say so rather than queue without end.
             self.metrics.storage_busy += 1;
             return self.respond(key, api::app_error(AppError::Busy), keep_alive);
@@ -201,12 +204,13 @@ impl Server {
         key: usize,
         pending: Pending,
         keep_alive: bool,
+        started: Instant,
         submit: impl FnOnce(&Self, Requester) -> bool,
     ) {
         let Some(gen) = self.conns.get(key).map(|c| c.gen) else {
             return;
         };
-        if submit(self, Requester { key, gen }) {
+        if submit(self, Requester { key, gen, started }) {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.enter(Phase::AwaitingJob {
                     keep_alive,
@@ -229,7 +233,7 @@ impl Server {
     pub(super) fn on_jobs_done(&mut self) {
         let hashed: Vec<_> = self.worker.finished().collect();
         for (who, outcome) in hashed {
-            self.job_done(who.key, who.gen, Done::Hashed(outcome), Instant::now());
+            self.job_done(who.key, who.gen, Done::Hashed(outcome), who.started);
         }
         let signed: Vec<_> = self
             .oidc
@@ -237,7 +241,7 @@ impl Server {
             .map(|o| o.take_answers())
             .unwrap_or_default();
         for (who, outcome) in signed {
-            self.job_done(who.key, who.gen, Done::Oidc(outcome), Instant::now());
+            self.job_done(who.key, who.gen, Done::Oidc(outcome), who.started);
         }
         let stored: Vec<_> = self.storage.finished().collect();
         for (ticket, result) in stored {

@@ -1,12 +1,15 @@
 //! Telling admins who is here (API.md "presence"): the invitees with their session page open
 //! and the admins watching.
 //!
-//! Rules: full state each time; right after an admin stream's `initial` (or `resumed`); then
-//! whenever it changed, at most once a second (changes within that second are merged) and
-//! never when nothing changed since the last telling. It must cost nothing on the broadcast
-//! path: each presence frame is encoded once, for every admin at once, and at most once a
-//! second however many streams come and go (a reconnect wave of 10,000 admins encodes it a
-//! handful of times, not 10,000).
+//! Rules: full state each time; right after an admin stream's `initial` (or `resumed`), the
+//! state as it is then (the opening stream counted); then whenever it changed, at most once a
+//! second (changes within that second are merged) and never when nothing changed since the
+//! last telling. It must cost nothing on the broadcast path: each presence frame is encoded
+//! once, for every admin at once. Streams that open are told the current state, encoded afresh
+//! when it changed, but at most [`FRESH_ON_OPEN`] times a second: past that (a reconnect wave
+//! of 10,000 admins) an opening stream gets the frame of at most a second ago and the telling
+//! already scheduled by its opening brings it up to date within the second, so a wave encodes
+//! the state a few dozen times, not 10,000.
 
 use super::*;
 use crate::app::messages;
@@ -14,6 +17,8 @@ use crate::hub::Stream;
 
 /// Shortest time between two tellings (ms).
 const PRESENCE_INTERVAL_MS: u64 = 1_000;
+/// Opening streams told a freshly encoded state per `PRESENCE_INTERVAL_MS`, at most.
+const FRESH_ON_OPEN: u32 = 32;
 
 /// Bookkeeping of the presence broadcasts.
 #[derive(Default)]
@@ -28,6 +33,8 @@ pub(super) struct Teller {
     /// The frame of the state at `cached_version`, built at monotonic `cached_at`, and its
     /// payload's digest: `(version, at, digest, frame)`.
     cached: Option<(u64, u64, u64, Rc<[u8]>)>,
+    /// Fresh encodings for opening streams: (monotonic ms the window began, count in it).
+    fresh_on_open: (u64, u32),
 }
 
 /// A presence payload's identity (64 bits of SipHash: two different states colliding would
@@ -53,17 +60,29 @@ impl Server {
         self.timers.insert(at, Timer::Presence);
     }
 
-    /// Send the presence frame to an admin stream that just opened. It reflects the state of
-    /// at most a second ago; if anything changed since, a telling is already scheduled (and
-    /// skips this stream if it would say the same).
+    /// Send the presence frame to an admin stream that just opened: the current state (this
+    /// stream counted), or, past the budget of fresh encodings, the state of at most a second
+    /// ago; then a telling is already scheduled by the opening itself (and skips this stream if
+    /// it would say the same).
     pub(super) fn send_presence(&mut self, key: usize, now: Now) {
         let version = self.hub.presence_version();
-        let fresh = self.presence.cached.as_ref().filter(|(v, at, _, _)| {
-            *v == version || now.mono_ms.saturating_sub(*at) < PRESENCE_INTERVAL_MS
+        let teller = &mut self.presence;
+        let (since, count) = teller.fresh_on_open;
+        let within_budget =
+            now.mono_ms.saturating_sub(since) >= PRESENCE_INTERVAL_MS || count < FRESH_ON_OPEN;
+        let usable = teller.cached.as_ref().filter(|(v, at, _, _)| {
+            *v == version
+                || (!within_budget && now.mono_ms.saturating_sub(*at) < PRESENCE_INTERVAL_MS)
         });
-        let (told, frame) = match fresh {
+        let (told, frame) = match usable {
             Some((_, _, d, frame)) => (*d, Rc::clone(frame)),
             None => {
+                teller.fresh_on_open = if now.mono_ms.saturating_sub(since) >= PRESENCE_INTERVAL_MS
+                {
+                    (now.mono_ms, 1)
+                } else {
+                    (since, count + 1)
+                };
                 let payload = messages::presence(&self.current_presence(), true);
                 let d = digest(&payload);
                 let frame: Rc<[u8]> = Rc::from(ws::text_frame(&payload));

@@ -33,7 +33,8 @@ pub(super) const HSTS: &str = "max-age=31536000";
 impl Server {
     /// One complete request from connection `key`.
     pub(super) fn on_request(&mut self, key: usize, req: Request) {
-        // Arrival time, for the latency metric of the broadcast this request may cause.
+        // Arrival time: the storage deadline runs from it, and the latency metric of the
+        // broadcast this request may cause.
         let started = Instant::now();
         // First: every limit and log line below must use the forwarded client address.
         self.note_client_ip(key, &req);
