@@ -34,9 +34,7 @@ pub fn read(payload: &[u8]) -> Agent {
     if kind == "pong" {
         return Agent::Quiet;
     }
-    let Some(user_id) = msg.get("user_id").and_then(Value::as_i64) else {
-        return Agent::Reply(error(&request_id, "user_id must be an integer"));
-    };
+    // The type first: a message of no known type is told so, whatever else it lacks.
     let patch = match kind {
         "progress" => match msg.get("questions_answered").and_then(Value::as_i64) {
             Some(n) if n >= 0 => UserPatch {
@@ -70,9 +68,12 @@ pub fn read(payload: &[u8]) -> Agent {
         other => {
             return Agent::Reply(error(
                 &request_id,
-                &format!("unknown message type `{other}`"),
+                &format!("unknown message type `{other}` (progress, transcript or summary)"),
             ))
         }
+    };
+    let Some(user_id) = msg.get("user_id").and_then(Value::as_i64) else {
+        return Agent::Reply(error(&request_id, "user_id must be an integer"));
     };
     // The request id as JSON text is its identity (`7` and `"7"` are different ids).
     let key = (!request_id.is_null()).then(|| request_id.to_string());

@@ -263,10 +263,18 @@ fn bad_agent_messages_get_errors_and_change_nothing() {
         json!({"type":"launch_missiles","user_id":s.user_id,"request_id":"b6"}),
         json!({"user_id":s.user_id,"questions_answered":1,"request_id":"b7"}),
         json!({"type":"progress","questions_answered":1,"request_id":"b8"}),
+        json!({"type":"bogus","request_id":"b9"}),
     ];
     for m in &bad {
         send_json(&mut agent, m);
         let ev = recv_json(&mut agent, WAIT);
+        // A message of no known type is told that, not what else it lacks.
+        if !["progress", "transcript", "summary"].contains(&m["type"].as_str().unwrap_or("")) {
+            assert!(
+                ev["message"].as_str().is_some_and(|s| s.contains("type")),
+                "answer to {m}: {ev}"
+            );
+        }
         assert_eq!(ev["type"], "error", "answer to {m}: {ev}");
         assert_eq!(
             ev["request_id"], m["request_id"],
