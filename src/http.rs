@@ -4,6 +4,7 @@
 //! Content-Length bodies (≤ 64 KiB), no chunked bodies, no Content-Length together with
 //! Transfer-Encoding (request smuggling), a request head of at most 16 KiB and 64 headers.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -142,7 +143,7 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
     // whether it names this server is the reactor's call (it knows the public URL).
     let (target, target_origin) = match absolute_form(target) {
         Some((origin, path)) => (path, Some(origin)),
-        None => (target, None),
+        None => (Cow::Borrowed(target), None),
     };
     let Some(after_slash) = target.strip_prefix('/') else {
         return Parsed::Error(fatal(400, "request target must be a path"));
@@ -271,7 +272,7 @@ fn join_into(slot: &mut Option<String>, value: &str, sep: &str) {
 
 /// `http://authority/path?query` → (the authority as a normalised origin, `/path?query`).
 /// `None` when the target is not in absolute form, or its authority is not a valid host.
-fn absolute_form(target: &str) -> Option<(String, &str)> {
+fn absolute_form(target: &str) -> Option<(String, Cow<'_, str>)> {
     if target.starts_with('/') {
         return None;
     }
@@ -280,9 +281,14 @@ fn absolute_form(target: &str) -> Option<(String, &str)> {
     let path_at = rest.find(['/', '?']).unwrap_or(rest.len());
     let origin = normalize_origin(&target[..scheme_end + 3 + path_at])?;
     let path = &rest[path_at..];
-    // `http://host` and `http://host?q` mean `/` and `/?q`; a path that is only a query is
-    // handed on as-is and refused by the caller (it must start with `/`).
-    Some((origin, if path.is_empty() { "/" } else { path }))
+    // `http://host` and `http://host?q` mean `/` and `/?q` (RFC 9112 §3.2.2: an empty path is
+    // `/`).
+    let path = match path {
+        "" => Cow::Borrowed("/"),
+        p if p.starts_with('?') => Cow::Owned(format!("/{p}")),
+        p => Cow::Borrowed(p),
+    };
+    Some((origin, path))
 }
 
 /// An origin in the one form the server compares (API.md "The server's own origin"): scheme
@@ -466,6 +472,14 @@ impl Response {
         self
     }
 
+    /// `Cache-Control: no-store` and `X-Content-Type-Options: nosniff`: API.md puts them on
+    /// every `/api/*` answer; the reactor also puts them on answers to requests it could not
+    /// read (malformed, too large, too slow), whose path may be an `/api/*` one.
+    pub fn not_to_be_stored(self) -> Self {
+        self.header("Cache-Control", "no-store")
+            .header("X-Content-Type-Options", "nosniff")
+    }
+
     pub fn head_only(mut self) -> Self {
         self.head_only = true;
         self
@@ -598,6 +612,8 @@ mod tests {
         let (r, _) = complete("GET https://[::1]:8443 HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(r.path, "/");
         assert_eq!(r.target_origin.as_deref(), Some("https://[::1]:8443"));
+        let (r, _) = complete("GET http://h:81?x=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((r.path.as_str(), r.query.as_str()), ("/", "x=1"));
         assert_eq!(
             complete("GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
                 .0

@@ -73,6 +73,53 @@ fn an_absolute_form_target_naming_this_server_is_served() {
     );
     let (_, r) = raw_exchange(&srv, req.as_bytes());
     assert_eq!(r.status, 200, "the public URL's origin names this server");
+    // RFC 9112 §3.2.2: the target's authority overrides `Host`, so a target naming the address
+    // the client connected to is ours whatever `Host` says (it was refused 400).
+    for host_header in ["interviews.example.com", "localhost"] {
+        let req = format!(
+            "GET http://{}/healthz HTTP/1.1\r\nHost: {host_header}\r\n\r\n",
+            srv.addr
+        );
+        let (_, r) = raw_exchange(&srv, req.as_bytes());
+        assert_eq!(
+            r.status,
+            200,
+            "our own address, Host {host_header}: {}",
+            r.text()
+        );
+    }
+    // An empty path with a query is `/` with that query (it was refused 400).
+    let req = format!(
+        "GET http://{}?x=1 HTTP/1.1\r\nHost: {}\r\n\r\n",
+        srv.addr, srv.addr
+    );
+    let (_, r) = raw_exchange(&srv, req.as_bytes());
+    assert_eq!(r.status, 200, "GET http://host?x=1: {}", r.text());
+}
+
+/// API.md: every `/api/*` answer carries `Cache-Control: no-store` and `X-Content-Type-Options:
+/// nosniff` — also the answers to requests refused before they could be read (too large,
+/// malformed framing, too slow), which carried neither.
+#[test]
+fn refusals_of_unreadable_requests_are_not_to_be_stored() {
+    let srv = Server::start(&[]);
+    let host = srv.addr.to_string();
+    let heads = [
+        (413, format!("POST /api/users HTTP/1.1\r\nHost: {host}\r\nContent-Length: 70000\r\n\r\n")),
+        (411, format!("POST /api/users HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n")),
+        (400, format!("POST /api/users HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n")),
+        (431, format!("GET /api/admin/auth HTTP/1.1\r\nHost: {host}\r\nX-Big: {}\r\n\r\n", "a".repeat(17_000))),
+    ];
+    for (status, head) in heads {
+        let (_, r) = raw_exchange(&srv, head.as_bytes());
+        assert_eq!(r.status, status, "{}", preview(head.as_bytes()));
+        assert_eq!(r.header("Cache-Control"), Some("no-store"), "{status}");
+        assert_eq!(
+            r.header("X-Content-Type-Options"),
+            Some("nosniff"),
+            "{status}"
+        );
+    }
 }
 
 #[test]
@@ -380,6 +427,7 @@ fn incomplete_request_times_out_with_408() {
             .unwrap_or_else(|e| panic!("{what}: 408 expected after 10 s, got {e}"));
         let took = start.elapsed();
         assert_eq!(r.status, 408, "{what}");
+        assert_eq!(r.header("Cache-Control"), Some("no-store"), "{what}");
         assert!(
             took >= Duration::from_secs(8) && took <= Duration::from_secs(14),
             "{what}: 408 after {took:?}, expected ~10 s"

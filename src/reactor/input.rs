@@ -183,7 +183,7 @@ impl Server {
                         // A malformed request leaves the stream's framing unknown: answer and
                         // close; nothing after it can be trusted to be a request.
                         Parsed::Error(e) => {
-                            self.respond(key, Response::from(e), false);
+                            self.respond(key, Response::from(e).not_to_be_stored(), false);
                             return buf.len();
                         }
                     }

@@ -47,7 +47,7 @@ impl Server {
         let keep_alive = req.keep_alive;
         // Absolute form (RFC 9112 §3.2.2) naming another host: we are not a proxy; 400, and
         // the connection is closed.
-        if req.target_origin.is_some() && !self.names_this_server(&req) {
+        if req.target_origin.is_some() && !self.names_this_server(key, &req) {
             let resp = Response::error(400, "the request target names another server");
             return self.respond(key, resp.closing(), false);
         }
@@ -170,18 +170,27 @@ impl Server {
         }
     }
 
-    /// An absolute-form target names this server when its origin is ours, or is the `Host`
-    /// the request was sent to (under either scheme: a TLS proxy may forward `https://…`).
-    fn names_this_server(&self, req: &Request) -> bool {
+    /// An absolute-form target names this server when its origin is ours (the public URL's),
+    /// or names the address the client connected to or the `Host` the request was sent to,
+    /// under either scheme (a TLS proxy may forward `https://…`). RFC 9112 §3.2.2 has the
+    /// target's authority override `Host`, so the two need not agree.
+    fn names_this_server(&self, key: usize, req: &Request) -> bool {
         let Some(target) = req.target_origin.as_deref() else {
             return true;
         };
-        let host = req.host.as_deref().unwrap_or("");
-        self.own_origin.as_deref() == Some(target)
-            || ["http", "https"].iter().any(|scheme| {
-                crate::http::normalize_origin(&format!("{scheme}://{host}")).as_deref()
+        let named = |authority: &str| {
+            ["http", "https"].iter().any(|scheme| {
+                crate::http::normalize_origin(&format!("{scheme}://{authority}")).as_deref()
                     == Some(target)
             })
+        };
+        self.own_origin.as_deref() == Some(target)
+            || named(req.host.as_deref().unwrap_or(""))
+            || self
+                .conns
+                .get(key)
+                .and_then(|c| c.sock.local_addr().ok())
+                .is_some_and(|local| named(&local.to_string()))
     }
 
     /// The contract's cross-origin write rule (API.md "Cross-origin writes").
@@ -233,9 +242,7 @@ impl Server {
         };
         let mut resp = resp;
         if std::mem::take(&mut conn.serving_api) {
-            resp = resp
-                .header("Cache-Control", "no-store")
-                .header("X-Content-Type-Options", "nosniff");
+            resp = resp.not_to_be_stored();
         }
         if self.hsts {
             resp = resp.header("Strict-Transport-Security", HSTS);

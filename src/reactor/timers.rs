@@ -113,7 +113,9 @@ impl Server {
                 log::debug!("conn {key} request timeout");
                 self.respond(
                     key,
-                    Response::error(408, "request not complete within 10 s").closing(),
+                    Response::error(408, "request not complete within 10 s")
+                        .closing()
+                        .not_to_be_stored(),
                     false,
                 );
             }
