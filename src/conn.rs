@@ -466,10 +466,14 @@ impl Conn {
         self.out.flush(&mut self.sock)
     }
 
-    /// Replace everything unsent with one last frame (a close), keeping a half-sent frame whole.
-    pub fn replace_unsent_with(&mut self, last: Vec<u8>) {
+    /// Replace everything unsent (and anything held) with one last frame (a close), keeping a
+    /// half-sent frame whole. True when the connection had nothing queued before: the caller
+    /// puts it on the loop's list to write.
+    pub fn replace_unsent_with(&mut self, last: Vec<u8>) -> bool {
+        self.held = None;
         self.out.drop_unstarted();
         self.out.push(Chunk::Owned(last), 0);
+        !std::mem::replace(&mut self.flush_listed, true)
     }
 }
 

@@ -118,3 +118,52 @@ fn never_reading_client_is_dropped_and_others_keep_pace() {
     );
     assert_serving(&srv, &live, "never-reading client");
 }
+
+/// A slow consumer that reads again soon after it was dropped finds whole frames, then close
+/// 1013 `Slow consumer` (API.md limits). The socket used to be closed at once, so it found a
+/// frame cut in half and no close frame (a browser saw 1006).
+#[test]
+fn a_dropped_slow_consumer_reading_again_gets_whole_frames_then_1013() {
+    let srv = Server::start(&["--max-outbox-bytes", "16384"]);
+    let cookie = srv.admin_cookie();
+    let u = srv.create_user("Slow", "Reader", Some(10));
+    let id = id_of(&u);
+    let mut slow = ws_handshake(
+        srv.tiny_buffer_stream(),
+        &srv.ws_url("/admin/stream"),
+        &[("Cookie", &cookie)],
+    )
+    .expect("slow client handshake");
+    // ~4.6 KB per `user_update`: a few fill the small socket buffers, a few more the outbox.
+    let long = "x".repeat(2000);
+    let mut c = srv.http();
+    let mut dropped = false;
+    for i in 0..500 {
+        let body = json!({
+            "transcript_url": format!("https://t.example.com/{i}/{long}"),
+            "summary_url": format!("https://s.example.com/{i}/{long}"),
+        })
+        .to_string();
+        let r = c
+            .send(
+                "PATCH",
+                &format!("/api/users/{id}"),
+                &[("Cookie", &cookie), ("Content-Type", "application/json")],
+                Some(body.as_bytes()),
+            )
+            .expect("PATCH");
+        assert_eq!(r.status, 200, "PATCH {i}: {}", r.text());
+        if srv.metric("catalytic_ws_closed_total", &[("reason", "slow_consumer")]) >= 1.0 {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "the slow client was never dropped");
+    // Reading again at once: every frame whole, then the close.
+    let end = wait_ended(&mut slow, Duration::from_secs(5));
+    assert_eq!(
+        end,
+        Some((1013, "Slow consumer".to_string())),
+        "a close frame after whole frames"
+    );
+}

@@ -29,8 +29,10 @@
 //!
 //! ## Ending a connection — the verbs, and the phase each leads to
 //! * [`Server::mark_dead`] — the only function that marks a connection dead: it is removed at
-//!   the end of the turn (a stream gets a last close frame, best effort, for slow consumers,
-//!   heartbeat timeouts and shutdown). Any phase.
+//!   the end of the turn (a stream gets a last close frame, best effort, for heartbeat
+//!   timeouts and shutdown). Any phase.
+//! * `drop_slow_consumer` — a stream over its outbox cap: unsent frames dropped, a half-sent one
+//!   finished, close 1013 and our FIN → `Draining`.
 //! * `linger_close` — the last bytes are queued; once written our side shuts down and we wait
 //!   (≤ 2 s) for the client's FIN, so no reset destroys the answer → `Draining`.
 //! * `close_stream` — the polite WebSocket close: leave the hub, send a close frame, wait
@@ -579,7 +581,7 @@ impl Server {
                     _ => None,
                 };
                 if let Some((c, reason)) = last {
-                    conn.replace_unsent_with(ws::close_frame(c, reason));
+                    let _ = conn.replace_unsent_with(ws::close_frame(c, reason));
                     let _ = conn.flush();
                 }
             }

@@ -288,7 +288,7 @@ impl Server {
         self.metrics.ws_messages_sent += 1;
         self.list_for_writing(key, first);
         if sent == Sent::Overflow {
-            self.mark_dead(key, CloseReason::SlowConsumer);
+            self.drop_slow_consumer(key);
         }
     }
 
@@ -439,6 +439,26 @@ impl Server {
         self.rearm_deadline(key, CLOSE_WAIT_MS);
     }
 
+    /// A stream whose client does not read what it is sent (its outbox went over the cap, API.md
+    /// limits): what it was not sent yet is dropped, a half-sent frame is finished, then close
+    /// 1013 `Slow consumer` and our FIN → `Draining` (a client that still reads nothing is cut
+    /// at its deadline). It reconnects later to a fresh `initial`, so nothing is lost. Before,
+    /// the socket was closed at once, so a client reading again found a frame cut in half and
+    /// no close frame. Anything that is not an open stream is simply ended.
+    pub(super) fn drop_slow_consumer(&mut self, key: usize) {
+        if !self.conns.get(key).is_some_and(|c| c.is_live_stream()) {
+            return self.mark_dead(key, CloseReason::SlowConsumer);
+        }
+        self.detach(key, CloseReason::SlowConsumer);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let first =
+            conn.replace_unsent_with(ws::close_frame(code::TRY_AGAIN_LATER, "Slow consumer"));
+        self.list_for_writing(key, first);
+        self.linger_close(key);
+    }
+
     /// Fail the connection (RFC 6455 §7.1.7) after a protocol violation: close frame, then our
     /// FIN at once — no waiting for a close reply from a client that is already misbehaving.
     /// `close_code` is the violation's (1002 protocol, 1007 bad UTF-8, 1009 too big). → `Draining`.
@@ -582,7 +602,10 @@ impl Server {
     /// Account for a delivery: close the streams it could not reach, count the messages.
     pub(super) fn delivered(&mut self, d: hub::Delivery) {
         for (key, why) in d.failed {
-            self.mark_dead(key, why);
+            match why {
+                CloseReason::SlowConsumer => self.drop_slow_consumer(key),
+                why => self.mark_dead(key, why),
+            }
         }
         self.metrics.ws_messages_sent += d.recipients;
     }

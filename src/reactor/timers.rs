@@ -160,7 +160,7 @@ impl Server {
                         }
                         match r {
                             crate::conn::Sent::Ok => sent += 1,
-                            _ => self.mark_dead(key, CloseReason::SlowConsumer),
+                            _ => self.drop_slow_consumer(key),
                         }
                     }
                 }
