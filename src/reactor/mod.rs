@@ -240,9 +240,8 @@ pub struct Server {
     gap_since: Option<u64>,
     /// This node's part in a cluster (`--database-url`); `None` for a single server.
     cluster: Option<cluster::ClusterNode>,
-    /// A SIGTERM with `--drain-secs`: streams close in batches until then (monotonic ms), and
-    /// this many per batch.
-    draining: Option<(u64, usize)>,
+    /// A SIGTERM with `--drain-secs`: the streams are closing, spread over the drain time.
+    draining: Option<timers::Drain>,
     /// Admission control: refuses broadcasting writes past the backlog bound (`admission.rs`).
     admission: admission::Admission,
 }

@@ -25,6 +25,32 @@ use crate::http::Response;
 
 /// Draining closes a batch of streams this often (ms).
 const DRAIN_TICK_MS: u64 = 100;
+
+/// A drain in progress (`--drain-secs`): the streams open at the signal close evenly over the
+/// drain time (API.md: "spread evenly over N seconds"), the `k`-th of `total` at
+/// `from + k · ms / total` (monotonic ms), checked every `DRAIN_TICK_MS` or more rarely when
+/// there are fewer streams than ticks; then the node shuts down.
+pub(super) struct Drain {
+    from: u64,
+    ms: u64,
+    total: usize,
+    closed: usize,
+}
+
+impl Drain {
+    /// How many streams should be closed by `now` (the first at once).
+    fn due(&self, now: u64) -> usize {
+        let elapsed = now.saturating_sub(self.from).min(self.ms);
+        let due = (self.total as u128 * elapsed as u128 / self.ms.max(1) as u128) as usize + 1;
+        due.min(self.total)
+    }
+
+    /// When the next stream falls due after `now`.
+    fn next_tick(&self, now: u64) -> u64 {
+        let next = (self.closed as u128 * self.ms as u128).div_ceil(self.total.max(1) as u128);
+        (self.from + next as u64).max(now + DRAIN_TICK_MS.min(self.ms))
+    }
+}
 use crate::session_clock::Due;
 
 impl Server {
@@ -230,33 +256,36 @@ impl Server {
             .iter()
             .filter(|(_, c)| c.is_live_stream())
             .count();
-        // Evenly spread: the streams open now, over one batch per tick. Streams opened later
-        // get 503 at the handshake, so the count does not grow.
-        let batches = (drain_ms / DRAIN_TICK_MS).max(1) as usize;
-        let per_batch = streams.div_ceil(batches).max(1);
-        log::info!(
-            "signal received: draining {streams} streams over {drain_ms} ms, {per_batch} every {DRAIN_TICK_MS} ms"
-        );
-        let until = self.now_ms() + drain_ms;
-        self.draining = Some((until, per_batch));
+        // Evenly spread: the streams open now. Streams opened later get 503 at the handshake,
+        // so the count does not grow.
+        log::info!("signal received: draining {streams} streams over {drain_ms} ms");
+        self.draining = Some(Drain {
+            from: self.now_ms(),
+            ms: drain_ms,
+            total: streams,
+            closed: 0,
+        });
         self.timers.insert(self.now_ms(), Timer::Drain);
     }
 
-    /// Close the next batch of streams; when the drain time is up, shut down.
+    /// Close the streams due by now; when the drain time is up, shut down.
     fn drain_tick(&mut self) {
-        let Some((until, per_batch)) = self.draining else {
+        let now = self.now_ms();
+        let Some(drain) = self.draining.as_mut() else {
             return;
         };
-        let now = self.now_ms();
-        if now >= until {
+        if now >= drain.from + drain.ms {
             return self.shut_down();
         }
+        let due = drain.due(now).saturating_sub(drain.closed);
+        drain.closed += due;
+        let next = drain.next_tick(now).min(drain.from + drain.ms);
         let batch: Vec<usize> = self
             .conns
             .iter()
             .filter(|(_, c)| c.is_live_stream())
             .map(|(k, _)| k)
-            .take(per_batch)
+            .take(due)
             .collect();
         for key in batch {
             self.close_stream(
@@ -266,7 +295,7 @@ impl Server {
                 CloseReason::Shutdown,
             );
         }
-        self.timers.insert(now + DRAIN_TICK_MS, Timer::Drain);
+        self.timers.insert(next, Timer::Drain);
     }
 
     /// Stop accepting, close what is left, and exit once every connection is gone (`run`
@@ -282,3 +311,60 @@ impl Server {
 }
 
 use crate::hub::Stream;
+
+#[cfg(test)]
+mod tests {
+    use super::Drain;
+
+    /// The close times of `total` streams drained over `ms`, ticking as `drain_tick` does.
+    fn close_times(total: usize, ms: u64) -> Vec<u64> {
+        let mut d = Drain {
+            from: 1_000,
+            ms,
+            total,
+            closed: 0,
+        };
+        let mut now = d.from;
+        let mut times = Vec::new();
+        while now < d.from + ms {
+            let due = d.due(now).saturating_sub(d.closed);
+            d.closed += due;
+            times.extend(std::iter::repeat_n(now - d.from, due));
+            now = d.next_tick(now).min(d.from + ms);
+        }
+        // The drain's end shuts down: whatever is left closes then.
+        times.extend(std::iter::repeat_n(ms, total - d.closed));
+        times
+    }
+
+    #[test]
+    fn a_few_streams_close_spread_over_the_whole_drain() {
+        // 12 streams over 4 s closed 100 ms apart (all within 1.1 s) before.
+        let t = close_times(12, 4_000);
+        assert_eq!(t.len(), 12, "{t:?}");
+        assert_eq!(t[0], 0);
+        for w in t.windows(2) {
+            assert!((330..=340).contains(&(w[1] - w[0])), "{t:?}");
+        }
+        assert!(t[11] >= 3_600, "{t:?}");
+    }
+
+    #[test]
+    fn many_streams_close_in_even_batches_every_tick() {
+        let t = close_times(10_000, 4_000);
+        assert_eq!(t.len(), 10_000);
+        // 40 ticks of 250 (the first at once), none later than the drain.
+        let per_tick = t.iter().filter(|&&x| x == 0).count();
+        assert!((1..=251).contains(&per_tick), "{per_tick}");
+        assert!(*t.last().unwrap() <= 4_000);
+        // The end's share is one tick's, not a pile.
+        assert!(t.iter().filter(|&&x| x == 4_000).count() <= 251);
+        let ticks: std::collections::BTreeSet<u64> = t.iter().copied().collect();
+        assert!(ticks.len() >= 39, "{} ticks", ticks.len());
+    }
+
+    #[test]
+    fn no_streams_still_waits_out_the_drain() {
+        assert!(close_times(0, 2_000).is_empty());
+    }
+}
