@@ -225,8 +225,19 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
                 }
                 _ => continue,
             };
-            if slot.is_some() && name.eq_ignore_ascii_case("host") {
-                return Parsed::Error(fatal(400, "more than one Host header"));
+            // One of each of these, or the request is refused: a second `Origin` or
+            // `Sec-Fetch-Site` could hide a foreign one behind ours (RFC 6454 §7.3: a user
+            // agent sends one), and two `Host`s leave the target unknown.
+            if slot.is_some() {
+                for (one, refusal) in [
+                    ("host", "more than one Host header"),
+                    ("origin", "more than one Origin header"),
+                    ("sec-fetch-site", "more than one Sec-Fetch-Site header"),
+                ] {
+                    if name.eq_ignore_ascii_case(one) {
+                        return Parsed::Error(fatal(400, refusal));
+                    }
+                }
             }
             *slot = Some(value.to_string());
         }
@@ -247,7 +258,8 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
     if version == 1 && req.host.is_none() {
         return Parsed::Error(fatal(400, "Host header required"));
     }
-    req.wants_websocket = upgrade_ws && connection_upgrade;
+    // RFC 6455 §4.1: the opening handshake is HTTP/1.1 or later.
+    req.wants_websocket = upgrade_ws && connection_upgrade && version == 1;
     let body_len = content_length.unwrap_or(0);
     if body_len > MAX_BODY {
         return Parsed::Error(fatal(413, "request body larger than 64 KiB"));
@@ -601,6 +613,23 @@ mod tests {
             error(b"GET http://u@x/ HTTP/1.1\r\nHost: h\r\n\r\n").status,
             400
         );
+    }
+
+    #[test]
+    fn a_second_origin_or_sec_fetch_site_is_refused() {
+        for h in ["Origin: http://a", "Sec-Fetch-Site: same-origin"] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: h\r\n{h}\r\n{h}x\r\n\r\n");
+            assert_eq!(error(raw.as_bytes()).status, 400, "{h}");
+        }
+    }
+
+    #[test]
+    fn an_http_1_0_upgrade_is_not_a_websocket_handshake() {
+        let head = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+        let (r, _) = complete(&format!("GET /x HTTP/1.0\r\nHost: h\r\n{head}\r\n"));
+        assert!(!r.wants_websocket);
+        let (r, _) = complete(&format!("GET /x HTTP/1.1\r\nHost: h\r\n{head}\r\n"));
+        assert!(r.wants_websocket);
     }
 
     #[test]

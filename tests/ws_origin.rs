@@ -211,3 +211,23 @@ fn https_deployments_send_hsts_on_every_answer() {
         "no HSTS over plain http"
     );
 }
+
+/// Two `Origin` headers, a foreign one first: only the last was checked, so the handshake was
+/// accepted. A request with two is refused (RFC 6454 §7.3: a user agent sends one).
+#[test]
+fn a_second_origin_header_cannot_hide_a_foreign_one() {
+    let srv = Server::start(&[]);
+    let c = srv.admin_cookie();
+    let own = srv.origin();
+    for (first, second) in [
+        ("http://evil.example", own.as_str()),
+        (own.as_str(), "http://evil.example"),
+    ] {
+        let req = format!(
+            "GET /admin/stream HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nCookie: {c}\r\nOrigin: {first}\r\nOrigin: {second}\r\n\r\n",
+            srv.addr
+        );
+        let (_, r) = raw_exchange(&srv, req.as_bytes());
+        assert_eq!(r.status, 400, "Origin {first}, then {second}: {}", r.text());
+    }
+}
