@@ -524,3 +524,43 @@ fn other_protocol_violations_are_closed_1002() {
     );
     assert_serving(&srv, &live, "protocol violations");
 }
+
+/// The cap holds across fragments from the header on: a continuation frame announcing more
+/// than the message has room for is refused 1009 at once, not after its whole payload came
+/// (a client could stall there, holding the server's read buffer, until its heartbeat ran out).
+#[test]
+fn a_continuation_header_past_the_message_cap_is_closed_1009_at_once() {
+    let srv = Server::start(&[]);
+    let live = LiveAdmin::start(&srv);
+    let mut ws = raw_admin(&srv);
+    ws.send(false, 1, &vec![b'a'; 40_000]).unwrap();
+    // A continuation of 30,000 bytes (70,000 in all, past 64 KiB): its header, no payload.
+    let mut head = vec![0x80, 0x80 | 126];
+    head.extend_from_slice(&30_000u16.to_be_bytes());
+    head.extend_from_slice(&MASK);
+    ws.send_raw(&head).unwrap();
+    let t = Instant::now();
+    let (code, reason) = ws.read_close(Duration::from_secs(3));
+    assert_eq!(code, 1009, "close code ({reason:?})");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "close came after {:?}",
+        t.elapsed()
+    );
+    // A ping between fragments still fits however little room the message has left.
+    let mut ws = raw_admin(&srv);
+    ws.send(false, 1, &vec![b'a'; 65_500]).unwrap();
+    ws.send(true, 9, b"ping payload longer than the room left")
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let f = ws.read_frame(left).expect("a pong");
+        match f.opcode {
+            10 => break,
+            1 => continue, // presence, ping
+            _ => panic!("{f:?}"),
+        }
+    }
+    assert_serving(&srv, &live, "continuation past the cap");
+}

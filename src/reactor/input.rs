@@ -189,20 +189,17 @@ impl Server {
                     }
                 }
                 Phase::AwaitingJob { .. } => return pos,
-                Phase::Ws(state) => {
-                    let max = state.max_message;
-                    match ws::parse_frame(&mut buf[pos..], max) {
-                        FrameParse::Partial => return pos,
-                        FrameParse::Frame(f, used) => {
-                            pos += used;
-                            self.on_frame(key, f.fin, f.opcode, f.payload);
-                        }
-                        FrameParse::Invalid(v) => {
-                            self.fail_stream(key, v.code, v.reason);
-                            return buf.len();
-                        }
+                Phase::Ws(state) => match ws::parse_frame(&mut buf[pos..], state.reader.room()) {
+                    FrameParse::Partial => return pos,
+                    FrameParse::Frame(f, used) => {
+                        pos += used;
+                        self.on_frame(key, f.fin, f.opcode, f.payload);
                     }
-                }
+                    FrameParse::Invalid(v) => {
+                        self.fail_stream(key, v.code, v.reason);
+                        return buf.len();
+                    }
+                },
                 // Only the client's close frame matters now; anything else is skipped.
                 Phase::WsClosing => {
                     match ws::parse_frame(&mut buf[pos..], streams::STREAM_MESSAGE_MAX) {

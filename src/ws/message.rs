@@ -101,6 +101,14 @@ impl MessageReader {
         self.assembling.is_some()
     }
 
+    /// What the next data frame may carry at most: the message cap less what the fragmented
+    /// message in progress already holds, so a continuation frame announcing more is refused
+    /// from its header (`ws::parse_frame`), not after its whole payload arrived.
+    pub fn room(&self) -> usize {
+        let held = self.assembling.as_ref().map_or(0, |a| a.data.len());
+        self.max_message.saturating_sub(held)
+    }
+
     /// Apply the message rules to one decoded frame. `None`: a fragment was taken in and the
     /// message is not complete yet.
     pub fn read<'a>(&mut self, frame: Frame<'a>) -> Option<Event<'a>> {

@@ -152,8 +152,9 @@ pub enum FrameParse<'a> {
     Invalid(Violation),
 }
 
-/// Decode one client frame from the front of `buf`. Refuses a frame announcing more than
-/// `max_payload` bytes as soon as its header is in, without waiting for (or buffering) the payload.
+/// Decode one client frame from the front of `buf`. Refuses a data frame announcing more than
+/// `max_payload` bytes (control frames have their own 125) as soon as its header is in, without
+/// waiting for (or buffering) the payload.
 pub fn parse_frame(buf: &mut [u8], max_payload: usize) -> FrameParse<'_> {
     let mut cursor = Cursor::new(&buf[..]);
     let (header, len) = match FrameHeader::parse(&mut cursor) {
@@ -188,7 +189,7 @@ pub fn parse_frame(buf: &mut [u8], max_payload: usize) -> FrameParse<'_> {
             "control frames must be final and at most 125 bytes",
         ));
     }
-    if len > max_payload as u64 {
+    if opcode < OP_CLOSE && len > max_payload as u64 {
         return FrameParse::Invalid(violation(code::TOO_BIG, "message too big"));
     }
     let len = len as usize;
