@@ -109,6 +109,18 @@ pub struct Presence {
     pub admins: BTreeMap<String, usize>,
 }
 
+impl Presence {
+    /// Count `other`'s streams in too (another node's part of the deployment).
+    pub fn add(&mut self, other: &Presence) {
+        for (id, n) in &other.sessions {
+            *self.sessions.entry(*id).or_default() += n;
+        }
+        for (email, n) in &other.admins {
+            *self.admins.entry(email.clone()).or_default() += n;
+        }
+    }
+}
+
 /// What [`Hub::leave`] did to the set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Left {
@@ -225,14 +237,19 @@ impl Hub {
         }
     }
 
+    /// Who is here now in the whole deployment: this node's streams and, in a cluster, the
+    /// other nodes' (from their last shares).
+    pub fn presence_with(&self, others: Option<&Presence>) -> Presence {
+        let mut all = self.presence();
+        if let Some(others) = others {
+            all.add(others);
+        }
+        all
+    }
+
     /// Changes whenever [`Self::presence`] may have changed.
     pub fn presence_version(&self) -> u64 {
         self.presence_version
-    }
-
-    /// Invitees with their session page open.
-    pub fn sessions_watched(&self) -> usize {
-        self.sessions.len()
     }
 
     /// The admin sessions (token digests) of every open admin stream, repeats included.
@@ -380,6 +397,6 @@ mod tests {
         assert_eq!(again, s, "the slab reuses the slot");
         assert_eq!(hub.leave(Stream::Session(7), s, 20), Left::Remaining);
         assert_eq!(hub.members(Stream::Session(7)).collect::<Vec<_>>(), [22]);
-        assert_eq!(hub.sessions_watched(), 1);
+        assert_eq!(hub.presence().sessions.len(), 1);
     }
 }

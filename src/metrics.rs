@@ -169,9 +169,19 @@ pub struct Metrics {
     pub bus_gaps: u64,
     /// Cluster: times this node reloaded its view from a snapshot.
     pub bus_resyncs: u64,
+    /// `--node-id` (API.md: it names the node in metrics).
+    node: String,
 }
 
 impl Metrics {
+    /// The metrics of node `node` (`--node-id`), all counts zero.
+    pub fn for_node(node: &str) -> Metrics {
+        Metrics {
+            node: node.to_string(),
+            ..Metrics::default()
+        }
+    }
+
     /// A stream opened (`reconnect`: with a credential whose stream closed less than 60 s ago).
     /// The echo endpoint is not counted.
     pub fn stream_opened(&mut self, stream: Stream, reconnect: bool) {
@@ -235,6 +245,17 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(8192);
+        header(
+            &mut o,
+            "catalytic_node_info",
+            "gauge",
+            "This node, named by --node-id (always 1).",
+        );
+        let _ = writeln!(
+            o,
+            "catalytic_node_info{{node=\"{}\"}} 1",
+            label_value(&self.node)
+        );
         header(
             &mut o,
             "catalytic_ws_connections",
@@ -438,6 +459,13 @@ impl Metrics {
     }
 }
 
+/// A label value in the text format's escaping: backslash, double quote and newline.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 fn header(o: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -448,7 +476,7 @@ mod tests {
 
     #[test]
     fn renders_the_contract_names() {
-        let mut m = Metrics::default();
+        let mut m = Metrics::for_node("node \"a\"");
         m.stream_opened(Stream::Admin, false);
         m.stream_opened(Stream::Admin, true);
         m.stream_opened(Stream::Echo, true);
@@ -483,6 +511,7 @@ mod tests {
             "catalytic_presence_sessions 0",
             "catalytic_logins_total{method=\"oidc\",result=\"failed\"} 1",
             "catalytic_logins_total{method=\"password\",result=\"ok\"} 0",
+            "catalytic_node_info{node=\"node \\\"a\\\"\"} 1",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line}\n{t}");
         }

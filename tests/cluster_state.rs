@@ -119,6 +119,22 @@ fn presence_merges_across_nodes() {
         PRESENCE,
         (2, 2),
     );
+    // The gauge is this node's view of the deployment: node 1 holds no page itself (it read 0).
+    c.nodes[0].wait_metric("catalytic_presence_sessions", &[], PRESENCE, |v| v == 1.0);
+    // A stream opening on node 3 is told a state that counts itself and the other nodes'
+    // streams (it was told the last shared state, which left itself out).
+    let fresh = c.nodes[2].admin_recorder(&cookie);
+    let told = fresh
+        .try_wait(PRESENCE, |rec| rec.presence().is_some())
+        .expect("a presence frame after initial");
+    let first = &told.of_type("presence")[0].json;
+    assert_eq!(
+        presence_counts(first, id),
+        (2, 3),
+        "the first presence on node 3: {first}"
+    );
+    drop(fresh);
+    within("the stream on node 3 closed", PRESENCE, (2, 2));
     drop(page3);
     within("page on node 3 closed", PRESENCE, (1, 2));
     c.nodes[1].kill();

@@ -147,3 +147,15 @@ fn http_requests_counted_by_code() {
         |v| v == before + 3.0,
     );
 }
+
+/// API.md: `--node-id ID` names the node in metrics (it was only in the log).
+#[test]
+fn the_node_id_names_the_node_in_metrics() {
+    let srv = Server::start(&["--node-id", "probe-7"]);
+    let text = srv.get("/metrics", None).text();
+    assert!(
+        text.lines()
+            .any(|l| l == "catalytic_node_info{node=\"probe-7\"} 1"),
+        "{text}"
+    );
+}

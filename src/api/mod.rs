@@ -112,8 +112,8 @@ pub struct Ctx<'a> {
     pub app: &'a mut App,
     /// Who listens to what (for presence).
     pub hub: &'a Hub,
-    /// In a cluster: everyone's presence, merged (this node's hub knows only its own).
-    pub cluster_presence: Option<&'a crate::hub::Presence>,
+    /// In a cluster: the other nodes' presence, merged (this node's hub knows only its own).
+    pub others_presence: Option<&'a crate::hub::Presence>,
     /// Wall-clock Unix ms of this request.
     pub now: i64,
     /// The request's admin session was just looked up in storage: a cache miss now means no.
@@ -204,10 +204,7 @@ fn presence(ctx: &mut Ctx, req: &Request) -> Reply {
     if let Err(reply) = access::require_admin(ctx, req) {
         return reply;
     }
-    let body = match ctx.cluster_presence {
-        Some(all) => messages::presence(all, false),
-        None => messages::presence(&ctx.hub.presence(), false),
-    };
+    let body = messages::presence(&ctx.hub.presence_with(ctx.others_presence), false);
     Reply::Now(Response::new(200).body("application/json", body))
 }
 

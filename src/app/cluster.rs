@@ -113,16 +113,16 @@ pub fn execute(tx: &mut dyn ClusterTx, now: i64, cmd: ClusterCommand) -> AppResu
             })
         }
         ClusterCommand::SharePresence { node_id, mine } => {
-            // Write first, then read, in one transaction: the merged view this node gets back
-            // always includes its own latest stored share.
+            // The other nodes' shares, merged: this node adds its own live part (`hub`), so
+            // what it tells is never older than its own streams.
             if let Some(mine) = mine {
                 tx.share_presence(&node_id, &encode(&mine), now)?;
             }
-            let mut all = Presence::default();
-            for share in tx.presence_shares(now - PRESENCE_STALE_MS)? {
-                merge(&mut all, &share);
+            let mut others = Presence::default();
+            for share in tx.presence_shares(now - PRESENCE_STALE_MS, &node_id)? {
+                merge(&mut others, &share);
             }
-            Ok(Outcome::Presence(all))
+            Ok(Outcome::Presence(others))
         }
         ClusterCommand::CountedFindAdmin {
             email,

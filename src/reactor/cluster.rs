@@ -65,8 +65,8 @@ pub(super) struct ClusterNode {
     /// asks again, so a database that refuses connections is asked once a second, not in a
     /// tight loop.
     pub resync_pending: bool,
-    /// Everyone's presence, from the last share.
-    pub presence: Option<Presence>,
+    /// The other nodes' presence, from the last share (this node's own is read live).
+    pub others_presence: Option<Presence>,
     /// Hub presence version and monotonic ms of the last share.
     pub shared: Option<(u64, u64)>,
     /// A presence share is with storage (one at a time, so a slow database is not queued up).
@@ -83,7 +83,7 @@ impl ClusterNode {
             lost_since: None,
             resyncing: false,
             resync_pending: false,
-            presence: None,
+            others_presence: None,
             shared: None,
             sharing: false,
         }
@@ -383,7 +383,7 @@ impl Server {
         }
     }
 
-    /// Everyone's presence came back: tell the admins if it changed.
+    /// The other nodes' presence came back: tell the admins if it changed.
     pub(super) fn presence_shared(&mut self, result: Result<Outcome, crate::app::AppError>) {
         if let Some(c) = &mut self.cluster {
             c.sharing = false;
@@ -391,9 +391,9 @@ impl Server {
                 c.shared = None; // not stored: write it again at the next tick
             }
         }
-        if let (Ok(Outcome::Presence(all)), Some(c)) = (result, &mut self.cluster) {
-            if c.presence.as_ref() != Some(&all) {
-                c.presence = Some(all);
+        if let (Ok(Outcome::Presence(others)), Some(c)) = (result, &mut self.cluster) {
+            if c.others_presence.as_ref() != Some(&others) {
+                c.others_presence = Some(others);
                 self.presence_changed(self.time.now());
             }
         }
@@ -413,10 +413,11 @@ impl Server {
 
     /// Who is here: everyone's (cluster) or this node's.
     pub(super) fn current_presence(&self) -> Presence {
-        match self.cluster.as_ref().and_then(|c| c.presence.clone()) {
-            Some(all) => all,
-            None => self.hub.presence(),
-        }
+        self.hub.presence_with(
+            self.cluster
+                .as_ref()
+                .and_then(|c| c.others_presence.as_ref()),
+        )
     }
 
     /// A hole in the intake has not been filled for a while.

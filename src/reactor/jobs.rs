@@ -86,7 +86,10 @@ impl Server {
         Ctx {
             app: &mut self.app,
             hub: &self.hub,
-            cluster_presence: self.cluster.as_ref().and_then(|c| c.presence.as_ref()),
+            others_presence: self
+                .cluster
+                .as_ref()
+                .and_then(|c| c.others_presence.as_ref()),
             now,
             looked_up: false,
             client_ip,

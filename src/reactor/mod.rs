@@ -335,7 +335,7 @@ impl Server {
             device: DeviceKeys::new(&opened.key),
             own_origin: cfg.public_url.clone(),
             hsts: public_url.starts_with("https://"),
-            metrics: Metrics::default(),
+            metrics: Metrics::for_node(&cfg.node_id),
             max_connections,
             per_ip: HashMap::new(),
             recent_closes: HashMap::new(),

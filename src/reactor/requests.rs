@@ -104,7 +104,8 @@ impl Server {
             }
             (Method::Get | Method::Head, "/metrics") => {
                 self.metrics.open_connections = self.conns.len();
-                self.metrics.presence_sessions = self.hub.sessions_watched();
+                // This node's view of the deployment (API.md), other nodes' pages included.
+                self.metrics.presence_sessions = self.current_presence().sessions.len();
                 Response::new(200).body(
                     "text/plain; version=0.0.4; charset=utf-8",
                     self.metrics.render(),

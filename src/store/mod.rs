@@ -284,8 +284,12 @@ pub trait ClusterTx: Tx {
     /// Store this node's share of presence (refreshed at `now_ms`).
     fn share_presence(&mut self, node_id: &str, share: &PresenceShare, now_ms: i64)
         -> DbResult<()>;
-    /// Every node's share refreshed after `fresh_after_ms`.
-    fn presence_shares(&mut self, fresh_after_ms: i64) -> DbResult<Vec<PresenceShare>>;
+    /// The share of every node but `except_node` refreshed after `fresh_after_ms`.
+    fn presence_shares(
+        &mut self,
+        fresh_after_ms: i64,
+        except_node: &str,
+    ) -> DbResult<Vec<PresenceShare>>;
     /// A setting every node shares (`server_key`, `setup_code`).
     fn setting(&mut self, name: &str) -> DbResult<Option<Vec<u8>>>;
     /// Store a setting unless it is set; returns the value that holds afterwards.

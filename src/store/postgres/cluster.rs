@@ -110,9 +110,15 @@ impl ClusterTx for PgTx<'_> {
     // Rows of nodes that stopped refreshing are left in the table and only filtered out here
     // (`updated_at > fresh_after_ms`): a node that comes back under the same id overwrites its
     // row. The JSON in `sessions`/`admins` is parsed by the caller, which skips what it cannot.
-    fn presence_shares(&mut self, fresh_after_ms: i64) -> DbResult<Vec<PresenceShare>> {
-        let s = self.stmt("SELECT sessions, admins FROM presence WHERE updated_at > $1")?;
-        let rows = self.tx.query(&s, &[&fresh_after_ms])?;
+    fn presence_shares(
+        &mut self,
+        fresh_after_ms: i64,
+        except_node: &str,
+    ) -> DbResult<Vec<PresenceShare>> {
+        let s = self.stmt(
+            "SELECT sessions, admins FROM presence WHERE updated_at > $1 AND node_id <> $2",
+        )?;
+        let rows = self.tx.query(&s, &[&fresh_after_ms, &except_node])?;
         rows.iter()
             .map(|r| {
                 Ok(PresenceShare {
