@@ -122,7 +122,16 @@ fn presence_merges_across_nodes() {
     // The gauge is this node's view of the deployment: node 1 holds no page itself (it read 0).
     c.nodes[0].wait_metric("catalytic_presence_sessions", &[], PRESENCE, |v| v == 1.0);
     // A stream opening on node 3 is told a state that counts itself and the other nodes'
-    // streams (it was told the last shared state, which left itself out).
+    // streams (it was told the last shared state, which left itself out). First node 3 must
+    // know the others' part (it reads their shares every second).
+    let bound = Instant::now() + PRESENCE;
+    while presence_counts(&c.nodes[2].get("/api/presence", Some(&cookie)).json(), id) != (2, 2) {
+        assert!(
+            Instant::now() < bound,
+            "node 3 never saw the others' presence"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     let fresh = c.nodes[2].admin_recorder(&cookie);
     let told = fresh
         .try_wait(PRESENCE, |rec| rec.presence().is_some())

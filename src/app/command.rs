@@ -279,6 +279,9 @@ pub enum Outcome {
     /// `ClusterCommand::LookupSession`'s answer: whether the session is live, and the log's
     /// head when it was read.
     SessionAt { live: bool, head: u64 },
+    /// Not a storage answer: a stream handshake held on this node until its view reaches a
+    /// number (a resume from an event another node already sent; `reactor/cluster.rs`).
+    AwaitView,
     /// `OidcAttemptUsed`'s answer.
     AttemptUsed(bool),
     /// Sign-in refused with this reason; the transaction commits (the attempt is spent).

@@ -224,6 +224,11 @@ impl App {
         self.log.head()
     }
 
+    /// The name of the event log's history (API.md `epoch`).
+    pub fn epoch(&self) -> &str {
+        self.log.epoch()
+    }
+
     /// The user whose current invite (= session) token this is, confirmed in constant time.
     pub fn user_by_token(&self, token: &str) -> Option<&User> {
         // Found by digest in a hash map (fast, but the look-up time depends on the input), then

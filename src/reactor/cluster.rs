@@ -46,6 +46,9 @@ const INTAKE_MAX: usize = 100_000;
 /// the activation storage saw; then it gets 503.
 const HANDSHAKE_WAIT_MS: u128 = 2_000;
 
+/// A resume at most this many events ahead of the view waits for them (`resume_ahead`).
+const RESUME_AHEAD_MAX: u64 = 1_000;
+
 /// A node's part in a cluster.
 pub(super) struct ClusterNode {
     pub bus: Bus,
@@ -327,12 +330,52 @@ impl Server {
             .insert(now.mono_ms + CLUSTER_TICK_MS, Timer::Cluster);
     }
 
-    /// Session stream handshakes that waited too long for the view (see `HANDSHAKE_WAIT_MS`)
-    /// are answered now (503). Runs once per tick, so a handshake waits `HANDSHAKE_WAIT_MS`
-    /// plus up to a tick.
+    /// A resume (admin or agent stream) from a number this node has not applied yet but that
+    /// is near: another node sent it a moment ago, and the bus brings it here within
+    /// milliseconds. Answering `initial` then would hand the client a list older than the one
+    /// it shows (API.md: any node can replay what is held), so the handshake waits for it
+    /// (`await_view`). `None` outside a cluster, for another epoch, or a number far ahead
+    /// (that is no race: `initial` at once).
+    pub(super) fn resume_ahead(&self, stream: Stream, req: &crate::http::Request) -> Option<u64> {
+        self.cluster.as_ref()?;
+        if !matches!(stream, Stream::Admin | Stream::Agent) {
+            return None;
+        }
+        let point = streams::resume_point(req).ok()??;
+        let head = self.app.head();
+        (point.epoch == self.app.epoch()
+            && point.since > head
+            && point.since - head <= RESUME_AHEAD_MAX)
+            .then_some(point.since)
+    }
+
+    /// Hold stream handshake `req` until the view reaches `seq` (`release_stalled`) or for
+    /// `HANDSHAKE_WAIT_MS` at most (`release_waiting_handshakes`); then it is upgraded again
+    /// from the top (`jobs::handshake_looked_up`), and resumes or gets `initial`.
+    pub(super) fn await_view(&mut self, key: usize, req: &crate::http::Request, seq: u64) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let gen = conn.gen;
+        conn.enter(crate::conn::Phase::AwaitingJob {
+            keep_alive: req.keep_alive,
+            pending: Box::new(crate::api::Pending::Handshake(Box::new(req.clone()))),
+        });
+        let ticket = jobs::Ticket::Request {
+            key,
+            gen,
+            started: Instant::now(),
+            write: false,
+        };
+        self.stalled.push((seq, ticket, Ok(Outcome::AwaitView)));
+    }
+
+    /// Stream handshakes that waited too long for the view (see `HANDSHAKE_WAIT_MS`) are
+    /// answered now (a session stream 503, a resume `initial`). Runs once per tick, so a
+    /// handshake waits `HANDSHAKE_WAIT_MS` plus up to a tick.
     fn release_waiting_handshakes(&mut self) {
         let overdue = |t: &jobs::Ticket, r: &Result<Outcome, crate::app::AppError>| {
-            matches!(r, Ok(Outcome::SessionAt { .. }))
+            matches!(r, Ok(Outcome::SessionAt { .. } | Outcome::AwaitView))
                 && matches!(t, jobs::Ticket::Request { started, .. }
                     if started.elapsed().as_millis() >= HANDSHAKE_WAIT_MS)
         };

@@ -509,7 +509,8 @@ impl Server {
                 let busy = api::app_error(AppError::Busy).closing();
                 self.respond(key, busy, false);
             }
-            Ok(Outcome::SessionAt { .. }) => {
+            // (A resume waited for the view: reached, or waited long enough; see `await_view`.)
+            Ok(Outcome::SessionAt { .. } | Outcome::AwaitView) => {
                 let stream = Stream::from_path(&req.path, self.cfg.echo_path.as_deref());
                 self.upgrade(key, req, stream, true);
             }

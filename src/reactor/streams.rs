@@ -94,6 +94,11 @@ impl Server {
         let verdict = access::authorize_stream(&mut ctx, stream, req, agent_key.as_deref());
         match verdict {
             Ok(credential) => {
+                if !looked_up {
+                    if let Some(seq) = self.resume_ahead(stream, req) {
+                        return self.await_view(key, req, seq);
+                    }
+                }
                 self.metrics.http_request(101);
                 self.open_stream(key, req, handshake, stream, credential)
             }
@@ -684,7 +689,7 @@ fn with_header(mut head: Vec<u8>, name: &str, value: &str) -> Vec<u8> {
 /// `epoch`/`since` are malformed (it gets a fresh `initial`, and counts as a resume that failed).
 /// An epoch longer than 64 bytes cannot be ours (ours are short random strings) and is not
 /// worth comparing.
-fn resume_point(req: &Request) -> Result<Option<ResumePoint>, ()> {
+pub(super) fn resume_point(req: &Request) -> Result<Option<ResumePoint>, ()> {
     let (epoch, since) = (req.query_param("epoch"), req.query_param("since"));
     if epoch.is_none() && since.is_none() {
         return Ok(None);
