@@ -102,7 +102,7 @@ pub fn admin_token(email: &str, db: &Database, ttl: Duration) -> Result<String, 
 }
 
 /// End every session of `email`; returns how many there were. A running server closes their
-/// open streams within 10 s (it re-checks the sessions it trusts every 5 s).
+/// open streams within 10 s (it re-checks the sessions it trusts every second).
 pub fn admin_revoke(email: &str, db: &Database) -> Result<usize, Failure> {
     let ended = in_transaction(db, |tx, _| match tx.find_admin(email)? {
         Some(admin) => Ok(Some(tx.end_admin_sessions(admin.id, None)?.len())),

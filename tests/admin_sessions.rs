@@ -134,7 +134,9 @@ fn revoke_ends_every_session_of_an_admin_within_10_s() {
     }
     let took = revoked_at.elapsed();
     eprintln!("streams of the revoked admin closed {took:?} after the revoke");
-    assert!(took < Duration::from_secs(10), "{took:?}");
+    // API.md allows 10 s; the re-check runs every second (it was every 5 s, and meanwhile the
+    // revoked cookie could still write).
+    assert!(took < Duration::from_secs(4), "{took:?}");
     assert_eq!(
         srv.get("/api/users", Some(&a1)).status,
         401,

@@ -160,9 +160,12 @@ pub enum Command {
     },
     /// Read: which of these admin session token digests are no longer valid (expired, ended
     /// by logout or `admin revoke` — possibly by another process). The periodic re-check of
-    /// cached sessions and open admin streams.
+    /// cached sessions and open admin streams: it reads the sessions only when another
+    /// connection changed the database since the last re-check (`Tx::changed_by_others`), or
+    /// `always` (a session may also simply have run out).
     AdminSessionsGone {
         tokens: Vec<Digest32>,
+        always: bool,
     },
     /// Read: every valid admin session.
     AdminSessions,
@@ -509,7 +512,10 @@ pub fn execute(tx: &mut dyn Tx, rules: &Rules, now: i64, cmd: Command) -> AppRes
             }
             Ok(Outcome::AdminSession(None))
         }
-        Command::AdminSessionsGone { tokens } => {
+        Command::AdminSessionsGone { tokens, always } => {
+            if !tx.changed_by_others()? && !always {
+                return Ok(Outcome::SessionsGone(Vec::new()));
+            }
             // One read of every valid session, not one per digest: the list may be long.
             let valid: std::collections::HashSet<Digest32> = tx
                 .admin_sessions(now)?

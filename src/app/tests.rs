@@ -684,6 +684,7 @@ fn admin_sessions_are_looked_up_by_any_value_rechecked_and_pruned() {
         T0 + 2 * MIN,
         Command::AdminSessionsGone {
             tokens: vec![short_lived, live, stale],
+            always: true,
         },
     );
     match out {

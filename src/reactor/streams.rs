@@ -491,7 +491,7 @@ impl Server {
     /// Arm `Timer::AdminExpiry` for wall time `at`, in place of the one armed. Timers run on
     /// the monotonic clock, so a wall clock that moves makes it fire early or late: early is
     /// caught in `admin_expiries_due`; late is bounded by the clock's step and, at worst, by
-    /// the 5-second re-check of admin sessions in storage (`recheck_admin_sessions`), which
+    /// the re-check of admin sessions in storage every 5 s at the latest (`recheck_admin_sessions`), which
     /// also closes the streams of a session that has run out.
     fn arm_admin_expiry(&mut self, at: i64, now: Now) {
         if let Some((_, t)) = self.admin_expiry.take() {
@@ -646,7 +646,7 @@ impl Server {
                     }
                 }
                 // Logout, a removed admin or a changed password: that session's streams close
-                // 1008 on this node at once (other nodes find out by their 5-second re-check).
+                // 1008 on this node at once (other nodes find out by their re-check, every second).
                 Effect::CloseAdminSession(session) => {
                     for key in self.hub.admins_with_session(&session) {
                         self.close_stream(

@@ -225,6 +225,10 @@ pub trait Tx: AdminAccounts {
     ) -> DbResult<Option<AdminSession>>;
     /// Every unexpired admin session (to warm the cache at start).
     fn admin_sessions(&mut self, now_ms: i64) -> DbResult<Vec<AdminSession>>;
+    /// Whether another connection committed since this one last asked (SQLite: another process,
+    /// such as `catalytic admin revoke` or the `sqlite3` shell; `PRAGMA data_version`). The first
+    /// call says yes; so does PostgreSQL always (other nodes write all the time).
+    fn changed_by_others(&mut self) -> DbResult<bool>;
     fn delete_admin_session(&mut self, token_digest: &Digest32) -> DbResult<()>;
 
     /// Delete admin sessions that expired at or before `now_ms`; returns how many.

@@ -524,6 +524,10 @@ impl Tx for PgTx<'_> {
         Ok(found.filter(|s| auth::ct_eq(&s.token_digest, token_digest)))
     }
 
+    fn changed_by_others(&mut self) -> DbResult<bool> {
+        Ok(true)
+    }
+
     fn admin_sessions(&mut self, now_ms: i64) -> DbResult<Vec<AdminSession>> {
         let rows = self.tx.query(
             "SELECT s.token_hash, s.admin_id, a.email, s.expires_at

@@ -68,6 +68,8 @@ impl From<rusqlite::Error> for DbError {
 /// One SQLite database.
 pub struct Sqlite {
     conn: Connection,
+    /// `PRAGMA data_version` when `changed_by_others` last read it.
+    seen_version: std::cell::Cell<Option<i64>>,
     /// The server key invite tokens are derived under. `None` for the admin CLI, which never
     /// reads users (and must not create a key: a server finding its key missing re-keys the
     /// stored invite digests, which it could not do if the CLI had made a new key first).
@@ -88,7 +90,11 @@ impl Sqlite {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut db = Sqlite { conn, key };
+        let mut db = Sqlite {
+            conn,
+            key,
+            seen_version: std::cell::Cell::new(None),
+        };
         db.migrate()?;
         if is_new {
             log::info!("created new database {}", path.display());
@@ -125,7 +131,11 @@ impl Sqlite {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(DbError::from)?;
-        let mut stx = SqliteTx { tx, key: self.key };
+        let mut stx = SqliteTx {
+            tx,
+            key: self.key,
+            seen_version: &self.seen_version,
+        };
         let out = f(&mut stx)?;
         stx.tx.commit().map_err(DbError::from)?;
         Ok(out)
@@ -137,7 +147,11 @@ impl Sqlite {
         f: impl FnOnce(&mut SqliteTx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let tx = self.conn.transaction().map_err(DbError::from)?;
-        let mut stx = SqliteTx { tx, key: self.key };
+        let mut stx = SqliteTx {
+            tx,
+            key: self.key,
+            seen_version: &self.seen_version,
+        };
         f(&mut stx)
     }
 
@@ -241,6 +255,7 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
 pub struct SqliteTx<'c> {
     tx: rusqlite::Transaction<'c>,
     key: Option<[u8; 32]>,
+    seen_version: &'c std::cell::Cell<Option<i64>>,
 }
 
 impl SqliteTx<'_> {
@@ -400,6 +415,11 @@ impl Tx for SqliteTx<'_> {
             .optional()?;
         // The index found the row; the final check is in constant time anyway.
         Ok(row.filter(|s| auth::ct_eq(&s.token_digest, token_digest)))
+    }
+
+    fn changed_by_others(&mut self) -> DbResult<bool> {
+        let now: i64 = self.tx.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        Ok(self.seen_version.replace(Some(now)) != Some(now))
     }
 
     fn admin_sessions(&mut self, now_ms: i64) -> DbResult<Vec<AdminSession>> {
@@ -747,6 +767,21 @@ mod tests {
             [7],
             "numbers are never reused"
         );
+    }
+
+    #[test]
+    fn changes_by_other_connections_are_noticed_and_our_own_are_not() {
+        let (dir, mut db) = temp_db();
+        let changed = |db: &mut Sqlite| db.read(|tx| tx.changed_by_others()).unwrap();
+        assert!(changed(&mut db), "the first call says yes");
+        assert!(!changed(&mut db));
+        db.write(|tx| tx.insert_user(&new_user("own@x.io", b"n1")))
+            .unwrap();
+        assert!(!changed(&mut db), "our own commit");
+        let other = Sqlite::open(&dir.path().join("t.db"), None).unwrap();
+        other.create_admin("cli@x.io", "hash", 0).unwrap();
+        assert!(changed(&mut db), "another connection's commit");
+        assert!(!changed(&mut db));
     }
 
     #[test]
