@@ -9,6 +9,20 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
+/// `PATCH /api/users/{id}` on a kept-alive connection; it must succeed.
+fn patch(c: &mut HttpConn, cookie: &str, id: i64, body: &serde_json::Value) {
+    let body = body.to_string();
+    let r = c
+        .send(
+            "PATCH",
+            &format!("/api/users/{id}"),
+            &[("Cookie", cookie), ("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        )
+        .expect("PATCH");
+    assert_eq!(r.status, 200, "PATCH {body:.80}: {}", r.text());
+}
+
 #[test]
 fn never_reading_client_is_dropped_and_others_keep_pace() {
     const MAX_EVENTS: usize = 5_000;
@@ -34,16 +48,8 @@ fn never_reading_client_is_dropped_and_others_keep_pace() {
     let mut dropped_at = None;
     // Until the slow one is dropped (checked every 100), then 200 more; at most MAX_EVENTS.
     for i in 0..MAX_EVENTS {
-        let body = json!({ "last_name": format!("n{i}{pad}"), "first_name": pad }).to_string();
-        let r = c
-            .send(
-                "PATCH",
-                &format!("/api/users/{id}"),
-                &[("Cookie", &cookie), ("Content-Type", "application/json")],
-                Some(body.as_bytes()),
-            )
-            .expect("PATCH");
-        assert_eq!(r.status, 200, "PATCH {i}: {}", r.text());
+        let body = json!({ "last_name": format!("n{i}{pad}"), "first_name": pad });
+        patch(&mut c, &cookie, id, &body);
         answered.push(Instant::now());
         if dropped_at.is_none()
             && i % 100 == 99
@@ -142,17 +148,8 @@ fn a_dropped_slow_consumer_reading_again_gets_whole_frames_then_1013() {
         let body = json!({
             "transcript_url": format!("https://t.example.com/{i}/{long}"),
             "summary_url": format!("https://s.example.com/{i}/{long}"),
-        })
-        .to_string();
-        let r = c
-            .send(
-                "PATCH",
-                &format!("/api/users/{id}"),
-                &[("Cookie", &cookie), ("Content-Type", "application/json")],
-                Some(body.as_bytes()),
-            )
-            .expect("PATCH");
-        assert_eq!(r.status, 200, "PATCH {i}: {}", r.text());
+        });
+        patch(&mut c, &cookie, id, &body);
         if srv.metric("catalytic_ws_closed_total", &[("reason", "slow_consumer")]) >= 1.0 {
             dropped = true;
             break;
