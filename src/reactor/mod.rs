@@ -576,9 +576,9 @@ impl Server {
             let mut conn = self.conns.remove(key);
             self.admission.removed(&conn);
             if was_stream {
-                // Last words, best effort: the client may be gone or not reading.
+                // Last words, best effort: the client may be gone or not reading. (A slow
+                // consumer never gets here as a stream: `drop_slow_consumer` closes it itself.)
                 let last = match why {
-                    CloseReason::SlowConsumer => Some((code::TRY_AGAIN_LATER, "Slow consumer")),
                     CloseReason::Heartbeat => Some((code::GOING_AWAY, "Heartbeat timeout")),
                     CloseReason::Shutdown => Some((code::GOING_AWAY, "Server shutting down")),
                     _ => None,
